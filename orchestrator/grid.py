@@ -1,0 +1,74 @@
+"""From a sweep plus command-line overrides to validated trial configs, before anything starts."""
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+from search_spaces import Sweep
+from trainables.config import FIELD_TYPES, ConfigError, TrialConfig, coerce, coerce_method_param
+
+METHOD_PARAMS_PREFIX = "method_params."
+
+
+@dataclass(frozen=True)
+class Grid:
+    axes: dict[str, list[Any]]  # flat keys ("method_params.temperature" for method options)
+    params: dict[str, Any]
+
+    def trial_dicts(self) -> list[dict[str, Any]]:
+        """Every trial's config dict (nested, as TrialConfig.from_dict takes it), in grid order."""
+        combinations = itertools.product(*self.axes.values()) if self.axes else [()]
+        return [nest({**self.params, **dict(zip(self.axes, values, strict=True))})
+                for values in combinations]
+
+    def trial_configs(self) -> list[TrialConfig]:
+        return [TrialConfig.from_dict(trial) for trial in self.trial_dicts()]
+
+
+def nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """{"method_params.temperature": 0.1} -> {"method_params": {"temperature": 0.1}}."""
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        if key.startswith(METHOD_PARAMS_PREFIX):
+            nested.setdefault("method_params", {})[key.removeprefix(METHOD_PARAMS_PREFIX)] = value
+        else:
+            nested[key] = value
+    return nested
+
+
+def parse_override(text: str) -> tuple[str, list[str]]:
+    """"KEY=V1,V2" -> ("KEY", ["V1", "V2"])."""
+    key, separator, values = text.partition("=")
+    if not separator or not key or not values:
+        raise ConfigError(f"bad --set {text!r}; write KEY=VALUE or KEY=VALUE1,VALUE2")
+    return key.strip(), [value.strip() for value in values.split(",")]
+
+
+def apply_overrides(sweep: Sweep, overrides: list[str]) -> Grid:
+    """The sweep's grid with each --set applied: one value fixes a parameter, several make an axis."""
+    axes = dict(sweep.grid)
+    params = dict(sweep.params)
+    for text in overrides:
+        key, raw_values = parse_override(text)
+        if key not in FIELD_TYPES and not key.startswith(METHOD_PARAMS_PREFIX):
+            raise ConfigError(f"unknown --set key {key!r}; valid keys: {', '.join(FIELD_TYPES)}")
+        if key == "method_params":
+            raise ConfigError("set method options one by one: --set method_params.NAME=VALUE")
+        values = [typed_value(key, raw, axes, params) for raw in raw_values]
+        axes.pop(key, None)
+        params.pop(key, None)
+        if len(values) == 1:
+            params[key] = values[0]
+        else:
+            axes[key] = values
+    grid = Grid(axes=axes, params=params)
+    grid.trial_configs()  # validate every trial now: nothing starts with a bad config
+    return grid
+
+
+def typed_value(key: str, raw: str, axes: dict[str, list[Any]], params: dict[str, Any]) -> Any:
+    if not key.startswith(METHOD_PARAMS_PREFIX):
+        return coerce(key, raw)
+    methods = axes.get("method") or [params.get("method", TrialConfig.method)]
+    name = key.removeprefix(METHOD_PARAMS_PREFIX)
+    return [coerce_method_param(method, name, raw) for method in methods][0]

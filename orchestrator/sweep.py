@@ -1,0 +1,199 @@
+"""python -m orchestrator.sweep NAME: run a named sweep on whatever Ray is there, tracked in MLflow.
+
+    python -m orchestrator.sweep --list
+    python -m orchestrator.sweep smoke --dry-run
+    python -m orchestrator.sweep smoke --set epochs=2 --set method=simclr,simsiam
+"""
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from orchestrator.grid import Grid, apply_overrides
+from orchestrator.resources import ResourcePlan, plan_resources
+from search_spaces import SWEEPS
+from trainables import metrics
+from trainables.config import ConfigError
+
+EXIT_BAD_INPUT = 2
+EXIT_TRIALS_FAILED = 1
+TABLE_METRICS = (metrics.LINEAR_TEST_ACCURACY, metrics.LINEAR_TEST_BALANCED_ACCURACY,
+                 metrics.KNN_VAL_ACCURACY, metrics.PRETRAIN_COLLAPSE_STD)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m orchestrator.sweep",
+        description="Run a named sweep (a grid of SSL pretraining trials) with Ray Tune, logged to MLflow.",
+    )
+    parser.add_argument("sweep", nargs="?", help="the sweep's name; --list shows them")
+    parser.add_argument("--list", action="store_true", help="list the sweeps and exit")
+    parser.add_argument("--dry-run", action="store_true", help="print the trial table and run nothing")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE[,VALUE...]",
+                        help="override a trial parameter; several values make it a grid axis")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
+                        "else sqlite:///mlflow.db here)")
+    parser.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    parser.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+    parser.add_argument("--cpus-per-worker", type=int, help="CPUs per Ray Train worker")
+    parser.add_argument("--storage-path", default="ray_results",
+                        help="where Ray keeps trial state and checkpoints (shared storage on a cluster)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the sweep's last run from its checkpoints")
+    return parser.parse_args(argv)
+
+
+def fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.list:
+        width = max(map(len, SWEEPS))
+        for name, sweep in SWEEPS.items():
+            print(f"{name:<{width}}  {sweep.description}")
+        return 0
+    if args.sweep is None:
+        return fail(f"name a sweep; valid sweeps: {', '.join(SWEEPS)} (or --list)")
+    if args.sweep not in SWEEPS:
+        return fail(f"unknown sweep {args.sweep!r}; valid sweeps: {', '.join(SWEEPS)}")
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        return fail(f"bad --max-concurrent {args.max_concurrent}; it must be >= 1")
+    try:
+        grid = apply_overrides(SWEEPS[args.sweep], args.set)
+    except ConfigError as error:
+        return fail(str(error))
+
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    if args.dry_run:
+        plan = make_plan(grid, local_resources() if address is None else cluster_resources(address), args)
+        print_trial_table(args.sweep, grid, plan)
+        return 0
+    return run(args, grid, address)
+
+
+def make_plan(grid: Grid, resources: dict[str, float], args: argparse.Namespace) -> ResourcePlan:
+    configs = grid.trial_configs()
+    return plan_resources(resources, num_workers=max(c.num_workers for c in configs),
+                          num_trials=len(configs), max_concurrent=args.max_concurrent,
+                          cpus_per_worker=args.cpus_per_worker)
+
+
+def local_resources() -> dict[str, float]:
+    """What a local Ray would see, without starting one."""
+    import torch
+
+    return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+
+
+def cluster_resources(address: str | None) -> dict[str, float]:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=True)
+    return ray.cluster_resources()
+
+
+def print_trial_table(sweep_name: str, grid: Grid, plan: ResourcePlan) -> None:
+    configs = grid.trial_configs()
+    axes = list(grid.axes)
+    print(f"sweep {sweep_name}: {len(configs)} trial(s); {plan.describe()}")
+    if grid.params:
+        print("fixed: " + ", ".join(f"{k}={v}" for k, v in grid.params.items()))
+    rows = [[str(i), *(str(flat_value(c.to_dict(), a)) for a in axes),
+             str(c.num_workers), str(plan.cpus_per_worker * c.num_workers),
+             str(plan.gpus_per_worker * c.num_workers)] for i, c in enumerate(configs)]
+    print_table(["trial", *axes, "workers", "CPUs", "GPUs"], rows)
+
+
+def flat_value(config: dict[str, Any], flat_key: str) -> Any:
+    value: Any = config
+    for part in flat_key.split("."):
+        value = value[part]
+    return value
+
+
+def print_table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    for row in [header, ["-" * width for width in widths], *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def run(args: argparse.Namespace, grid: Grid, address: str | None) -> int:
+    import ray
+
+    from orchestrator.tracking import SweepTracker, flatten, resolve_tracking_uri
+    from orchestrator.tune_driver import run_tune
+
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    tracking_uri = resolve_tracking_uri(args.tracking_uri)
+    storage_path = str(Path(args.storage_path).expanduser().resolve())
+    plan = make_plan(grid, cluster_resources(address), args)
+    print_trial_table(args.sweep, grid, plan)
+    print(f"MLflow: {tracking_uri} (experiment {args.sweep!r}); Ray storage: {storage_path}")
+
+    tracker = SweepTracker(tracking_uri, args.sweep)
+    if args.resume:
+        tracker.resume_parent()
+    else:
+        tracker.start_parent(args.sweep, {"sweep": args.sweep, "axes": ",".join(grid.axes),
+                                          **flatten({"grid": grid.axes, "fixed": grid.params})})
+    failed = True
+    try:
+        results = run_tune(args.sweep, grid, plan, storage_path, tracker.trial_logger(), args.resume)
+        rows, failed = summarize(results, list(grid.axes))
+        print(f"\nsweep {args.sweep}: final linear-probe metrics")
+        header = ["trial", *grid.axes, "status", *TABLE_METRICS]
+        print_table(header, rows)
+        tracker.client.log_text(tracker.parent_run_id, table_csv(header, rows), "summary.csv")
+    finally:
+        tracker.finish_parent(failed)
+        ray.shutdown()
+    return EXIT_TRIALS_FAILED if failed else 0
+
+
+def summarize(results: Any, axes: list[str]) -> tuple[list[list[str]], bool]:
+    rows, any_failed = [], False
+    for result in sorted(results, key=lambda r: str(r.path).rsplit("_", 1)[-1]):
+        trial = Path(result.path).name if result.path else "?"
+        result_metrics = last_values(result)
+        if result.error is not None:
+            status, any_failed = "failed", True
+        elif result_metrics.get(metrics.COLLAPSED, 0.0) >= 0.5:
+            status = "collapsed"
+        else:
+            status = "finished"
+        values = [format_metric(result_metrics.get(name)) for name in TABLE_METRICS]
+        rows.append([trial, *(str(flat_value(result.config, a)) for a in axes), status, *values])
+    return rows, any_failed
+
+
+def last_values(result: Any) -> dict[str, Any]:
+    """Each metric's last reported value: per-epoch metrics are absent from the final report."""
+    history = result.metrics_dataframe
+    values = dict(result.metrics or {})
+    if history is not None:
+        for name in metrics.PER_EPOCH:
+            if name in history and history[name].notna().any():
+                values.setdefault(name, history[name].dropna().iloc[-1])
+    return values
+
+
+def format_metric(value: Any) -> str:
+    if isinstance(value, int | float) and math.isfinite(value):
+        return f"{value:.4f}"
+    return "-"
+
+
+def table_csv(header: list[str], rows: list[list[str]]) -> str:
+    return "\n".join(",".join(row) for row in [header, *rows]) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

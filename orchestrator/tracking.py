@@ -1,0 +1,174 @@
+"""Everything MLflow: the tracking URI, one experiment per sweep, a parent run per invocation,
+one nested child run per trial (flat params, per-epoch metrics with step = epoch, final metrics).
+
+`MlflowTrialLogger` is a Ray Tune callback: it runs in the driver process, so workers never
+need to reach the tracking server. It finds a trial's existing child run by the trial id, so a
+resumed sweep logs into the same runs instead of duplicating them.
+"""
+
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+from ray.tune import Callback
+from ray.tune.experiment import Trial
+
+from trainables import metrics
+from trainables.config import TrialConfig
+from trainables.methods import method_parameters
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+TAG_SWEEP = "sweep"
+TAG_TRIAL_ID = "ray.trial_id"
+TAG_ROLE = "role"  # "sweep" on the parent run, "trial" on children
+TAG_STATUS = "trial_status"  # finished | collapsed | failed
+TAG_ERROR = "error"
+LOGGED_METRICS = (*metrics.PER_EPOCH, *metrics.FINAL)
+
+
+def resolve_tracking_uri(cli_value: str | None) -> str:
+    """--tracking-uri, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory."""
+    return cli_value or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested dicts -> {"a.b": "value"}: MLflow params are flat strings."""
+    flat: dict[str, str] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, prefix=f"{name}."))
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def resolved_params(config: TrialConfig) -> dict[str, Any]:
+    """The full trial config, with the method's hyperparameters filled in from its defaults."""
+    params = config.to_dict()
+    params["method_params"] = {**method_parameters(config.method), **config.method_params}
+    return params
+
+
+def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
+    existing = client.get_run(run_id).data.params
+    new = [Param(key, value) for key, value in flatten(params).items() if key not in existing]
+    for start in range(0, len(new), 100):  # MLflow accepts at most 100 params per batch
+        client.log_batch(run_id, params=new[start:start + 100])
+
+
+class SweepTracker:
+    """The sweep's experiment and its parent run."""
+
+    def __init__(self, tracking_uri: str, sweep_name: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri)
+        experiment = self.client.get_experiment_by_name(sweep_name)
+        self.experiment_id = (experiment.experiment_id if experiment
+                              else self.client.create_experiment(sweep_name))
+        self.sweep_name = sweep_name
+        self.parent_run_id: str | None = None
+
+    def start_parent(self, run_name: str, params: Mapping[str, Any]) -> str:
+        run = self.client.create_run(
+            self.experiment_id, run_name=run_name, tags={TAG_SWEEP: self.sweep_name, TAG_ROLE: "sweep"}
+        )
+        self.parent_run_id = run.info.run_id
+        log_params(self.client, self.parent_run_id, params)
+        return self.parent_run_id
+
+    def resume_parent(self) -> str:
+        """The latest parent run of this sweep, for --resume."""
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.{TAG_ROLE} = 'sweep'",
+            order_by=["attributes.start_time DESC"], max_results=1,
+        )
+        if not runs:
+            raise RuntimeError(
+                f"no earlier run of sweep {self.sweep_name!r} in {self.tracking_uri} to resume"
+            )
+        self.parent_run_id = runs[0].info.run_id
+        self.client.update_run(self.parent_run_id, status="RUNNING")
+        return self.parent_run_id
+
+    def finish_parent(self, failed: bool) -> None:
+        self.client.set_terminated(self.parent_run_id, status="FAILED" if failed else "FINISHED")
+
+    def trial_logger(self) -> "MlflowTrialLogger":
+        return MlflowTrialLogger(self.tracking_uri, self.experiment_id, self.sweep_name, self.parent_run_id)
+
+
+class MlflowTrialLogger(Callback):
+    """Tune callback: one child run per trial, nested under the sweep's parent run."""
+
+    def __init__(self, tracking_uri: str, experiment_id: str, sweep_name: str, parent_run_id: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment_id = experiment_id
+        self.sweep_name = sweep_name
+        self.parent_run_id = parent_run_id
+        self._run_ids: dict[str, str] = {}
+
+    @property
+    def client(self) -> MlflowClient:
+        return MlflowClient(self.tracking_uri)
+
+    def run_id(self, trial: Trial) -> str:
+        if trial.trial_id in self._run_ids:
+            return self._run_ids[trial.trial_id]
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.{TAG_TRIAL_ID} = '{trial.trial_id}' and "
+                          f"tags.{MLFLOW_PARENT_RUN_ID} = '{self.parent_run_id}'",
+            max_results=1,
+        )
+        if found:
+            run_id = found[0].info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+        else:
+            run_id = self.client.create_run(
+                self.experiment_id,
+                tags={MLFLOW_PARENT_RUN_ID: self.parent_run_id, MLFLOW_RUN_NAME: str(trial),
+                      TAG_TRIAL_ID: trial.trial_id, TAG_SWEEP: self.sweep_name, TAG_ROLE: "trial"},
+            ).info.run_id
+            log_params(self.client, run_id, resolved_params(TrialConfig.from_dict(trial.config)))
+        self._run_ids[trial.trial_id] = run_id
+        return run_id
+
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self.run_id(trial)
+
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial,
+                        result: dict, **info: Any) -> None:
+        step = int(result.get(metrics.EPOCH, 0))
+        timestamp = int(result.get("timestamp", 0) * 1000)
+        logged = [Metric(name, float(result[name]), timestamp, step)
+                  for name in LOGGED_METRICS
+                  if isinstance(result.get(name), int | float) and math.isfinite(result[name])]
+        if logged:
+            self.client.log_batch(self.run_id(trial), metrics=logged)
+
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        collapsed = (trial.last_result or {}).get(metrics.COLLAPSED, 0.0) >= 0.5
+        run_id = self.run_id(trial)
+        self.client.set_tag(run_id, TAG_STATUS, "collapsed" if collapsed else "finished")
+        self.client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FINISHED))
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        run_id = self.run_id(trial)
+        self.client.set_tag(run_id, TAG_STATUS, "failed")
+        self.client.set_tag(run_id, TAG_ERROR, first_error_line(trial)[:5000])
+        self.client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FAILED))
+
+
+def first_error_line(trial: Trial) -> str:
+    """The last line of the trial's error file: the exception and its message."""
+    path = trial.error_file
+    if path and os.path.exists(path):
+        with open(path) as handle:
+            lines = [line.strip() for line in handle if line.strip()]
+        return lines[-1] if lines else "unknown error"
+    return "unknown error"

@@ -1,0 +1,112 @@
+"""The Ray Tune wiring: each Tune trial runs a driver function that launches a TorchTrainer.
+
+This is the Train V2 idiom: the driver builds a `TorchTrainer` whose run name is derived from
+the Tune trial id (stable across `Tuner.restore`, so a restarted trial finds its checkpoints),
+and `TuneReportCallback` forwards rank 0's reports to Tune.
+"""
+
+import os
+import re
+from typing import Any
+
+import ray
+import ray.train
+import ray.tune
+from ray import tune
+from ray.train.torch import TorchTrainer
+from ray.tune.experiment import Trial
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from orchestrator.grid import Grid, nest
+from orchestrator.resources import ResourcePlan
+from orchestrator.tracking import MlflowTrialLogger
+from trainables.config import TrialConfig
+from trainables.loop import train_loop_per_worker
+
+TRAIN_RUNS_FOLDER = "train_runs"
+DRIVER_MEMORY_BYTES = 64 * 1024**2
+
+
+def build_trainer(config: TrialConfig, run_name: str, storage_path: str, plan: ResourcePlan,
+                  callbacks: list | None = None) -> TorchTrainer:
+    """The TorchTrainer of one trial. The same run name and storage path resume its checkpoints."""
+    resources_per_worker = {"CPU": plan.cpus_per_worker}
+    if plan.use_gpu:
+        resources_per_worker["GPU"] = plan.gpus_per_worker
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=config.to_dict(),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=config.num_workers, use_gpu=plan.use_gpu, resources_per_worker=resources_per_worker
+        ),
+        run_config=ray.train.RunConfig(
+            name=run_name,
+            storage_path=os.path.join(storage_path, TRAIN_RUNS_FOLDER),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+            callbacks=callbacks or [],
+        ),
+    )
+
+
+def run_trial(config: dict[str, Any], storage_path: str, plan: ResourcePlan) -> None:
+    """The Tune trainable: validate the trial's config, then run its TorchTrainer to the end."""
+    trial_config = TrialConfig.from_dict(config)
+    trial_id = ray.tune.get_context().get_trial_id()
+    trainer = build_trainer(trial_config, f"trial_{trial_id}", storage_path, plan,
+                            callbacks=[TuneReportCallback()])
+    trainer.fit()
+
+
+def trial_name(trial: Trial, axes: list[str]) -> str:
+    """Deterministic and readable: the axis values, then the trial id."""
+    values = "_".join(f"{axis.split('.')[-1]}={lookup(trial.config, axis)}" for axis in axes)
+    return re.sub(r"[^A-Za-z0-9_.=-]", "-", f"{values}_{trial.trial_id}".strip("_"))
+
+
+def lookup(config: dict[str, Any], flat_key: str) -> Any:
+    value: Any = config
+    for part in flat_key.split("."):
+        value = value[part]
+    return value
+
+
+def param_space(grid: Grid) -> dict[str, Any]:
+    """The Tune search space: fixed params as constants, each axis a grid_search."""
+    flat = {**grid.params, **{axis: tune.grid_search(values) for axis, values in grid.axes.items()}}
+    return nest(flat)
+
+
+def experiment_path(storage_path: str, sweep_name: str) -> str:
+    return os.path.join(storage_path, sweep_name)
+
+
+def run_tune(sweep_name: str, grid: Grid, plan: ResourcePlan, storage_path: str,
+             logger: MlflowTrialLogger, resume: bool) -> tune.ResultGrid:
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, storage_path=storage_path, plan=plan),
+        # The driver only waits on its workers: it holds no CPU they could need. Tune refuses
+        # an empty request, so it asks for a little memory instead.
+        resources={"CPU": 0, "memory": DRIVER_MEMORY_BYTES},
+    )
+    if resume:
+        tuner = tune.Tuner.restore(experiment_path(storage_path, sweep_name), trainable,
+                                   resume_unfinished=True, resume_errored=True)
+    else:
+        axes = list(grid.axes)
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space(grid),
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=plan.max_concurrent_trials,
+                trial_name_creator=lambda trial: trial_name(trial, axes),
+                trial_dirname_creator=lambda trial: trial_name(trial, axes),
+            ),
+            run_config=tune.RunConfig(
+                name=sweep_name,
+                storage_path=storage_path,
+                callbacks=[logger],
+                failure_config=tune.FailureConfig(max_failures=0),
+                verbose=1,
+            ),
+        )
+    return tuner.fit()

@@ -1,0 +1,26 @@
+"""Named sweeps. Add a sweep: write one module here defining `SWEEP`, and add it below.
+
+A sweep is data, not machinery: its hypothesis, the grid of axes, and the fixed trial
+parameters. The orchestrator turns it into a Ray Tune run.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Sweep:
+    name: str
+    description: str  # one line, shown by --list
+    grid: dict[str, list[Any]]  # axis -> values; the trials are their Cartesian product
+    params: dict[str, Any] = field(default_factory=dict)  # fixed trial parameters
+    hypothesis: str = ""
+
+
+def _registry() -> dict[str, Sweep]:
+    from search_spaces import smoke
+
+    return {sweep.name: sweep for sweep in (smoke.SWEEP,)}
+
+
+SWEEPS: dict[str, Sweep] = _registry()

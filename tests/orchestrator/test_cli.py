@@ -1,0 +1,69 @@
+"""The command line: listing, dry runs, and one-line errors with exit code 2 for bad input."""
+
+import subprocess
+import sys
+
+import pytest
+
+from orchestrator.sweep import main
+from search_spaces import SWEEPS
+
+
+def test_list_shows_every_sweep_with_a_description(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list(SWEEPS)
+    assert all(len(line.split()) > 1 for line in lines)
+
+
+def test_unknown_sweep_is_one_line_naming_it_and_the_valid_ones_exit_2() -> None:
+    completed = subprocess.run([sys.executable, "-m", "orchestrator.sweep", "no_such_sweep"],
+                               capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 2
+    assert completed.stdout == ""
+    error_lines = completed.stderr.strip().splitlines()
+    assert len(error_lines) == 1
+    assert "no_such_sweep" in error_lines[0] and "smoke" in error_lines[0]
+
+
+@pytest.mark.parametrize(
+    ("override", "expected_words"),
+    [
+        ("no_such_key=1", ["no_such_key", "method", "batch_size"]),
+        ("method=simclr,no_such_method", ["no_such_method", "simclr", "simsiam"]),
+        ("epochs=three", ["three", "epochs", "int"]),
+        ("epochs=0", ["epochs", ">= 1"]),
+        ("batch_size", ["KEY=VALUE"]),
+        ("backbone=vit_giant", ["vit_giant", "cbr_nano"]),
+        ("method_params.no_such_option=1", ["no_such_option", "projection_dim"]),
+    ],
+)
+def test_bad_override_is_one_line_exit_2_and_starts_nothing(
+    override: str, expected_words: list[str], capsys: pytest.CaptureFixture[str], tmp_path, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["smoke", "--set", override]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, lines
+    for word in expected_words:
+        assert word in lines[0]
+    assert list(tmp_path.iterdir()) == []  # no MLflow store, no Ray results
+
+
+def test_dry_run_prints_one_row_per_trial_with_resources(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["smoke", "--dry-run", "--set", "seed=0,1", "--max-concurrent", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line[:1].isdigit()]
+    assert len(rows) == 2 * len([1 for _ in range(4)])  # smoke's 4 trials x 2 seeds
+    assert "up to 1 trial(s) at once" in out
+    header = next(line for line in out.splitlines() if line.startswith("trial"))
+    for column in ("method", "batch_size", "seed", "workers", "CPUs", "GPUs"):
+        assert column in header
+
+
+def test_set_with_one_value_fixes_a_grid_axis(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["smoke", "--dry-run", "--set", "method=simsiam"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line[:1].isdigit()]
+    assert len(rows) == 2  # the two batch sizes

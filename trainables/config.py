@@ -1,0 +1,129 @@
+"""The one typed trial config, and its validation.
+
+A Tune trial's config dict becomes a `TrialConfig` in exactly one place, `TrialConfig.from_dict`,
+which rejects unknown keys and bad values with errors that name the key and what is allowed.
+It lives here, beside the code that consumes it, so workers never import the orchestrator.
+"""
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from trainables.backbones import BACKBONES
+from trainables.datasets import DATASETS
+from trainables.initializations import INITIALIZATIONS
+from trainables.methods import METHODS, method_parameters
+
+
+class ConfigError(ValueError):
+    """A bad trial config: the message names the key and the allowed values."""
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    method: str = "simclr"
+    init: str = "random"
+    backbone: str = "cbr_nano"
+    dataset: str = "digits"
+    data_root: str = "data"
+    batch_size: int = 128
+    image_size: int = 32
+    epochs: int = 5
+    seed: int = 0
+    # Base learning rate at batch 256, scaled by batch/256; None = the method's paper default.
+    learning_rate: float | None = None
+    learning_rate_scaling: str = "linear"
+    weight_decay: float | None = None
+    momentum: float = 0.9
+    warmup_epochs: int = 0
+    num_workers: int = 1
+    knn_k: int = 20
+    probe_epochs: int = 100
+    method_params: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrialConfig":
+        unknown = sorted(set(values) - set(FIELD_TYPES))
+        if unknown:
+            raise ConfigError(f"unknown config key {unknown[0]!r}; valid keys: {', '.join(FIELD_TYPES)}")
+        config = cls(**{key: coerce(key, value) for key, value in values.items()})
+        config.validate()
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        for key, registry in CHOICES.items():
+            if getattr(self, key) not in registry:
+                raise ConfigError(
+                    f"bad value {getattr(self, key)!r} for {key}; valid values: {', '.join(registry)}"
+                )
+        for key in ("batch_size", "image_size", "epochs", "num_workers", "knn_k", "probe_epochs"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"bad value {getattr(self, key)!r} for {key}; it must be >= 1")
+        if self.image_size < 16:
+            raise ConfigError(f"bad value {self.image_size} for image_size; it must be >= 16")
+        if self.batch_size < 2 * self.num_workers:
+            raise ConfigError(
+                f"bad value {self.batch_size} for batch_size; each of the {self.num_workers} "
+                "workers needs at least 2 images per step"
+            )
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ConfigError(f"bad value {self.warmup_epochs} for warmup_epochs; it must be in [0, epochs)")
+        allowed = method_parameters(self.method)
+        for name in self.method_params:
+            if name not in allowed:
+                raise ConfigError(
+                    f"unknown method_params key {name!r} for method {self.method}; "
+                    f"valid keys: {', '.join(allowed) or '(none)'}"
+                )
+
+
+CHOICES: dict[str, typing.Iterable[str]] = {
+    "method": METHODS,
+    "init": INITIALIZATIONS,
+    "backbone": BACKBONES,
+    "dataset": DATASETS,
+    "learning_rate_scaling": ("linear", "sqrt"),
+}
+FIELD_TYPES: dict[str, Any] = typing.get_type_hints(TrialConfig)
+
+
+def coerce(key: str, value: Any) -> Any:
+    """Convert a value (possibly a command-line string) to the declared type of `key`."""
+    declared = FIELD_TYPES[key]
+    if key == "method_params":
+        if not isinstance(value, dict):
+            raise ConfigError(f"bad value {value!r} for method_params; it must be a mapping")
+        return dict(value)
+    optional = type(None) in typing.get_args(declared)
+    if optional and (value is None or (isinstance(value, str) and value.lower() == "none")):
+        return None
+    target = next(t for t in (typing.get_args(declared) or (declared,)) if t is not type(None))
+    if isinstance(value, target) and not (target is int and isinstance(value, bool)):
+        return value
+    try:
+        if target is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        converted = target(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"bad value {value!r} for {key}; it must be {target.__name__}") from None
+    return converted
+
+
+def coerce_method_param(method: str, name: str, value: Any) -> Any:
+    """Convert a method hyperparameter to the type of its paper default."""
+    allowed = method_parameters(method)
+    if name not in allowed:
+        raise ConfigError(
+            f"unknown method_params key {name!r} for method {method}; valid keys: {', '.join(allowed)}"
+        )
+    default_type = type(allowed[name])
+    try:
+        return default_type(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"bad value {value!r} for method_params.{name}; it must be {default_type.__name__}"
+        ) from None

@@ -1,0 +1,191 @@
+"""The Ray Train loop that runs on every worker of a trial.
+
+Build data, model and optimizer; for each epoch train, monitor, checkpoint and report; then
+evaluate with a linear probe on frozen features. Only rank 0's metrics reach Ray Tune.
+"""
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray.train
+import ray.train.torch
+import torch
+from torch import nn
+
+from trainables import metrics
+from trainables.augmentations import AugmentationRecipe, augment
+from trainables.backbones import build_backbone
+from trainables.config import TrialConfig
+from trainables.datasets import ImageSplits, load_dataset
+from trainables.evaluation import (
+    embedding_std,
+    extract_features,
+    is_collapsed,
+    knn_accuracy,
+    linear_probe,
+)
+from trainables.initializations import initialize
+from trainables.methods import METHODS, SSLMethod, build_method
+from trainables.schedules import scaled_learning_rate, warmup_cosine
+
+CHECKPOINT_FILE = "state.pt"
+
+
+@dataclass
+class TrainingState:
+    method: SSLMethod  # the unwrapped module: its state dict has no "module." prefix
+    model: nn.Module  # what the loop calls: the method, wrapped in DDP on several workers
+    optimizer: torch.optim.Optimizer
+    epoch: int = 0  # the last finished epoch
+    step: int = 0
+    collapse_std: float = float("nan")  # of the last finished epoch
+    embedding_dim: int = 1
+
+
+def train_loop_per_worker(config_dict: dict) -> None:
+    config = TrialConfig.from_dict(config_dict)
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
+    torch.manual_seed(config.seed)
+
+    data = load_dataset(config.dataset, config.image_size, config.seed, config.data_root)
+    state = build_training_state(config, world_size, device)
+    restore_latest_checkpoint(state)
+
+    local_batch_size = config.batch_size // world_size
+    steps_per_epoch = len(data.train_images) // config.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"batch_size {config.batch_size} is larger than the {len(data.train_images)} training "
+            f"images of {config.dataset}; use a smaller batch_size"
+        )
+    total_steps = steps_per_epoch * config.epochs
+    peak_learning_rate = scaled_learning_rate(
+        config.learning_rate or METHODS[config.method].base_learning_rate,
+        config.batch_size, config.learning_rate_scaling,
+    )
+    recipe = AugmentationRecipe()
+
+    for epoch in range(state.epoch + 1, config.epochs + 1):
+        started = time.perf_counter()
+        state.model.train()
+        # Same permutation on every worker, each takes its own slice: one global batch per step.
+        epoch_seed = config.seed * 10_007 + epoch
+        order = torch.randperm(len(data.train_images), generator=torch.Generator().manual_seed(epoch_seed))
+        augmentation_generator = torch.Generator(device=device).manual_seed(epoch_seed * 1_000 + rank)
+        loss_sum, collapse_sum = torch.zeros((), device=device), 0.0
+        for batch_index in range(steps_per_epoch):
+            global_batch = order[batch_index * config.batch_size:(batch_index + 1) * config.batch_size]
+            local_batch = global_batch[rank * local_batch_size:(rank + 1) * local_batch_size]
+            images = data.train_images[local_batch].to(device)
+            views = [augment(images, recipe, augmentation_generator) for _ in range(2)]
+            learning_rate = warmup_cosine(
+                state.step, total_steps, config.warmup_epochs * steps_per_epoch, peak_learning_rate
+            )
+            for group in state.optimizer.param_groups:
+                group["lr"] = learning_rate
+            output = state.model(views)
+            state.optimizer.zero_grad(set_to_none=True)
+            output.loss.backward()
+            state.optimizer.step()
+            state.step += 1
+            state.method.after_optimizer_step(state.step / total_steps)
+            loss_sum += output.loss.detach()  # no .item(): that would be a sync point every step
+            collapse_sum += embedding_std(output.embedding)
+        state.epoch = epoch
+        state.collapse_std = collapse_sum / steps_per_epoch
+        state.embedding_dim = output.embedding.shape[1]
+
+        epoch_metrics = {
+            metrics.EPOCH: epoch,
+            metrics.PRETRAIN_LOSS: (loss_sum / steps_per_epoch).item(),
+            metrics.PRETRAIN_COLLAPSE_STD: state.collapse_std,
+            metrics.PRETRAIN_LEARNING_RATE: learning_rate,
+            metrics.PRETRAIN_EPOCH_SECONDS: time.perf_counter() - started,
+        }
+        if rank == 0:
+            epoch_metrics[metrics.KNN_VAL_ACCURACY] = monitor_knn(state.method.backbone, data, config, device)
+            print(f"[{config.method} batch {config.batch_size}] epoch {epoch}/{config.epochs} "
+                  + " ".join(f"{k}={v:.4g}" for k, v in epoch_metrics.items() if k != metrics.EPOCH),
+                  flush=True)
+        report_with_checkpoint(epoch_metrics, state, rank)
+
+    final_metrics = {metrics.EPOCH: config.epochs}
+    if rank == 0:
+        final_metrics.update(evaluate_linear_probe(state.method.backbone, data, config, device))
+        final_metrics[metrics.COLLAPSED] = float(is_collapsed(state.collapse_std, state.embedding_dim))
+    ray.train.report(final_metrics)
+
+
+def build_training_state(config: TrialConfig, world_size: int, device: torch.device) -> TrainingState:
+    backbone, feature_dim = build_backbone(config.backbone)
+    backbone = initialize(backbone, config.backbone, config.init)
+    method = build_method(config.method, backbone, feature_dim, config.method_params)
+    if world_size > 1:
+        # BatchNorm statistics must be those of the global batch, as on one worker.
+        method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    method = method.to(device)
+    model = ray.train.torch.prepare_model(method, move_to_device=False) if world_size > 1 else method
+    weight_decay = config.weight_decay if config.weight_decay is not None else method.weight_decay
+    optimizer = torch.optim.SGD(
+        [p for p in method.parameters() if p.requires_grad],
+        lr=0.0, momentum=config.momentum, weight_decay=weight_decay,
+    )
+    return TrainingState(method=method, model=model, optimizer=optimizer)
+
+
+def restore_latest_checkpoint(state: TrainingState) -> None:
+    """Continue from the latest checkpoint Ray Train holds for this run name, if any."""
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return
+    with checkpoint.as_directory() as directory:
+        saved = torch.load(Path(directory) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    state.method.load_state_dict(saved["method"])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    for key in ("epoch", "step", "collapse_std", "embedding_dim"):
+        setattr(state, key, saved[key])
+    print(f"resumed from checkpoint at epoch {state.epoch} (step {state.step})", flush=True)
+
+
+def report_with_checkpoint(epoch_metrics: dict, state: TrainingState, rank: int) -> None:
+    """Report the epoch's metrics; rank 0 attaches the model, heads, optimizer and position."""
+    with tempfile.TemporaryDirectory() as directory:
+        checkpoint = None
+        if rank == 0:
+            torch.save(
+                {"method": state.method.state_dict(), "optimizer": state.optimizer.state_dict(),
+                 "epoch": state.epoch, "step": state.step,
+                 "collapse_std": state.collapse_std, "embedding_dim": state.embedding_dim},
+                Path(directory) / CHECKPOINT_FILE,
+            )
+            checkpoint = ray.train.Checkpoint.from_directory(directory)
+        ray.train.report(epoch_metrics, checkpoint=checkpoint)
+
+
+def monitor_knn(backbone: nn.Module, data: ImageSplits, config: TrialConfig, device: torch.device) -> float:
+    train_features = extract_features(backbone, data.train_images, device=device)
+    val_features = extract_features(backbone, data.val_images, device=device)
+    return knn_accuracy(train_features, data.train_labels, val_features, data.val_labels,
+                        data.num_classes, k=config.knn_k)
+
+
+def evaluate_linear_probe(backbone: nn.Module, data: ImageSplits, config: TrialConfig,
+                          device: torch.device) -> dict[str, float]:
+    """Features are computed once, in eval mode; the probe never touches the backbone."""
+    features = [extract_features(backbone, images, device=device)
+                for images in (data.train_images, data.val_images, data.test_images)]
+    result = linear_probe(features[0], data.train_labels, features[1], data.val_labels,
+                          features[2], data.test_labels, data.num_classes,
+                          epochs=config.probe_epochs, seed=config.seed)
+    return {
+        metrics.LINEAR_VAL_BALANCED_ACCURACY: result.val_balanced_accuracy,
+        metrics.LINEAR_TEST_ACCURACY: result.test_accuracy,
+        metrics.LINEAR_TEST_BALANCED_ACCURACY: result.test_balanced_accuracy,
+    }
+

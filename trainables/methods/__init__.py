@@ -1,0 +1,37 @@
+"""SSL methods, registered by name. Add a method: write one file here and add one row below.
+
+The name is the same in the file, this table, the CLI (`--set method=...`) and MLflow.
+"""
+
+import inspect
+from typing import Any
+
+from torch import nn
+
+from trainables.methods.base import SSLMethod, StepOutput
+from trainables.methods.simclr import SimCLR
+from trainables.methods.simsiam import SimSiam
+
+METHODS: dict[str, type[SSLMethod]] = {
+    SimCLR.name: SimCLR,
+    SimSiam.name: SimSiam,
+}
+
+
+def method_parameters(name: str) -> dict[str, Any]:
+    """The method's keyword hyperparameters and their paper defaults."""
+    signature = inspect.signature(METHODS[name].__init__)
+    return {
+        parameter.name: parameter.default
+        for parameter in signature.parameters.values()
+        if parameter.default is not inspect.Parameter.empty
+    }
+
+
+def build_method(name: str, backbone: nn.Module, feature_dim: int, overrides: dict[str, Any]) -> SSLMethod:
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; valid methods: {', '.join(METHODS)}")
+    return METHODS[name](backbone, feature_dim, **overrides)
+
+
+__all__ = ["METHODS", "SSLMethod", "StepOutput", "build_method", "method_parameters"]

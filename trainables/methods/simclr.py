@@ -1,0 +1,53 @@
+"""SimCLR: contrast two views of each image against every other image in the global batch.
+
+Chen, Kornblith, Norouzi, Hinton. "A Simple Framework for Contrastive Learning of Visual
+Representations", ICML 2020. https://arxiv.org/abs/2002.05709
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainables.distributed import gather_with_grad, rank
+from trainables.methods.base import SSLMethod, StepOutput, projection_mlp
+
+
+def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5,
+                 rank_offset: int = 0, global_z1: torch.Tensor | None = None,
+                 global_z2: torch.Tensor | None = None) -> torch.Tensor:
+    """Normalized-temperature cross entropy (SimCLR eq. 1), averaged over the 2N anchors.
+
+    z1, z2: (N, D) projections of the two views of this process's images.
+    global_z1, global_z2: (N_global, D) the same for the whole global batch (default: z1, z2);
+    rank_offset: index of this process's first image in the global batch. Each anchor's
+    positive is its other view; the other 2N_global - 2 embeddings are negatives.
+    """
+    global_z1 = z1 if global_z1 is None else global_z1
+    global_z2 = z2 if global_z2 is None else global_z2
+    anchors = F.normalize(torch.cat([z1, z2]), dim=1)
+    candidates = F.normalize(torch.cat([global_z1, global_z2]), dim=1)
+    local, global_count = z1.shape[0], global_z1.shape[0]
+    logits = anchors @ candidates.T / temperature
+    own = torch.arange(local, device=z1.device) + rank_offset
+    self_index = torch.cat([own, own + global_count])
+    positive_index = torch.cat([own + global_count, own])
+    logits[torch.arange(2 * local, device=z1.device), self_index] = float("-inf")
+    return F.cross_entropy(logits, positive_index)
+
+
+class SimCLR(SSLMethod):
+    name = "simclr"
+    base_learning_rate = 0.3  # SimCLR: 0.3 x batch/256
+    weight_decay = 1e-6
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, projection_dim: int = 128,
+                 hidden_dim: int = 2048, temperature: float = 0.5) -> None:
+        super().__init__(backbone, feature_dim)
+        self.temperature = temperature
+        self.projector = projection_mlp(feature_dim, hidden_dim, projection_dim, num_layers=2)
+
+    def forward(self, views: list[torch.Tensor]) -> StepOutput:
+        z1, z2 = (self.projector(self.backbone(view)) for view in views[:2])
+        global_z1, global_z2 = gather_with_grad(z1), gather_with_grad(z2)
+        loss = nt_xent_loss(z1, z2, self.temperature, rank() * z1.shape[0], global_z1, global_z2)
+        return StepOutput(loss, z1)

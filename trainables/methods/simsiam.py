@@ -1,0 +1,40 @@
+"""SimSiam: predict one view's projection from the other's, with a stop-gradient.
+
+Chen, He. "Exploring Simple Siamese Representation Learning", CVPR 2021.
+https://arxiv.org/abs/2011.10566
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainables.methods.base import SSLMethod, StepOutput, projection_mlp
+
+
+def negative_cosine_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """D(p, z) = -cos(p, stopgrad(z)), averaged over the batch. p, z: (N, D)."""
+    return -F.cosine_similarity(p, z.detach(), dim=1).mean()
+
+
+def simsiam_loss(p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """The symmetrized loss L = D(p1, z2)/2 + D(p2, z1)/2 (SimSiam eq. 2). All (N, D)."""
+    return 0.5 * negative_cosine_loss(p1, z2) + 0.5 * negative_cosine_loss(p2, z1)
+
+
+class SimSiam(SSLMethod):
+    name = "simsiam"
+    base_learning_rate = 0.05  # SimSiam: 0.05 x batch/256, SGD momentum 0.9
+    weight_decay = 1e-4
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, projection_dim: int = 2048,
+                 predictor_hidden_dim: int = 512) -> None:
+        super().__init__(backbone, feature_dim)
+        # 3-layer projector, BN on the output (SimSiam sec. 4.4); bottleneck predictor.
+        self.projector = projection_mlp(feature_dim, projection_dim, projection_dim,
+                                        num_layers=3, last_batch_norm=True)
+        self.predictor = projection_mlp(projection_dim, predictor_hidden_dim, projection_dim, num_layers=2)
+
+    def forward(self, views: list[torch.Tensor]) -> StepOutput:
+        z1, z2 = (self.projector(self.backbone(view)) for view in views[:2])
+        p1, p2 = self.predictor(z1), self.predictor(z2)
+        return StepOutput(simsiam_loss(p1, p2, z1, z2), z1)
