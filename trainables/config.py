@@ -47,7 +47,12 @@ class TrialConfig:
         unknown = sorted(set(values) - set(FIELD_TYPES))
         if unknown:
             raise ConfigError(f"unknown config key {unknown[0]!r}; valid keys: {', '.join(FIELD_TYPES)}")
-        config = cls(**{key: coerce(key, value) for key, value in values.items()})
+        typed = {key: coerce(key, value) for key, value in values.items()}
+        method = typed.get("method", cls.method)
+        if method in METHODS:
+            typed["method_params"] = {name: coerce_method_param(method, name, value)
+                                      for name, value in typed.get("method_params", {}).items()}
+        config = cls(**typed)
         config.validate()
         return config
 
@@ -91,6 +96,28 @@ CHOICES: dict[str, typing.Iterable[str]] = {
 FIELD_TYPES: dict[str, Any] = typing.get_type_hints(TrialConfig)
 
 
+def convert(value: Any, target: type, label: str) -> Any:
+    """`value` as `target` (int, float, str, bool), or a ConfigError naming `label`.
+
+    Strings from the command line are parsed; a float that is not whole is no int, and a bool
+    is no number.
+    """
+    if isinstance(value, bool) and target is not bool:
+        raise ConfigError(f"bad value {value!r} for {label}; it must be {target.__name__}")
+    if isinstance(value, target):
+        return value
+    try:
+        if target is bool:
+            if str(value).lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return str(value).lower() in ("true", "1")
+        if target is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        return target(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"bad value {value!r} for {label}; it must be {target.__name__}") from None
+
+
 def coerce(key: str, value: Any) -> Any:
     """Convert a value (possibly a command-line string) to the declared type of `key`."""
     declared = FIELD_TYPES[key]
@@ -102,15 +129,7 @@ def coerce(key: str, value: Any) -> Any:
     if optional and (value is None or (isinstance(value, str) and value.lower() == "none")):
         return None
     target = next(t for t in (typing.get_args(declared) or (declared,)) if t is not type(None))
-    if isinstance(value, target) and not (target is int and isinstance(value, bool)):
-        return value
-    try:
-        if target is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError
-        converted = target(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"bad value {value!r} for {key}; it must be {target.__name__}") from None
-    return converted
+    return convert(value, target, key)
 
 
 def coerce_method_param(method: str, name: str, value: Any) -> Any:
@@ -120,10 +139,4 @@ def coerce_method_param(method: str, name: str, value: Any) -> Any:
         raise ConfigError(
             f"unknown method_params key {name!r} for method {method}; valid keys: {', '.join(allowed)}"
         )
-    default_type = type(allowed[name])
-    try:
-        return default_type(value)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"bad value {value!r} for method_params.{name}; it must be {default_type.__name__}"
-        ) from None
+    return convert(value, type(allowed[name]), f"method_params.{name}")

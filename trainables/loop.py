@@ -66,7 +66,7 @@ def train_loop_per_worker(config_dict: dict) -> None:
         )
     total_steps = steps_per_epoch * config.epochs
     peak_learning_rate = scaled_learning_rate(
-        config.learning_rate or METHODS[config.method].base_learning_rate,
+        METHODS[config.method].base_learning_rate if config.learning_rate is None else config.learning_rate,
         config.batch_size, config.learning_rate_scaling,
     )
     recipe = AugmentationRecipe()
