@@ -96,7 +96,7 @@ def cluster_resources(address: str | None) -> dict[str, float]:
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=True)
+        ray.init(address=address)
     return ray.cluster_resources()
 
 

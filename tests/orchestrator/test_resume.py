@@ -18,7 +18,7 @@ from trainables.config import TrialConfig
 @pytest.fixture(scope="module")
 def local_ray():
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(num_cpus=2)
     yield
     ray.shutdown()
 

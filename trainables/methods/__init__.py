@@ -8,13 +8,21 @@ from typing import Any
 
 from torch import nn
 
+from trainables.methods.barlowtwins import BarlowTwins
 from trainables.methods.base import SSLMethod, StepOutput
+from trainables.methods.byol import BYOL
+from trainables.methods.mocov2 import MoCoV2
 from trainables.methods.simclr import SimCLR
 from trainables.methods.simsiam import SimSiam
+from trainables.methods.vicreg import VICReg
 
 METHODS: dict[str, type[SSLMethod]] = {
     SimCLR.name: SimCLR,
     SimSiam.name: SimSiam,
+    BYOL.name: BYOL,
+    BarlowTwins.name: BarlowTwins,
+    VICReg.name: VICReg,
+    MoCoV2.name: MoCoV2,
 }
 
 

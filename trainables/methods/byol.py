@@ -1,0 +1,80 @@
+"""BYOL: an online network predicts a slowly moving (EMA) target network's projection.
+
+Grill et al. "Bootstrap Your Own Latent: A New Approach to Self-Supervised Learning",
+NeurIPS 2020. https://arxiv.org/abs/2006.07733
+"""
+
+import copy
+import itertools
+import math
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainables.methods.base import SSLMethod, StepOutput, projection_mlp
+
+
+def byol_loss(p1: torch.Tensor, p2: torch.Tensor, z1_target: torch.Tensor,
+              z2_target: torch.Tensor) -> torch.Tensor:
+    """The symmetrized loss L + L~ (BYOL eq. 2 and sec. 3.1), averaged over the batch.
+
+    Per pair, ||normalize(p) - normalize(z')||^2 = 2 - 2 cos(p, z'); the loss is the SUM of the
+    two directions (view-1 prediction vs view-2 target and vice versa), so it lies in [0, 8].
+    p1, p2: (N, D) online predictions; z1_target, z2_target: (N, D) target projections (the
+    gradient is stopped on them).
+    """
+    first = 2 - 2 * F.cosine_similarity(p1, z2_target.detach(), dim=1)
+    second = 2 - 2 * F.cosine_similarity(p2, z1_target.detach(), dim=1)
+    return (first + second).mean()
+
+
+def cosine_momentum(progress: float, base_momentum: float = 0.996) -> float:
+    """BYOL's target decay: tau = 1 - (1 - tau_base) (cos(pi progress) + 1) / 2, tau_base -> 1."""
+    return 1 - (1 - base_momentum) * (math.cos(math.pi * progress) + 1) / 2
+
+
+@torch.no_grad()
+def ema_update(target: Iterable[torch.Tensor], online: Iterable[torch.Tensor], momentum: float) -> None:
+    """target <- momentum * target + (1 - momentum) * online, parameter by parameter."""
+    for target_tensor, online_tensor in zip(target, online, strict=True):
+        target_tensor.mul_(momentum).add_(online_tensor.detach(), alpha=1 - momentum)
+
+
+class BYOL(SSLMethod):
+    name = "byol"
+    # The paper's LARS values (0.2 x batch/256, wd 1.5e-6); kept as the SGD default for traceability.
+    # LARS rescales each layer's step, so the best plain-SGD rate can differ: sweep it.
+    base_learning_rate = 0.2
+    weight_decay = 1.5e-6
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, projection_hidden_dim: int = 4096,
+                 projection_dim: int = 256, predictor_hidden_dim: int = 4096,
+                 base_momentum: float = 0.996) -> None:
+        super().__init__(backbone, feature_dim)
+        self.base_momentum = base_momentum
+        # Projector and predictor: Linear-BN-ReLU-Linear (BYOL sec. 3.3).
+        self.projector = projection_mlp(feature_dim, projection_hidden_dim, projection_dim, num_layers=2)
+        self.predictor = projection_mlp(projection_dim, predictor_hidden_dim, projection_dim, num_layers=2)
+        # The target network: a copy of backbone + projector, moved only by the EMA.
+        self.target_backbone = copy.deepcopy(backbone).requires_grad_(False)
+        self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)
+
+    def online_parameters(self) -> Iterable[torch.Tensor]:
+        return itertools.chain(self.backbone.parameters(), self.projector.parameters())
+
+    def target_parameters(self) -> Iterable[torch.Tensor]:
+        return itertools.chain(self.target_backbone.parameters(), self.target_projector.parameters())
+
+    def forward(self, views: list[torch.Tensor]) -> StepOutput:
+        z1, z2 = (self.projector(self.backbone(view)) for view in views[:2])
+        p1, p2 = self.predictor(z1), self.predictor(z2)
+        with torch.no_grad():
+            z1_target, z2_target = (self.target_projector(self.target_backbone(view)) for view in views[:2])
+        return StepOutput(byol_loss(p1, p2, z1_target, z2_target), z1)
+
+    def after_optimizer_step(self, progress: float) -> None:
+        # Parameters only: the target's BatchNorm keeps its own running statistics.
+        ema_update(self.target_parameters(), self.online_parameters(),
+                   cosine_momentum(progress, self.base_momentum))
