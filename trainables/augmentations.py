@@ -42,10 +42,13 @@ def _uniform(low: float, high: float, count: int, generator: torch.Generator | N
 
 
 def random_resized_crop_and_flip(
-    images: torch.Tensor, recipe: AugmentationRecipe, generator: torch.Generator | None = None
+    images: torch.Tensor, recipe: AugmentationRecipe, generator: torch.Generator | None = None,
+    output_size: int | None = None,
 ) -> torch.Tensor:
-    """Crop a random area fraction and aspect ratio of each image, resize back, maybe flip."""
+    """Crop a random area fraction and aspect ratio of each image, resize to `output_size`
+    (default: the input size), maybe flip."""
     count, device = images.shape[0], images.device
+    output_size = output_size or images.shape[-1]
     area = _uniform(*recipe.crop_scale, count, generator, device)
     low, high = (math.log(bound) for bound in recipe.crop_ratio)
     ratio = _uniform(low, high, count, generator, device).exp()
@@ -61,7 +64,7 @@ def random_resized_crop_and_flip(
     theta[:, 0, 2] = centre_x
     theta[:, 1, 1] = height
     theta[:, 1, 2] = centre_y
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    grid = F.affine_grid(theta, [count, images.shape[1], output_size, output_size], align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
@@ -91,10 +94,11 @@ def color_jitter_and_grayscale(
 
 
 def augment(
-    images: torch.Tensor, recipe: AugmentationRecipe, generator: torch.Generator | None = None
+    images: torch.Tensor, recipe: AugmentationRecipe, generator: torch.Generator | None = None,
+    output_size: int | None = None,
 ) -> torch.Tensor:
-    """One augmented, normalized view of a uint8 batch (N, 3, H, W)."""
+    """One augmented, normalized view of a uint8 batch (N, 3, H, W), `output_size` pixels square."""
     views = images.float() / 255
-    views = random_resized_crop_and_flip(views, recipe, generator)
+    views = random_resized_crop_and_flip(views, recipe, generator, output_size)
     views = color_jitter_and_grayscale(views, recipe, generator)
     return normalize(views)

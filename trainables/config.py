@@ -35,6 +35,7 @@ class TrialConfig:
     learning_rate: float | None = None
     learning_rate_scaling: str = "linear"
     weight_decay: float | None = None
+    optimizer: str = "sgd"
     momentum: float = 0.9
     warmup_epochs: int = 0
     num_workers: int = 1
@@ -92,6 +93,7 @@ CHOICES: dict[str, typing.Iterable[str]] = {
     "backbone": BACKBONES,
     "dataset": DATASETS,
     "learning_rate_scaling": ("linear", "sqrt"),
+    "optimizer": ("sgd", "lars"),
 }
 FIELD_TYPES: dict[str, Any] = typing.get_type_hints(TrialConfig)
 

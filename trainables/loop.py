@@ -4,6 +4,8 @@ Build data, model and optimizer; for each epoch train, monitor, checkpoint and r
 evaluate with a linear probe on frozen features. Only rank 0's metrics reach Ray Tune.
 """
 
+import contextlib
+import dataclasses
 import os
 import tempfile
 import time
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import ray.train
 import ray.train.torch
+import timm.optim
 import torch
 from torch import nn
 
@@ -20,6 +23,7 @@ from trainables.augmentations import AugmentationRecipe, augment
 from trainables.backbones import build_backbone
 from trainables.config import TrialConfig
 from trainables.datasets import ImageSplits, load_dataset
+from trainables.distributed import convert_batchnorm_for_distributed
 from trainables.evaluation import (
     embedding_std,
     extract_features,
@@ -70,8 +74,18 @@ def train_loop_per_worker(config_dict: dict) -> None:
         config.batch_size, config.learning_rate_scaling,
     )
     recipe = AugmentationRecipe()
+    view_specs = state.method.views(config.image_size)
+    epochs = range(state.epoch + 1, config.epochs + 1) if state.method.pretrains else range(0)
 
-    for epoch in range(state.epoch + 1, config.epochs + 1):
+    if state.epoch == 0:
+        # Epoch 0 is the initialization itself: where each prior starts on the kNN curve.
+        initial_metrics = {metrics.EPOCH: 0}
+        if rank == 0:
+            backbone = state.method.backbone
+            initial_metrics[metrics.KNN_VAL_ACCURACY] = monitor_knn(backbone, data, config, device)
+        ray.train.report(initial_metrics)
+
+    for epoch in epochs:
         started = time.perf_counter()
         state.model.train()
         # Same permutation on every worker, each takes its own slice: one global batch per step.
@@ -82,16 +96,22 @@ def train_loop_per_worker(config_dict: dict) -> None:
         for batch_index in range(steps_per_epoch):
             global_batch = order[batch_index * config.batch_size:(batch_index + 1) * config.batch_size]
             local_batch = global_batch[rank * local_batch_size:(rank + 1) * local_batch_size]
-            images = data.train_images[local_batch].to(device)
-            views = [augment(images, recipe, augmentation_generator) for _ in range(2)]
+            images = data.train_images[local_batch].to(device, non_blocking=True)
+            views = [
+                augment(images, dataclasses.replace(recipe, crop_scale=spec.crop_scale),
+                        augmentation_generator, output_size=spec.size).to(memory_format=memory_format(device))
+                for spec in view_specs
+            ]
             learning_rate = warmup_cosine(
                 state.step, total_steps, config.warmup_epochs * steps_per_epoch, peak_learning_rate
             )
             for group in state.optimizer.param_groups:
                 group["lr"] = learning_rate
-            output = state.model(views)
+            with mixed_precision(device):
+                output = state.model(views)
             state.optimizer.zero_grad(set_to_none=True)
             output.loss.backward()
+            state.method.before_optimizer_step(epoch)
             state.optimizer.step()
             state.step += 1
             state.method.after_optimizer_step(state.step / total_steps)
@@ -115,11 +135,24 @@ def train_loop_per_worker(config_dict: dict) -> None:
                   flush=True)
         report_with_checkpoint(epoch_metrics, state, rank)
 
-    final_metrics = {metrics.EPOCH: config.epochs}
+    final_metrics = {metrics.EPOCH: state.epoch}
     if rank == 0:
         final_metrics.update(evaluate_linear_probe(state.method.backbone, data, config, device))
-        final_metrics[metrics.COLLAPSED] = float(is_collapsed(state.collapse_std, state.embedding_dim))
+        if state.method.pretrains:
+            final_metrics[metrics.COLLAPSED] = float(is_collapsed(state.collapse_std, state.embedding_dim))
     ray.train.report(final_metrics)
+
+
+def memory_format(device: torch.device) -> torch.memory_format:
+    """channels_last on GPUs, where convolutions in that layout are faster."""
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+
+def mixed_precision(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on GPUs (each loss upcasts itself to fp32); plain fp32 on CPUs."""
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def build_training_state(config: TrialConfig, world_size: int, device: torch.device) -> TrainingState:
@@ -128,15 +161,36 @@ def build_training_state(config: TrialConfig, world_size: int, device: torch.dev
     method = build_method(config.method, backbone, feature_dim, config.method_params)
     if world_size > 1:
         # BatchNorm statistics must be those of the global batch, as on one worker.
-        method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
-    method = method.to(device)
-    model = ray.train.torch.prepare_model(method, move_to_device=False) if world_size > 1 else method
+        method = convert_batchnorm_for_distributed(method, device)
+    method = method.to(device, memory_format=memory_format(device))
+    model = method
+    if world_size > 1:
+        # Buffers are not broadcast from rank 0: SyncBatchNorm already agrees, and per-process
+        # state (SwAV's queue) must stay each process's own.
+        model = ray.train.torch.prepare_model(
+            method, move_to_device=False, parallel_strategy_kwargs={"broadcast_buffers": False}
+        )
     weight_decay = config.weight_decay if config.weight_decay is not None else method.weight_decay
-    optimizer = torch.optim.SGD(
-        [p for p in method.parameters() if p.requires_grad],
-        lr=0.0, momentum=config.momentum, weight_decay=weight_decay,
-    )
+    optimizer = build_optimizer(method, config.optimizer, config.momentum, weight_decay)
     return TrainingState(method=method, model=model, optimizer=optimizer)
+
+
+def build_optimizer(
+    method: nn.Module, name: str, momentum: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    """SGD over every trainable parameter, or LARS (timm's) with biases and normalization
+    parameters excluded from weight decay and from the trust-ratio adaptation (the SimCLR/BYOL
+    recipe: timm's Lars adapts only groups whose weight decay is non-zero)."""
+    trainable = [p for p in method.parameters() if p.requires_grad]
+    if name == "sgd":
+        return torch.optim.SGD(trainable, lr=0.0, momentum=momentum, weight_decay=weight_decay)
+    if name == "lars":
+        groups = [
+            {"params": [p for p in trainable if p.ndim > 1], "weight_decay": weight_decay},
+            {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0},
+        ]
+        return timm.optim.Lars(groups, lr=0.0, momentum=momentum)
+    raise ValueError(f"unknown optimizer {name!r}; use 'sgd' or 'lars'")
 
 
 def restore_latest_checkpoint(state: TrainingState) -> None:

@@ -165,14 +165,22 @@ def small_overrides(method_name: str) -> dict[str, int]:
     }
 
 
-@pytest.mark.parametrize("method_name", sorted(METHODS))
+PRETRAINING_METHODS = sorted(name for name, method in METHODS.items() if method.pretrains)
+
+
+def test_none_is_the_only_method_that_does_not_pretrain() -> None:
+    assert sorted(set(METHODS) - set(PRETRAINING_METHODS)) == ["none"]
+
+
+@pytest.mark.parametrize("method_name", PRETRAINING_METHODS)
 def test_every_method_trains_one_step(method_name: str) -> None:
     torch.manual_seed(0)
     backbone, feature_dim = build_backbone("cbr_nano")
     overrides = small_overrides(method_name)
     method = build_method(method_name, backbone, feature_dim, overrides)
     method.train()
-    views = [torch.randn(8, 3, 32, 32), torch.randn(8, 3, 32, 32)]
+    views = [torch.randn(8, 3, spec.size, spec.size) for spec in method.views(32)]
+    assert len(views) >= 2 and views[0].shape[-1] == 32
 
     output = method(views)
 

@@ -12,8 +12,10 @@ from trainables.methods.barlowtwins import BarlowTwins
 from trainables.methods.base import SSLMethod, StepOutput
 from trainables.methods.byol import BYOL
 from trainables.methods.mocov2 import MoCoV2
+from trainables.methods.none import NoPretraining
 from trainables.methods.simclr import SimCLR
 from trainables.methods.simsiam import SimSiam
+from trainables.methods.swav import SwAV
 from trainables.methods.vicreg import VICReg
 
 METHODS: dict[str, type[SSLMethod]] = {
@@ -23,6 +25,8 @@ METHODS: dict[str, type[SSLMethod]] = {
     BarlowTwins.name: BarlowTwins,
     VICReg.name: VICReg,
     MoCoV2.name: MoCoV2,
+    SwAV.name: SwAV,
+    NoPretraining.name: NoPretraining,
 }
 
 

@@ -8,9 +8,10 @@ import torch
 from torch import nn
 
 from trainables.distributed import gather_with_grad
-from trainables.methods.base import SSLMethod, StepOutput, projection_mlp
+from trainables.methods.base import SSLMethod, StepOutput, full_precision, projection_mlp
 
 
+@full_precision
 def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor,
                       off_diagonal_weight: float = 0.0051) -> torch.Tensor:
     """sum_i (1 - C_ii)^2 + lambda sum_{i != j} C_ij^2 (Barlow Twins eq. 1 and Algorithm 1).

@@ -5,10 +5,15 @@ training step's loss (so DDP wraps the whole method and syncs every trainable pa
 `after_optimizer_step` is where momentum encoders move.
 """
 
-from typing import ClassVar, NamedTuple
+import contextlib
+import functools
+from collections.abc import Callable
+from typing import ClassVar, NamedTuple, TypeVar
 
 import torch
 from torch import nn
+
+LossFunction = TypeVar("LossFunction", bound=Callable[..., torch.Tensor])
 
 
 class StepOutput(NamedTuple):
@@ -16,11 +21,39 @@ class StepOutput(NamedTuple):
     embedding: torch.Tensor  # (N, D) projector output of the first view, for the collapse metric
 
 
+class ViewSpec(NamedTuple):
+    size: int  # output side in pixels
+    crop_scale: tuple[float, float]  # area fraction of the random resized crop
+
+
+def full_precision(loss: LossFunction) -> LossFunction:
+    """Compute a loss in fp32 (or wider) even inside a bf16 autocast region: half-precision
+    tensor arguments are upcast, and autocast is off inside."""
+
+    def upcast(value: object) -> object:
+        if isinstance(value, torch.Tensor) and value.dtype in (torch.float16, torch.bfloat16):
+            return value.float()
+        if isinstance(value, list | tuple):
+            return type(value)(upcast(item) for item in value)
+        return value
+
+    @functools.wraps(loss)
+    def wrapper(*args: object, **kwargs: object) -> torch.Tensor:
+        with contextlib.ExitStack() as stack:
+            for device_type in ("cuda", "cpu"):
+                if torch.is_autocast_enabled(device_type):
+                    stack.enter_context(torch.autocast(device_type=device_type, enabled=False))
+            return loss(*(upcast(a) for a in args), **{k: upcast(v) for k, v in kwargs.items()})
+
+    return wrapper  # type: ignore[return-value]
+
+
 class SSLMethod(nn.Module):
     name: ClassVar[str]
     # Paper defaults for SGD; the trial config can override both.
     base_learning_rate: ClassVar[float]
     weight_decay: ClassVar[float]
+    pretrains: ClassVar[bool] = True  # False for `none`: the probe runs on the initialization
 
     def __init__(self, backbone: nn.Module, feature_dim: int) -> None:
         super().__init__()
@@ -29,6 +62,13 @@ class SSLMethod(nn.Module):
 
     def forward(self, views: list[torch.Tensor]) -> StepOutput:
         raise NotImplementedError
+
+    def views(self, image_size: int) -> list[ViewSpec]:
+        """The augmented views of each image per step: two global crops unless a method says more."""
+        return [ViewSpec(image_size, (0.2, 1.0))] * 2
+
+    def before_optimizer_step(self, epoch: int) -> None:
+        """Called after backward, before the optimizer step: a method may drop gradients here."""
 
     def after_optimizer_step(self, progress: float) -> None:
         """Called after every optimizer step with progress = step / total_steps in [0, 1]."""

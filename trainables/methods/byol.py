@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.methods.base import SSLMethod, StepOutput, projection_mlp
+from trainables.methods.base import SSLMethod, StepOutput, full_precision, projection_mlp
 
 
+@full_precision
 def byol_loss(p1: torch.Tensor, p2: torch.Tensor, z1_target: torch.Tensor,
               z2_target: torch.Tensor) -> torch.Tensor:
     """The symmetrized loss L + L~ (BYOL eq. 2 and sec. 3.1), averaged over the batch.

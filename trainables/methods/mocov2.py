@@ -13,10 +13,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainables.distributed import gather_with_grad
-from trainables.methods.base import SSLMethod, StepOutput
+from trainables.methods.base import SSLMethod, StepOutput, full_precision
 from trainables.methods.byol import ema_update
 
 
+@full_precision
 def moco_infonce_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor,
                       temperature: float = 0.2) -> torch.Tensor:
     """InfoNCE (MoCo eq. 1): -log exp(q.k+/t) / (exp(q.k+/t) + sum_queue exp(q.k-/t)), batch mean.

@@ -9,9 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainables.distributed import gather_with_grad, rank
-from trainables.methods.base import SSLMethod, StepOutput, projection_mlp
+from trainables.methods.base import SSLMethod, StepOutput, full_precision, projection_mlp
 
 
+@full_precision
 def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5,
                  rank_offset: int = 0, global_z1: torch.Tensor | None = None,
                  global_z2: torch.Tensor | None = None) -> torch.Tensor:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.methods.base import SSLMethod, StepOutput, projection_mlp
+from trainables.methods.base import SSLMethod, StepOutput, full_precision, projection_mlp
 
 
 def negative_cosine_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -16,6 +16,7 @@ def negative_cosine_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return -F.cosine_similarity(p, z.detach(), dim=1).mean()
 
 
+@full_precision
 def simsiam_loss(p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
     """The symmetrized loss L = D(p1, z2)/2 + D(p2, z1)/2 (SimSiam eq. 2). All (N, D)."""
     return 0.5 * negative_cosine_loss(p1, z2) + 0.5 * negative_cosine_loss(p2, z1)

@@ -9,13 +9,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainables.distributed import gather_with_grad
-from trainables.methods.base import SSLMethod, StepOutput, projection_mlp
+from trainables.methods.base import SSLMethod, StepOutput, full_precision, projection_mlp
 
 
 def off_diagonal_square_sum(matrix: torch.Tensor) -> torch.Tensor:
     return matrix.pow(2).sum() - torch.diagonal(matrix).pow(2).sum()
 
 
+@full_precision
 def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, invariance_weight: float = 25.0,
                 variance_weight: float = 25.0, covariance_weight: float = 1.0) -> torch.Tensor:
     """lambda s + mu v + nu c, exactly as the paper's Algorithm 1 pseudo-code.
