@@ -1,14 +1,21 @@
-"""Evaluation of a backbone: frozen features, a kNN monitor, the collapse metric, a linear probe."""
+"""Evaluation of a frozen backbone: features, the collapse metric, kNN and linear probes.
+
+The probes follow the BiT + SimSiam study's protocol: features are extracted once, in eval
+mode; each repeat draws a stratified subset of the training labels, trains a classifier on it,
+selects the epoch with the best validation balanced accuracy and tests that classifier. The
+probes return an `EvaluationResult` (trainables.eval_metrics); fine-tuning is in eval_finetune.
+"""
 
 import copy
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import accuracy_score, balanced_accuracy_score
 from torch import nn
 
 from trainables.augmentations import normalize
+from trainables.eval_losses import focal_loss, inverse_frequency_weights
+from trainables.eval_metrics import EvaluationResult, RepeatResult, balanced_accuracy, classification_metrics
 
 
 @torch.no_grad()
@@ -43,18 +50,73 @@ def is_collapsed(collapse_std: float, dim: int, fraction: float = 0.1) -> bool:
 
 
 @torch.no_grad()
-def knn_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor,
-                 query_features: torch.Tensor, query_labels: torch.Tensor,
-                 num_classes: int, k: int = 20, temperature: float = 0.07) -> float:
-    """Weighted kNN accuracy on cosine similarity (Wu et al., 2018, as used by SSL monitors)."""
-    train_features = F.normalize(train_features, dim=1)
-    query_features = F.normalize(query_features, dim=1)
+def knn_votes(train_features: torch.Tensor, train_labels: torch.Tensor, query_features: torch.Tensor,
+              num_classes: int, k: int = 20, temperature: float = 0.07) -> torch.Tensor:
+    """Weighted kNN votes (Wu et al., 2018, as used by SSL monitors), (N_query, num_classes).
+
+    The k nearest training features by cosine similarity each vote exp(similarity / T) for
+    their class; the predicted class is the argmax.
+    """
+    train_features = F.normalize(train_features.float(), dim=1)
+    query_features = F.normalize(query_features.float(), dim=1)
     k = min(k, len(train_features))
     similarity, index = (query_features @ train_features.T).topk(k, dim=1)
     weights = (similarity / temperature).exp()
     votes = torch.zeros(len(query_features), num_classes)
     votes.scatter_add_(1, train_labels[index], weights)
+    return votes
+
+
+@torch.no_grad()
+def knn_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor,
+                 query_features: torch.Tensor, query_labels: torch.Tensor,
+                 num_classes: int, k: int = 20, temperature: float = 0.07) -> float:
+    """Accuracy of the weighted kNN vote: the per-epoch monitor."""
+    votes = knn_votes(train_features, train_labels, query_features, num_classes, k, temperature)
     return (votes.argmax(dim=1) == query_labels).float().mean().item()
+
+
+def stratified_subset(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """Sorted indices of a random `fraction` of each class (at least one example per class).
+
+    fraction = 1.0 returns every index, whatever the seed.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"label_fraction must be in (0, 1], got {fraction}")
+    if fraction == 1.0:
+        return torch.arange(len(labels))
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for label in labels.unique():
+        members = (labels == label).nonzero().squeeze(1)
+        count = max(1, round(fraction * len(members)))
+        chosen.append(members[torch.randperm(len(members), generator=generator)[:count]])
+    return torch.cat(chosen).sort().values
+
+
+@torch.no_grad()
+def probe_knn(train_features: torch.Tensor, train_labels: torch.Tensor,
+              val_features: torch.Tensor, val_labels: torch.Tensor,
+              test_features: torch.Tensor, test_labels: torch.Tensor, num_classes: int,
+              k: int = 20, temperature: float = 0.07, label_fraction: float = 1.0,
+              repeats: int = 1, seed: int = 0) -> EvaluationResult:
+    """Weighted kNN on frozen features; test AUC from the votes normalized to sum to 1.
+
+    Nothing is trained, so repeats differ only by their label subsets (best_epoch is 0).
+    """
+    results = []
+    for repeat in range(repeats):
+        subset = stratified_subset(train_labels, label_fraction, seed + repeat)
+        bank_features, bank_labels = train_features[subset], train_labels[subset]
+        val_votes = knn_votes(bank_features, bank_labels, val_features, num_classes, k, temperature)
+        test_votes = knn_votes(bank_features, bank_labels, test_features, num_classes, k, temperature)
+        results.append(RepeatResult(
+            val_balanced_accuracy=balanced_accuracy(val_labels, val_votes.argmax(dim=1), num_classes),
+            test=classification_metrics(test_labels, test_votes / test_votes.sum(dim=1, keepdim=True)),
+            best_epoch=0,
+            train_indices=tuple(subset.tolist()),
+        ))
+    return EvaluationResult.from_repeats(results)
 
 
 @dataclass(frozen=True)
@@ -71,35 +133,79 @@ def standardize(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor
     return [(features - mean) / std for features in (train, *others)]
 
 
+def train_linear_classifier(train_x: torch.Tensor, train_labels: torch.Tensor,
+                            val_x: torch.Tensor, val_labels: torch.Tensor, num_classes: int,
+                            epochs: int, learning_rate: float, weight_decay: float,
+                            focal_gamma: float = 0.0, class_weights: torch.Tensor | None = None,
+                            seed: int = 0) -> tuple[nn.Linear, float, int]:
+    """Multinomial logistic regression, full-batch Adam; returns the best epoch's classifier.
+
+    Returns (classifier, its validation balanced accuracy, its epoch); the earliest epoch wins
+    ties. The caller's global RNG is left as it was.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        classifier = nn.Linear(train_x.shape[1], num_classes)
+    optimizer = torch.optim.Adam(classifier.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    best_score, best_epoch, best_state = -1.0, 0, copy.deepcopy(classifier.state_dict())
+    for epoch in range(1, epochs + 1):
+        optimizer.zero_grad()
+        focal_loss(classifier(train_x), train_labels, focal_gamma, class_weights).backward()
+        optimizer.step()
+        with torch.no_grad():
+            score = balanced_accuracy(val_labels, classifier(val_x).argmax(dim=1), num_classes)
+        if score > best_score:
+            best_score, best_epoch, best_state = score, epoch, copy.deepcopy(classifier.state_dict())
+    classifier.load_state_dict(best_state)
+    return classifier, best_score, best_epoch
+
+
+def probe_linear(train_features: torch.Tensor, train_labels: torch.Tensor,
+                 val_features: torch.Tensor, val_labels: torch.Tensor,
+                 test_features: torch.Tensor, test_labels: torch.Tensor, num_classes: int,
+                 label_fraction: float = 1.0, repeats: int = 3, focal_gamma: float = 0.0,
+                 class_weighted: bool = False, epochs: int = 100, learning_rate: float = 0.01,
+                 weight_decay: float = 1e-4, seed: int = 0) -> EvaluationResult:
+    """Linear probe on frozen features, repeated over stratified label subsets.
+
+    Repeat r uses seed + r for its label subset and its classifier's initialization, so with
+    label_fraction = 1.0 the repeats differ only by initialization. Features are standardized
+    with the statistics of every training feature (no labels involved, so the unlabelled part
+    may be used). class_weighted: inverse-frequency weights of the repeat's labelled subset.
+    """
+    train_x, val_x, test_x = standardize(train_features, val_features, test_features)
+    results = []
+    for repeat in range(repeats):
+        subset = stratified_subset(train_labels, label_fraction, seed + repeat)
+        subset_labels = train_labels[subset]
+        weights = inverse_frequency_weights(subset_labels, num_classes) if class_weighted else None
+        classifier, best_score, best_epoch = train_linear_classifier(
+            train_x[subset], subset_labels, val_x, val_labels, num_classes, epochs, learning_rate,
+            weight_decay, focal_gamma, weights, seed + repeat,
+        )
+        with torch.no_grad():
+            test_scores = classifier(test_x).softmax(dim=1)
+        results.append(RepeatResult(
+            val_balanced_accuracy=best_score,
+            test=classification_metrics(test_labels, test_scores),
+            best_epoch=best_epoch,
+            train_indices=tuple(subset.tolist()),
+        ))
+    return EvaluationResult.from_repeats(results)
+
+
 def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor,
                  val_features: torch.Tensor, val_labels: torch.Tensor,
                  test_features: torch.Tensor, test_labels: torch.Tensor,
                  num_classes: int, epochs: int = 100, learning_rate: float = 0.01,
                  weight_decay: float = 1e-4, seed: int = 0) -> ProbeResult:
-    """Multinomial logistic regression on frozen, standardized features.
-
-    Trained full-batch with Adam; the classifier with the best validation balanced accuracy is
-    the one tested (the protocol of the BiT + SimSiam study).
-    """
-    torch.manual_seed(seed)
-    train_x, val_x, test_x = standardize(train_features, val_features, test_features)
-    classifier = nn.Linear(train_x.shape[1], num_classes)
-    optimizer = torch.optim.Adam(classifier.parameters(), lr=learning_rate, weight_decay=weight_decay)
-    best_score, best_epoch, best_state = -1.0, 0, copy.deepcopy(classifier.state_dict())
-    for epoch in range(1, epochs + 1):
-        optimizer.zero_grad()
-        F.cross_entropy(classifier(train_x), train_labels).backward()
-        optimizer.step()
-        with torch.no_grad():
-            score = balanced_accuracy_score(val_labels, classifier(val_x).argmax(dim=1))
-        if score > best_score:
-            best_score, best_epoch, best_state = score, epoch, copy.deepcopy(classifier.state_dict())
-    classifier.load_state_dict(best_state)
-    with torch.no_grad():
-        predictions = classifier(test_x).argmax(dim=1)
+    """One cross-entropy probe on all labels: `probe_linear` with repeats=1, kept for its callers."""
+    result = probe_linear(train_features, train_labels, val_features, val_labels, test_features,
+                          test_labels, num_classes, label_fraction=1.0, repeats=1, focal_gamma=0.0,
+                          epochs=epochs, learning_rate=learning_rate, weight_decay=weight_decay, seed=seed)
     return ProbeResult(
-        val_balanced_accuracy=float(best_score),
-        test_accuracy=float(accuracy_score(test_labels, predictions)),
-        test_balanced_accuracy=float(balanced_accuracy_score(test_labels, predictions)),
-        best_epoch=best_epoch,
+        val_balanced_accuracy=result.val_balanced_accuracy.mean,
+        test_accuracy=result.test_accuracy.mean,
+        test_balanced_accuracy=result.test_balanced_accuracy.mean,
+        best_epoch=result.repeats[0].best_epoch,
     )
