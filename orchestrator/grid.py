@@ -1,7 +1,7 @@
 """From a sweep plus command-line overrides to validated trial configs, before anything starts."""
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from search_spaces import Sweep
@@ -14,12 +14,28 @@ METHOD_PARAMS_PREFIX = "method_params."
 class Grid:
     axes: dict[str, list[Any]]  # flat keys ("method_params.temperature" for method options)
     params: dict[str, Any]
+    method_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per method
 
     def trial_dicts(self) -> list[dict[str, Any]]:
         """Every trial's config dict (nested, as TrialConfig.from_dict takes it), in grid order."""
         combinations = itertools.product(*self.axes.values()) if self.axes else [()]
-        return [nest({**self.params, **dict(zip(self.axes, values, strict=True))})
-                for values in combinations]
+        return [
+            with_method_params(nest({**self.params, **dict(zip(self.axes, values, strict=True))}),
+                               self.method_params)
+            for values in combinations
+        ]
+
+
+def with_method_params(trial: dict[str, Any], per_method: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The trial config with the sweep's per-method hyperparameters under its own (--set wins).
+
+    Tune's search space holds only the axes and fixed params; the driver and the MLflow logger
+    apply this to each trial's config, so all three see the same trial.
+    """
+    defaults = per_method.get(trial.get("method", TrialConfig.method), {})
+    if defaults:
+        trial = {**trial, "method_params": {**defaults, **trial.get("method_params", {})}}
+    return trial
 
     def trial_configs(self) -> list[TrialConfig]:
         return [TrialConfig.from_dict(trial) for trial in self.trial_dicts()]
@@ -61,7 +77,7 @@ def apply_overrides(sweep: Sweep, overrides: list[str]) -> Grid:
             params[key] = values[0]
         else:
             axes[key] = values
-    grid = Grid(axes=axes, params=params)
+    grid = Grid(axes=axes, params=params, method_params=sweep.method_params)
     grid.trial_configs()  # validate every trial now: nothing starts with a bad config
     return grid
 

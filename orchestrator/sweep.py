@@ -17,12 +17,15 @@ from orchestrator.grid import Grid, apply_overrides
 from orchestrator.resources import ResourcePlan, plan_resources
 from search_spaces import SWEEPS
 from trainables import metrics
-from trainables.config import ConfigError
+from trainables.config import ConfigError, TrialConfig
 
 EXIT_BAD_INPUT = 2
 EXIT_TRIALS_FAILED = 1
-TABLE_METRICS = (metrics.LINEAR_TEST_ACCURACY, metrics.LINEAR_TEST_BALANCED_ACCURACY,
-                 metrics.KNN_VAL_ACCURACY, metrics.PRETRAIN_COLLAPSE_STD)
+# Final table columns: the trial's own evaluation protocol's metrics, then the last epoch's.
+TABLE_EVALUATION_METRICS = (metrics.TEST_ACCURACY, metrics.TEST_BALANCED_ACCURACY,
+                            metrics.TEST_MACRO_F1, metrics.TEST_AUC)
+TABLE_EPOCH_METRICS = (metrics.KNN_VAL_ACCURACY, metrics.PRETRAIN_COLLAPSE_STD)
+TABLE_HEADER = ("status", "eval", *TABLE_EVALUATION_METRICS, *TABLE_EPOCH_METRICS)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -146,10 +149,11 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None) -> int:
                                           **flatten({"grid": grid.axes, "fixed": grid.params})})
     failed = True
     try:
-        results = run_tune(args.sweep, grid, plan, storage_path, tracker.trial_logger(), args.resume)
+        results = run_tune(args.sweep, grid, plan, storage_path, tracker.trial_logger(grid.method_params),
+                           args.resume)
         rows, failed = summarize(results, list(grid.axes))
-        print(f"\nsweep {args.sweep}: final linear-probe metrics")
-        header = ["trial", *grid.axes, "status", *TABLE_METRICS]
+        print(f"\nsweep {args.sweep}: final metrics (test_* from each trial's evaluation protocol)")
+        header = ["trial", *grid.axes, *TABLE_HEADER]
         print_table(header, rows)
         tracker.client.log_text(tracker.parent_run_id, table_csv(header, rows), "summary.csv")
     finally:
@@ -169,8 +173,11 @@ def summarize(results: Any, axes: list[str]) -> tuple[list[list[str]], bool]:
             status = "collapsed"
         else:
             status = "finished"
-        values = [format_metric(result_metrics.get(name)) for name in TABLE_METRICS]
-        rows.append([trial, *(str(flat_value(result.config, a)) for a in axes), status, *values])
+        protocol = result.config.get("eval", TrialConfig.eval)
+        values = [format_metric(result_metrics.get(metrics.evaluation_metric(protocol, suffix)))
+                  for suffix in TABLE_EVALUATION_METRICS]
+        values += [format_metric(result_metrics.get(name)) for name in TABLE_EPOCH_METRICS]
+        rows.append([trial, *(str(flat_value(result.config, a)) for a in axes), status, protocol, *values])
     return rows, any_failed
 
 

@@ -9,16 +9,21 @@ resumed sweep logs into the same runs instead of duplicating them.
 import math
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+import ray.train
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from ray.tune import Callback
 from ray.tune.experiment import Trial
+from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
+from orchestrator.grid import with_method_params
 from trainables import metrics
 from trainables.config import TrialConfig
+from trainables.loop import ARTIFACTS_FOLDER
 from trainables.methods import method_parameters
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -98,14 +103,17 @@ class SweepTracker:
     def finish_parent(self, failed: bool) -> None:
         self.client.set_terminated(self.parent_run_id, status="FAILED" if failed else "FINISHED")
 
-    def trial_logger(self) -> "MlflowTrialLogger":
-        return MlflowTrialLogger(self.tracking_uri, self.experiment_id, self.sweep_name, self.parent_run_id)
+    def trial_logger(self, method_params: dict[str, dict[str, Any]]) -> "MlflowTrialLogger":
+        return MlflowTrialLogger(self.tracking_uri, self.experiment_id, self.sweep_name, self.parent_run_id,
+                                 method_params)
 
 
 class MlflowTrialLogger(Callback):
     """Tune callback: one child run per trial, nested under the sweep's parent run."""
 
-    def __init__(self, tracking_uri: str, experiment_id: str, sweep_name: str, parent_run_id: str) -> None:
+    def __init__(self, tracking_uri: str, experiment_id: str, sweep_name: str, parent_run_id: str,
+                 method_params: dict[str, dict[str, Any]] | None = None) -> None:
+        self.method_params = method_params or {}
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
         self.sweep_name = sweep_name
@@ -134,7 +142,8 @@ class MlflowTrialLogger(Callback):
                 tags={MLFLOW_PARENT_RUN_ID: self.parent_run_id, MLFLOW_RUN_NAME: str(trial),
                       TAG_TRIAL_ID: trial.trial_id, TAG_SWEEP: self.sweep_name, TAG_ROLE: "trial"},
             ).info.run_id
-            log_params(self.client, run_id, resolved_params(TrialConfig.from_dict(trial.config)))
+            config = TrialConfig.from_dict(with_method_params(trial.config, self.method_params))
+            log_params(self.client, run_id, resolved_params(config))
         self._run_ids[trial.trial_id] = run_id
         return run_id
 
@@ -150,6 +159,15 @@ class MlflowTrialLogger(Callback):
                   if isinstance(result.get(name), int | float) and math.isfinite(result[name])]
         if logged:
             self.client.log_batch(self.run_id(trial), metrics=logged)
+        if CHECKPOINT_PATH_KEY in result and any(name in result for name in metrics.FINAL):
+            self.log_evaluation_artifacts(trial, result[CHECKPOINT_PATH_KEY])
+
+    def log_evaluation_artifacts(self, trial: Trial, checkpoint_path: str) -> None:
+        """The final checkpoint carries the evaluation's files (confusion matrix, t-SNE plot)."""
+        with ray.train.Checkpoint(checkpoint_path).as_directory() as directory:
+            artifacts = Path(directory) / ARTIFACTS_FOLDER
+            if artifacts.is_dir():
+                self.client.log_artifacts(self.run_id(trial), str(artifacts), ARTIFACTS_FOLDER)
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         collapsed = (trial.last_result or {}).get(metrics.COLLAPSED, 0.0) >= 0.5

@@ -17,7 +17,7 @@ from ray.train.torch import TorchTrainer
 from ray.tune.experiment import Trial
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from orchestrator.grid import Grid, nest
+from orchestrator.grid import Grid, nest, with_method_params
 from orchestrator.resources import ResourcePlan
 from orchestrator.tracking import MlflowTrialLogger
 from trainables.config import TrialConfig
@@ -48,9 +48,10 @@ def build_trainer(config: TrialConfig, run_name: str, storage_path: str, plan: R
     )
 
 
-def run_trial(config: dict[str, Any], storage_path: str, plan: ResourcePlan) -> None:
+def run_trial(config: dict[str, Any], storage_path: str, plan: ResourcePlan,
+              method_params: dict[str, dict[str, Any]]) -> None:
     """The Tune trainable: validate the trial's config, then run its TorchTrainer to the end."""
-    trial_config = TrialConfig.from_dict(config)
+    trial_config = TrialConfig.from_dict(with_method_params(config, method_params))
     trial_id = ray.tune.get_context().get_trial_id()
     trainer = build_trainer(trial_config, f"trial_{trial_id}", storage_path, plan,
                             callbacks=[TuneReportCallback()])
@@ -83,7 +84,8 @@ def experiment_path(storage_path: str, sweep_name: str) -> str:
 def run_tune(sweep_name: str, grid: Grid, plan: ResourcePlan, storage_path: str,
              logger: MlflowTrialLogger, resume: bool) -> tune.ResultGrid:
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, storage_path=storage_path, plan=plan),
+        tune.with_parameters(run_trial, storage_path=storage_path, plan=plan,
+                             method_params=grid.method_params),
         # The driver only waits on its workers: it holds no CPU they could need. Tune refuses
         # an empty request, so it asks for a little memory instead.
         resources={"CPU": 0, "memory": DRIVER_MEMORY_BYTES},

@@ -15,6 +15,8 @@ class Sweep:
     grid: dict[str, list[Any]]  # axis -> values; the trials are their Cartesian product
     params: dict[str, Any] = field(default_factory=dict)  # fixed trial parameters
     hypothesis: str = ""
+    # Per-method hyperparameters (method -> method_params), e.g. CPU-sized heads for a smoke run.
+    method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _registry() -> dict[str, Sweep]:

@@ -10,6 +10,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from trainables import metrics
 from trainables.backbones import BACKBONES
 from trainables.datasets import DATASETS
 from trainables.initializations import INITIALIZATIONS
@@ -40,7 +41,15 @@ class TrialConfig:
     warmup_epochs: int = 0
     num_workers: int = 1
     knn_k: int = 20
+    # Evaluation after pretraining: linear probe on frozen features, kNN, or full fine-tuning.
+    eval: str = "linear"
     probe_epochs: int = 100
+    probe_repeats: int = 3  # label subsets (or seeds, at label_fraction 1) averaged
+    label_fraction: float = 1.0  # stratified fraction of training labels the evaluation sees
+    focal_gamma: float = 0.0  # 0: cross entropy; the BiT + SimSiam study uses 4
+    class_weighted: bool = False  # inverse-frequency class weights in the evaluation's loss
+    finetune_epochs: int = 10
+    finetune_learning_rate: float = 0.01
     method_params: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -66,7 +75,8 @@ class TrialConfig:
                 raise ConfigError(
                     f"bad value {getattr(self, key)!r} for {key}; valid values: {', '.join(registry)}"
                 )
-        for key in ("batch_size", "image_size", "epochs", "num_workers", "knn_k", "probe_epochs"):
+        for key in ("batch_size", "image_size", "epochs", "num_workers", "knn_k", "probe_epochs",
+                    "probe_repeats", "finetune_epochs"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"bad value {getattr(self, key)!r} for {key}; it must be >= 1")
         if self.image_size < 16:
@@ -76,6 +86,10 @@ class TrialConfig:
                 f"bad value {self.batch_size} for batch_size; each of the {self.num_workers} "
                 "workers needs at least 2 images per step"
             )
+        if not 0 < self.label_fraction <= 1:
+            raise ConfigError(f"bad value {self.label_fraction} for label_fraction; it must be in (0, 1]")
+        if self.focal_gamma < 0:
+            raise ConfigError(f"bad value {self.focal_gamma} for focal_gamma; it must be >= 0")
         if not 0 <= self.warmup_epochs < self.epochs:
             raise ConfigError(f"bad value {self.warmup_epochs} for warmup_epochs; it must be in [0, epochs)")
         allowed = method_parameters(self.method)
@@ -94,6 +108,7 @@ CHOICES: dict[str, typing.Iterable[str]] = {
     "dataset": DATASETS,
     "learning_rate_scaling": ("linear", "sqrt"),
     "optimizer": ("sgd", "lars"),
+    "eval": metrics.PREFIXES,
 }
 FIELD_TYPES: dict[str, Any] = typing.get_type_hints(TrialConfig)
 

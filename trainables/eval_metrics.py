@@ -12,21 +12,23 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-# The metric names, defined once: the fields of `EvaluationResult` and the suffixes of the flat
-# metric keys ("linear/test_accuracy", "linear/test_accuracy_std", ...).
-TEST_ACCURACY = "test_accuracy"
-TEST_BALANCED_ACCURACY = "test_balanced_accuracy"
-TEST_MACRO_F1 = "test_macro_f1"
-TEST_AUC = "test_auc"  # one-vs-rest, macro over the classes present in the test split
-VAL_BALANCED_ACCURACY = "val_balanced_accuracy"  # the selection criterion
-METRIC_SUFFIXES = (TEST_ACCURACY, TEST_BALANCED_ACCURACY, TEST_MACRO_F1, TEST_AUC, VAL_BALANCED_ACCURACY)
-STD_SUFFIX = "_std"  # appended to a metric's key for its std over repeats
+# The metric names live in trainables.metrics; they are also the fields of `EvaluationResult`.
+from trainables.metrics import (  # noqa: E402
+    FINETUNE_PREFIX,
+    KNN_PREFIX,
+    LINEAR_PREFIX,
+    METRIC_SUFFIXES,
+    PREFIXES,
+    STD_SUFFIX,
+    TEST_ACCURACY,
+    TEST_AUC,
+    TEST_BALANCED_ACCURACY,
+    TEST_MACRO_F1,
+    VAL_BALANCED_ACCURACY,
+)
 
-# The evaluation protocols, as the prefixes of the flat metric keys.
-LINEAR_PREFIX = "linear"
-KNN_PREFIX = "knn"
-FINETUNE_PREFIX = "finetune"
-PREFIXES = (LINEAR_PREFIX, KNN_PREFIX, FINETUNE_PREFIX)
+__all__ = ["FINETUNE_PREFIX", "KNN_PREFIX", "LINEAR_PREFIX", "METRIC_SUFFIXES", "PREFIXES", "STD_SUFFIX",
+           "TEST_ACCURACY", "TEST_AUC", "TEST_BALANCED_ACCURACY", "TEST_MACRO_F1", "VAL_BALANCED_ACCURACY"]
 
 
 @dataclass(frozen=True)

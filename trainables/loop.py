@@ -6,6 +6,7 @@ evaluate with a linear probe on frozen features. Only rank 0's metrics reach Ray
 
 import contextlib
 import dataclasses
+import json
 import os
 import tempfile
 import time
@@ -24,18 +25,23 @@ from trainables.backbones import build_backbone
 from trainables.config import TrialConfig
 from trainables.datasets import ImageSplits, load_dataset
 from trainables.distributed import convert_batchnorm_for_distributed
+from trainables.eval_finetune import finetune
+from trainables.eval_metrics import EvaluationResult, evaluation_metrics_to_flat_dict
+from trainables.eval_tsne import plot_tsne
 from trainables.evaluation import (
     embedding_std,
     extract_features,
     is_collapsed,
     knn_accuracy,
-    linear_probe,
+    probe_knn,
+    probe_linear,
 )
 from trainables.initializations import initialize
 from trainables.methods import METHODS, SSLMethod, build_method
 from trainables.schedules import scaled_learning_rate, warmup_cosine
 
 CHECKPOINT_FILE = "state.pt"
+ARTIFACTS_FOLDER = "evaluation"  # inside the final checkpoint; the MLflow logger uploads it
 
 
 @dataclass
@@ -136,11 +142,17 @@ def train_loop_per_worker(config_dict: dict) -> None:
         report_with_checkpoint(epoch_metrics, state, rank)
 
     final_metrics = {metrics.EPOCH: state.epoch}
-    if rank == 0:
-        final_metrics.update(evaluate_linear_probe(state.method.backbone, data, config, device))
-        if state.method.pretrains:
-            final_metrics[metrics.COLLAPSED] = float(is_collapsed(state.collapse_std, state.embedding_dim))
-    ray.train.report(final_metrics)
+    with tempfile.TemporaryDirectory() as directory:
+        checkpoint = None
+        if rank == 0:
+            final_metrics.update(evaluate(state.method.backbone, data, config, device,
+                                          Path(directory) / ARTIFACTS_FOLDER))
+            if state.method.pretrains:
+                collapsed = is_collapsed(state.collapse_std, state.embedding_dim)
+                final_metrics[metrics.COLLAPSED] = float(collapsed)
+            save_state(state, Path(directory))
+            checkpoint = ray.train.Checkpoint.from_directory(directory)
+        ray.train.report(final_metrics, checkpoint=checkpoint)
 
 
 def memory_format(device: torch.device) -> torch.memory_format:
@@ -207,17 +219,21 @@ def restore_latest_checkpoint(state: TrainingState) -> None:
     print(f"resumed from checkpoint at epoch {state.epoch} (step {state.step})", flush=True)
 
 
+def save_state(state: TrainingState, directory: Path) -> None:
+    torch.save(
+        {"method": state.method.state_dict(), "optimizer": state.optimizer.state_dict(),
+         "epoch": state.epoch, "step": state.step,
+         "collapse_std": state.collapse_std, "embedding_dim": state.embedding_dim},
+        directory / CHECKPOINT_FILE,
+    )
+
+
 def report_with_checkpoint(epoch_metrics: dict, state: TrainingState, rank: int) -> None:
     """Report the epoch's metrics; rank 0 attaches the model, heads, optimizer and position."""
     with tempfile.TemporaryDirectory() as directory:
         checkpoint = None
         if rank == 0:
-            torch.save(
-                {"method": state.method.state_dict(), "optimizer": state.optimizer.state_dict(),
-                 "epoch": state.epoch, "step": state.step,
-                 "collapse_std": state.collapse_std, "embedding_dim": state.embedding_dim},
-                Path(directory) / CHECKPOINT_FILE,
-            )
+            save_state(state, Path(directory))
             checkpoint = ray.train.Checkpoint.from_directory(directory)
         ray.train.report(epoch_metrics, checkpoint=checkpoint)
 
@@ -229,17 +245,38 @@ def monitor_knn(backbone: nn.Module, data: ImageSplits, config: TrialConfig, dev
                         data.num_classes, k=config.knn_k)
 
 
-def evaluate_linear_probe(backbone: nn.Module, data: ImageSplits, config: TrialConfig,
-                          device: torch.device) -> dict[str, float]:
-    """Features are computed once, in eval mode; the probe never touches the backbone."""
+def evaluate(backbone: nn.Module, data: ImageSplits, config: TrialConfig, device: torch.device,
+             artifacts: Path) -> dict[str, float]:
+    """The trial's evaluation protocol; writes the confusion matrix and a t-SNE plot to `artifacts`.
+
+    Linear and kNN evaluations use features computed once, in eval mode: they never touch the
+    backbone. Fine-tuning trains a copy of it.
+    """
     features = [extract_features(backbone, images, device=device)
                 for images in (data.train_images, data.val_images, data.test_images)]
-    result = linear_probe(features[0], data.train_labels, features[1], data.val_labels,
-                          features[2], data.test_labels, data.num_classes,
-                          epochs=config.probe_epochs, seed=config.seed)
-    return {
-        metrics.LINEAR_VAL_BALANCED_ACCURACY: result.val_balanced_accuracy,
-        metrics.LINEAR_TEST_ACCURACY: result.test_accuracy,
-        metrics.LINEAR_TEST_BALANCED_ACCURACY: result.test_balanced_accuracy,
-    }
-
+    splits = (features[0], data.train_labels, features[1], data.val_labels, features[2], data.test_labels)
+    result: EvaluationResult
+    if config.eval == metrics.LINEAR_PREFIX:
+        result = probe_linear(*splits, data.num_classes, label_fraction=config.label_fraction,
+                              repeats=config.probe_repeats, focal_gamma=config.focal_gamma,
+                              class_weighted=config.class_weighted, epochs=config.probe_epochs,
+                              seed=config.seed)
+    elif config.eval == metrics.KNN_PREFIX:
+        result = probe_knn(*splits, data.num_classes, k=config.knn_k, label_fraction=config.label_fraction,
+                           repeats=config.probe_repeats, seed=config.seed)
+    else:
+        recipe = AugmentationRecipe()
+        result = finetune(backbone, data.train_images, data.train_labels, data.val_images, data.val_labels,
+                          data.test_images, data.test_labels, data.num_classes,
+                          epochs=config.finetune_epochs, batch_size=config.batch_size,
+                          learning_rate=config.finetune_learning_rate, device=device,
+                          augment_fn=lambda images: augment(images, recipe),
+                          label_fraction=config.label_fraction, focal_gamma=config.focal_gamma,
+                          class_weighted=config.class_weighted, seed=config.seed)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    (artifacts / "confusion_matrix.json").write_text(json.dumps(
+        {"classes": list(data.class_names), "matrix": result.confusion_matrix}
+    ))
+    plot_tsne(features[2], data.test_labels, artifacts / "tsne_test.png", data.class_names,
+              title=f"{config.method} / {config.init} / {config.dataset}: test embeddings", seed=config.seed)
+    return evaluation_metrics_to_flat_dict(result, config.eval)

@@ -5,18 +5,39 @@ The same strings are Ray Tune result keys, MLflow metric keys and report columns
 
 EPOCH = "epoch"
 
-# Reported every pretraining epoch (MLflow step = epoch).
+# Reported every pretraining epoch (MLflow step = epoch; kNN also at epoch 0, the initialization).
 PRETRAIN_LOSS = "pretrain/loss"
 PRETRAIN_COLLAPSE_STD = "pretrain/collapse_std"
 PRETRAIN_LEARNING_RATE = "pretrain/learning_rate"
 PRETRAIN_EPOCH_SECONDS = "pretrain/epoch_seconds"
 KNN_VAL_ACCURACY = "knn/val_accuracy"
 
-# Reported once, after pretraining.
-LINEAR_VAL_BALANCED_ACCURACY = "linear/val_balanced_accuracy"
-LINEAR_TEST_ACCURACY = "linear/test_accuracy"
-LINEAR_TEST_BALANCED_ACCURACY = "linear/test_balanced_accuracy"
+# Reported once, after pretraining, by the trial's evaluation protocol: "<protocol>/<metric>"
+# is the mean over the evaluation's repeats and "<protocol>/<metric>_std" its std.
+LINEAR_PREFIX = "linear"  # logistic regression on frozen features (the default)
+KNN_PREFIX = "knn"  # weighted kNN on frozen features
+FINETUNE_PREFIX = "finetune"  # the whole network fine-tuned with labels
+PREFIXES = (LINEAR_PREFIX, KNN_PREFIX, FINETUNE_PREFIX)
+
+TEST_ACCURACY = "test_accuracy"
+TEST_BALANCED_ACCURACY = "test_balanced_accuracy"
+TEST_MACRO_F1 = "test_macro_f1"
+TEST_AUC = "test_auc"  # one-vs-rest, macro over the classes present in the test split
+VAL_BALANCED_ACCURACY = "val_balanced_accuracy"  # the model-selection criterion
+METRIC_SUFFIXES = (TEST_ACCURACY, TEST_BALANCED_ACCURACY, TEST_MACRO_F1, TEST_AUC, VAL_BALANCED_ACCURACY)
+STD_SUFFIX = "_std"
+
+
+def evaluation_metric(protocol: str, suffix: str, std: bool = False) -> str:
+    return f"{protocol}/{suffix}{STD_SUFFIX if std else ''}"
+
+
+LINEAR_VAL_BALANCED_ACCURACY = evaluation_metric(LINEAR_PREFIX, VAL_BALANCED_ACCURACY)
+LINEAR_TEST_ACCURACY = evaluation_metric(LINEAR_PREFIX, TEST_ACCURACY)
+LINEAR_TEST_BALANCED_ACCURACY = evaluation_metric(LINEAR_PREFIX, TEST_BALANCED_ACCURACY)
+
 COLLAPSED = "collapsed"  # 1.0 when the final collapse_std is far below 1/sqrt(dim)
+SKIPPED_IMAGES = "data/skipped_images"  # unreadable images left out of the dataset
 
 PER_EPOCH = (
     PRETRAIN_LOSS,
@@ -26,8 +47,8 @@ PER_EPOCH = (
     KNN_VAL_ACCURACY,
 )
 FINAL = (
-    LINEAR_VAL_BALANCED_ACCURACY,
-    LINEAR_TEST_ACCURACY,
-    LINEAR_TEST_BALANCED_ACCURACY,
+    *(evaluation_metric(protocol, suffix, std)
+      for protocol in PREFIXES for suffix in METRIC_SUFFIXES for std in (False, True)),
     COLLAPSED,
+    SKIPPED_IMAGES,
 )

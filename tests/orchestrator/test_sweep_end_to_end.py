@@ -17,7 +17,8 @@ def finished_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, subpr
     tracking_uri = f"sqlite:///{workdir / 'mlflow.db'}"
     completed = subprocess.run(
         [sys.executable, "-m", "orchestrator.sweep", "smoke",
-         "--set", "epochs=2", "--set", "image_size=16", "--set", "probe_epochs=30",
+         "--set", "epochs=2", "--set", "image_size=16",
+         "--set", "probe_epochs=30", "--set", "probe_repeats=2",
          "--set", "method_params.projection_dim=256",
          "--tracking-uri", tracking_uri, "--storage-path", str(workdir / "ray_results")],
         cwd=workdir, capture_output=True, text=True, timeout=900,
@@ -58,19 +59,24 @@ def test_mlflow_holds_a_parent_run_and_a_child_per_trial(finished_sweep) -> None
         assert child.data.metrics[metrics.LINEAR_TEST_ACCURACY] > 0.5
     artifacts = [item.path for item in client.list_artifacts(parent.info.run_id)]
     assert "summary.csv" in artifacts
+    for child in children:
+        files = {item.path for item in client.list_artifacts(child.info.run_id, "evaluation")}
+        assert files == {"evaluation/confusion_matrix.json", "evaluation/tsne_test.png"}
+        # The probe's std over its repeats is logged beside the mean.
+        assert child.data.metrics[metrics.LINEAR_TEST_ACCURACY + metrics.STD_SUFFIX] >= 0.0
 
 
 def test_the_sweep_ends_with_a_table_of_every_trial(finished_sweep) -> None:
     tracking_uri, completed = finished_sweep
-    table = completed.stdout.split("final linear-probe metrics", 1)[1].splitlines()
+    table = completed.stdout.split("final metrics", 1)[1].splitlines()
     rows = [line for line in table if line.startswith("method=")]
     assert len(rows) == 4
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name("smoke")
     by_name = {run.info.run_name: run for run in client.search_runs([experiment.experiment_id])}
     for row in rows:
-        name, method, batch_size, status, test_accuracy = row.split()[:5]
-        assert status == "finished"
+        name, method, batch_size, status, protocol, test_accuracy = row.split()[:6]
+        assert status == "finished" and protocol == "linear"
         assert method in name and f"batch_size={batch_size}" in name
         # The table prints what MLflow holds.
         logged = by_name[name].data.metrics[metrics.LINEAR_TEST_ACCURACY]
