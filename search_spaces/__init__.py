@@ -9,6 +9,21 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class Claim:
+    """One claim of a paper, as a signed contrast of cells that the paper says is positive.
+
+    A cell is a set of axis values (e.g. {"init": "imagenet", "method": "none"}); the contrast is
+    sum(weight x mean metric of the cell), matched over the sweep's other axes. "A beats B" is
+    [(A, +1), (B, -1)]; "the batch-size drop is smaller for P2X than for P1X" is
+    [(P2X@32, +1), (P2X@1024, -1), (P1X@32, -1), (P1X@1024, +1)].
+    """
+
+    text: str  # the paper's claim in one line, as the report prints it
+    terms: tuple[tuple[dict[str, Any], float], ...]
+    metric: str = "linear/test_accuracy"  # a final metric, or a per-epoch one (its last value)
+
+
+@dataclass(frozen=True)
 class Sweep:
     name: str
     description: str  # one line, shown by --list
@@ -17,6 +32,10 @@ class Sweep:
     hypothesis: str = ""
     # Per-method hyperparameters (method -> method_params), e.g. CPU-sized heads for a smoke run.
     method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    claims: tuple[Claim, ...] = ()
+    # What --smoke changes: the same axes scaled down to minutes on 2 CPUs.
+    smoke_params: dict[str, Any] = field(default_factory=dict)
+    smoke_grid: dict[str, list[Any]] = field(default_factory=dict)  # axes replaced under --smoke
 
 
 def _registry() -> dict[str, Sweep]:
