@@ -1,7 +1,8 @@
 """Backbones: one place maps a name to a feature extractor and its feature dimension.
 
 Every backbone maps images (N, 3, H, W) to features (N, num_features), like
-`timm.create_model(name, num_classes=0)`. Add a backbone by adding a row to `BACKBONES`.
+`timm.create_model(name, num_classes=0)`. Add a backbone by adding a row to `BACKBONES`: how to
+build it, and which modules make up its four blocks (what weight transfusion and Slim transfer).
 """
 
 from collections.abc import Callable
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 
 import timm
 import torch
+from timm.layers import StdConv2d
 from torch import nn
 
 
@@ -25,7 +27,13 @@ class ConvBatchNormReLU(nn.Sequential):
 
 
 class CBRNetwork(nn.Module):
-    """A stack of CBR blocks with global average pooling (Raghu et al., 2019, "Transfusion")."""
+    """A stack of CBR blocks with global average pooling.
+
+    Raghu, Zhang, Kleinberg, Bengio (2019), "Transfusion: Understanding Transfer Learning for
+    Medical Imaging", NeurIPS, Section 3 and Appendix: small conv-BatchNorm-ReLU networks, each
+    block followed by a 3x3 stride-2 max-pool, then global average pooling (the paper's final
+    linear classifier is the SSL method's head here).
+    """
 
     def __init__(self, widths: tuple[int, ...], kernel_size: int) -> None:
         super().__init__()
@@ -39,33 +47,116 @@ class CBRNetwork(nn.Module):
         return self.blocks(images).mean(dim=(2, 3))
 
 
+def _half_after_block_two(widths: tuple[int, ...]) -> tuple[int, ...]:
+    """Transfusion's Slim: the blocks after block 2 with half their channels."""
+    return (*widths[:2], *(width // 2 for width in widths[2:]))
+
+
 @dataclass(frozen=True)
 class BackboneSpec:
     description: str
-    build: Callable[[], nn.Module]
+    build: Callable[[bool], nn.Module]  # (slim) -> module with a `num_features` attribute
+    # Module-name prefixes of blocks 1..4; the stem counts with block 1. Weight transfusion keeps
+    # blocks <= K pretrained, Slim keeps blocks 1-2 and halves the width of the others.
+    blocks: tuple[tuple[str, ...], ...]
+    timm_name: str | None = None  # the timm architecture, None for the models defined here
+
+    @property
+    def has_stem(self) -> bool:
+        return self.timm_name is not None
 
 
-def _timm(name: str) -> Callable[[], nn.Module]:
-    return lambda: timm.create_model(name, pretrained=False, num_classes=0)
+def _cbr(widths: tuple[int, ...], kernel_size: int) -> Callable[[bool], nn.Module]:
+    return lambda slim: CBRNetwork(_half_after_block_two(widths) if slim else widths, kernel_size)
 
+
+def _timm(name: str, channels: tuple[int, ...]) -> Callable[[bool], nn.Module]:
+    def build(slim: bool) -> nn.Module:
+        if not slim:
+            return timm.create_model(name, pretrained=False, num_classes=0)
+        half = _half_after_block_two(channels)
+        return timm.create_model(name, pretrained=False, num_classes=0, channels=half)
+    return build
+
+
+_CBR_BLOCKS = (("blocks.0",), ("blocks.1",), ("blocks.2",), ("blocks.3",))
+_RESNET_BLOCKS = (("conv1", "bn1", "layer1"), ("layer2",), ("layer3",), ("layer4",))
+# ResNetV2 is pre-activation: the final norm belongs to the last stage's output.
+_RESNETV2_BLOCKS = (("stem", "stages.0"), ("stages.1",), ("stages.2",), ("stages.3", "norm"))
 
 BACKBONES: dict[str, BackboneSpec] = {
     "cbr_nano": BackboneSpec(
-        "4 CBR blocks, widths 32-64-128-256, 3x3 kernels: a CPU-sized CBR for smoke runs",
-        lambda: CBRNetwork(widths=(32, 64, 128, 256), kernel_size=3),
+        "4 CBR blocks, widths 32-64-128-256, 3x3 kernels: a CPU-sized CBR for smoke runs (not in the paper)",
+        _cbr((32, 64, 128, 256), kernel_size=3), _CBR_BLOCKS,
+    ),
+    "cbr_small": BackboneSpec(
+        "Transfusion's CBR-Small: 4 CBR blocks, widths 32-64-128-256, 7x7 kernels",
+        _cbr((32, 64, 128, 256), kernel_size=7), _CBR_BLOCKS,
     ),
     "cbr_tiny": BackboneSpec(
         "Transfusion's CBR-Tiny: 4 CBR blocks, widths 64-128-256-512, 5x5 kernels",
-        lambda: CBRNetwork(widths=(64, 128, 256, 512), kernel_size=5),
+        _cbr((64, 128, 256, 512), kernel_size=5), _CBR_BLOCKS,
     ),
-    "resnet18": BackboneSpec("timm resnet18", _timm("resnet18")),
-    "resnet50": BackboneSpec("timm resnet50", _timm("resnet50")),
+    "resnet18": BackboneSpec(
+        "timm resnet18 (torchvision layout)", _timm("resnet18", (64, 128, 256, 512)), _RESNET_BLOCKS,
+        timm_name="resnet18",
+    ),
+    "resnet50": BackboneSpec(
+        "timm resnet50 (torchvision layout)", _timm("resnet50", (64, 128, 256, 512)), _RESNET_BLOCKS,
+        timm_name="resnet50",
+    ),
+    "resnetv2_50x1_bit": BackboneSpec(
+        "timm resnetv2_50x1_bit: Big Transfer's pre-activation ResNet-50 with GroupNorm and weight "
+        "standardization (Kolesnikov et al., 2020)",
+        _timm("resnetv2_50x1_bit", (256, 512, 1024, 2048)), _RESNETV2_BLOCKS, "resnetv2_50x1_bit",
+    ),
 }
 
 
-def build_backbone(name: str) -> tuple[nn.Module, int]:
-    """Return (feature extractor, feature dimension) for a registered backbone name."""
+def backbone_spec(name: str) -> BackboneSpec:
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; valid backbones: {', '.join(BACKBONES)}")
-    model = BACKBONES[name].build()
+    return BACKBONES[name]
+
+
+def build_backbone(name: str, *, cifar_stem: bool = False, slim: bool = False) -> tuple[nn.Module, int]:
+    """Return (feature extractor, feature dimension) for a registered backbone name.
+
+    cifar_stem: for 32 px images, a 3x3 stride-1 first conv and no max-pool (resnets only).
+    slim: blocks 3 and 4 with half their channels (Transfusion's Slim), which halves the
+    feature dimension.
+    """
+    spec = backbone_spec(name)
+    if cifar_stem and not spec.has_stem:
+        raise ValueError(f"cifar_stem applies to the resnets only; backbone {name!r} has no stem to replace")
+    model = spec.build(slim)
+    if cifar_stem:
+        use_cifar_stem(model)
     return model, int(model.num_features)
+
+
+def use_cifar_stem(model: nn.Module) -> None:
+    """Replace a resnet's stem in place by a 3x3 stride-1 conv without max-pool (32 px images).
+
+    The new conv is freshly initialized (Kaiming normal, fan-out, as timm's resnets): pretrained
+    7x7 stem filters do not fit it. A weight-standardized stem stays weight-standardized.
+    """
+    if hasattr(model, "conv1") and hasattr(model, "maxpool"):  # timm ResNet
+        model.conv1 = _stem_conv(model.conv1)
+        model.maxpool = nn.Identity()
+    elif hasattr(model, "stem") and hasattr(model.stem, "conv"):  # timm ResNetV2 (BiT): conv, pad, pool
+        model.stem.conv = _stem_conv(model.stem.conv)
+        for name in ("pad", "pool"):
+            if hasattr(model.stem, name):
+                setattr(model.stem, name, nn.Identity())
+    else:
+        raise ValueError(f"do not know where the stem of {type(model).__name__} is")
+
+
+def _stem_conv(old: nn.Conv2d) -> nn.Conv2d:
+    if isinstance(old, StdConv2d):
+        conv: nn.Conv2d = StdConv2d(old.in_channels, old.out_channels, 3, stride=1, padding=1, eps=old.eps)
+    else:
+        conv = nn.Conv2d(old.in_channels, old.out_channels, 3, stride=1, padding=1, bias=False)
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    return conv.to(old.weight.device, old.weight.dtype)
