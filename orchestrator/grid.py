@@ -25,6 +25,9 @@ class Grid:
             for values in combinations
         ]
 
+    def trial_configs(self) -> list[TrialConfig]:
+        return [TrialConfig.from_dict(trial) for trial in self.trial_dicts()]
+
 
 def with_method_params(trial: dict[str, Any], per_method: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The trial config with the sweep's per-method hyperparameters under its own (--set wins).
@@ -36,9 +39,6 @@ def with_method_params(trial: dict[str, Any], per_method: dict[str, dict[str, An
     if defaults:
         trial = {**trial, "method_params": {**defaults, **trial.get("method_params", {})}}
     return trial
-
-    def trial_configs(self) -> list[TrialConfig]:
-        return [TrialConfig.from_dict(trial) for trial in self.trial_dicts()]
 
 
 def nest(flat: dict[str, Any]) -> dict[str, Any]:

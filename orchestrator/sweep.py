@@ -131,7 +131,7 @@ def print_table(header: list[str], rows: list[list[str]]) -> None:
 def run(args: argparse.Namespace, grid: Grid, address: str | None) -> int:
     import ray
 
-    from orchestrator.tracking import SweepTracker, flatten, resolve_tracking_uri
+    from orchestrator.tracking import SweepTracker, error_line, flatten, resolve_tracking_uri
     from orchestrator.tune_driver import run_tune
 
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
@@ -155,6 +155,9 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None) -> int:
         print(f"\nsweep {args.sweep}: final metrics (test_* from each trial's evaluation protocol)")
         header = ["trial", *grid.axes, *TABLE_HEADER]
         print_table(header, rows)
+        for result in results:
+            if result.error is not None:
+                print(f"failed: {Path(result.path).name}: {error_line(Path(result.path) / 'error.txt')}")
         tracker.client.log_text(tracker.parent_run_id, table_csv(header, rows), "summary.csv")
     finally:
         tracker.finish_parent(failed)

@@ -159,6 +159,8 @@ class MlflowTrialLogger(Callback):
                   if isinstance(result.get(name), int | float) and math.isfinite(result[name])]
         if logged:
             self.client.log_batch(self.run_id(trial), metrics=logged)
+        if metrics.SPLIT_HASH in result:
+            self.client.set_tag(self.run_id(trial), metrics.SPLIT_HASH, str(result[metrics.SPLIT_HASH]))
         if CHECKPOINT_PATH_KEY in result and any(name in result for name in metrics.FINAL):
             self.log_evaluation_artifacts(trial, result[CHECKPOINT_PATH_KEY])
 
@@ -183,10 +185,13 @@ class MlflowTrialLogger(Callback):
 
 
 def first_error_line(trial: Trial) -> str:
-    """The last line of the trial's error file: the exception and its message."""
-    path = trial.error_file
-    if path and os.path.exists(path):
-        with open(path) as handle:
+    return error_line(trial.error_file)
+
+
+def error_line(error_file: str | os.PathLike | None) -> str:
+    """The last line of a trial's error file: the exception and its one-line message."""
+    if error_file and os.path.exists(error_file):
+        with open(error_file) as handle:
             lines = [line.strip() for line in handle if line.strip()]
         return lines[-1] if lines else "unknown error"
     return "unknown error"

@@ -39,9 +39,9 @@ class Sweep:
 
 
 def _registry() -> dict[str, Sweep]:
-    from search_spaces import smoke
+    from search_spaces import methods_on_shapes, smoke
 
-    return {sweep.name: sweep for sweep in (smoke.SWEEP,)}
+    return {sweep.name: sweep for sweep in (smoke.SWEEP, methods_on_shapes.SWEEP)}
 
 
 SWEEPS: dict[str, Sweep] = _registry()

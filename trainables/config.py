@@ -12,8 +12,16 @@ from typing import Any
 
 from trainables import metrics
 from trainables.backbones import BACKBONES
+from trainables.data_splits import SPLIT_POLICIES
 from trainables.datasets import DATASETS
-from trainables.initializations import INITIALIZATIONS
+from trainables.initializations import (
+    DEAD_FILTERS,
+    INITIALIZATIONS,
+    NORMS,
+    WEIGHT_SCALINGS,
+    WEIGHT_STANDARDIZATIONS,
+    check_combination,
+)
 from trainables.methods import METHODS, method_parameters
 
 
@@ -26,8 +34,18 @@ class TrialConfig:
     method: str = "simclr"
     init: str = "random"
     backbone: str = "cbr_nano"
+    # Companion axes of the prior (trainables/initializations.py).
+    norm: str = "as-is"  # "batchnorm": the BiT + SimSiam GroupNorm -> BatchNorm surgery
+    weight_standardization: str = "as-is"  # "drop": BiT's StdConv2d -> plain Conv2d
+    weight_scaling: str = "none"  # "frobenius": Ciga et al.'s scaling before double pretraining
+    dead_filters: str = "keep"  # "random" / "copy": replace filters with norm < 0.1
+    cifar_stem: bool = False  # 3x3 stride-1 first conv, no max-pool (32 px images)
+    weights_dir: str | None = None  # local pretrained weights: <weights_dir>/<timm tag>.pth|.safetensors
+    weights_path: str | None = None  # a checkpoint file or URL (ssl-imagenet's P2X start)
     dataset: str = "digits"
     data_root: str = "data"
+    split: str = "default"  # the dataset's own protocol; "random": stratified 60/20/20
+    download: bool = False  # fetch a missing dataset where its source allows it
     batch_size: int = 128
     image_size: int = 32
     epochs: int = 5
@@ -92,6 +110,11 @@ class TrialConfig:
             raise ConfigError(f"bad value {self.focal_gamma} for focal_gamma; it must be >= 0")
         if not 0 <= self.warmup_epochs < self.epochs:
             raise ConfigError(f"bad value {self.warmup_epochs} for warmup_epochs; it must be in [0, epochs)")
+        try:
+            check_combination(self.backbone, self.init, self.norm, self.weight_standardization,
+                              self.weight_scaling, self.dead_filters, self.cifar_stem)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
         allowed = method_parameters(self.method)
         for name in self.method_params:
             if name not in allowed:
@@ -109,6 +132,11 @@ CHOICES: dict[str, typing.Iterable[str]] = {
     "learning_rate_scaling": ("linear", "sqrt"),
     "optimizer": ("sgd", "lars"),
     "eval": metrics.PREFIXES,
+    "split": SPLIT_POLICIES,
+    "norm": NORMS,
+    "weight_standardization": WEIGHT_STANDARDIZATIONS,
+    "weight_scaling": WEIGHT_SCALINGS,
+    "dead_filters": DEAD_FILTERS,
 }
 FIELD_TYPES: dict[str, Any] = typing.get_type_hints(TrialConfig)
 

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainables import data_splits
 from trainables.augmentations import normalize
 from trainables.eval_losses import focal_loss, inverse_frequency_weights
 from trainables.eval_metrics import EvaluationResult, RepeatResult, balanced_accuracy, classification_metrics
@@ -79,19 +80,10 @@ def knn_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor,
 def stratified_subset(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
     """Sorted indices of a random `fraction` of each class (at least one example per class).
 
-    fraction = 1.0 returns every index, whatever the seed.
+    fraction = 1.0 returns every index, whatever the seed. The same rule as the datasets' own
+    labelled subset (trainables.data_splits), on tensors.
     """
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"label_fraction must be in (0, 1], got {fraction}")
-    if fraction == 1.0:
-        return torch.arange(len(labels))
-    generator = torch.Generator().manual_seed(seed)
-    chosen = []
-    for label in labels.unique():
-        members = (labels == label).nonzero().squeeze(1)
-        count = max(1, round(fraction * len(members)))
-        chosen.append(members[torch.randperm(len(members), generator=generator)[:count]])
-    return torch.cat(chosen).sort().values
+    return torch.as_tensor(data_splits.stratified_subset(labels.cpu().numpy(), fraction, seed))
 
 
 @torch.no_grad()

@@ -21,7 +21,6 @@ from torch import nn
 
 from trainables import metrics
 from trainables.augmentations import AugmentationRecipe, augment
-from trainables.backbones import build_backbone
 from trainables.config import TrialConfig
 from trainables.datasets import ImageSplits, load_dataset
 from trainables.distributed import convert_batchnorm_for_distributed
@@ -36,7 +35,7 @@ from trainables.evaluation import (
     probe_knn,
     probe_linear,
 )
-from trainables.initializations import initialize
+from trainables.initializations import build_initialized_backbone
 from trainables.methods import METHODS, SSLMethod, build_method
 from trainables.schedules import scaled_learning_rate, warmup_cosine
 
@@ -63,7 +62,8 @@ def train_loop_per_worker(config_dict: dict) -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     torch.manual_seed(config.seed)
 
-    data = load_dataset(config.dataset, config.image_size, config.seed, config.data_root)
+    data = load_dataset(config.dataset, config.image_size, config.seed, config.data_root,
+                        split=config.split, download=config.download)
     state = build_training_state(config, world_size, device)
     restore_latest_checkpoint(state)
 
@@ -85,7 +85,9 @@ def train_loop_per_worker(config_dict: dict) -> None:
 
     if state.epoch == 0:
         # Epoch 0 is the initialization itself: where each prior starts on the kNN curve.
-        initial_metrics = {metrics.EPOCH: 0}
+        # With the data's fingerprint: two runs with equal split hashes used the same images.
+        initial_metrics = {metrics.EPOCH: 0, metrics.SPLIT_HASH: data.split_hash(),
+                           metrics.SKIPPED_IMAGES: data.skipped_images}
         if rank == 0:
             backbone = state.method.backbone
             initial_metrics[metrics.KNN_VAL_ACCURACY] = monitor_knn(backbone, data, config, device)
@@ -168,8 +170,14 @@ def mixed_precision(device: torch.device) -> contextlib.AbstractContextManager:
 
 
 def build_training_state(config: TrialConfig, world_size: int, device: torch.device) -> TrainingState:
-    backbone, feature_dim = build_backbone(config.backbone)
-    backbone = initialize(backbone, config.backbone, config.init)
+    backbone, feature_dim, report = build_initialized_backbone(
+        config.backbone, config.init, norm=config.norm, weight_standardization=config.weight_standardization,
+        weight_scaling=config.weight_scaling, dead_filters=config.dead_filters,
+        weights_dir=config.weights_dir, weights_path=config.weights_path, cifar_stem=config.cifar_stem,
+        seed=config.seed,
+    )
+    if ray.train.get_context().get_world_rank() == 0:
+        print(f"[{config.init} {config.backbone}] {report}", flush=True)
     method = build_method(config.method, backbone, feature_dim, config.method_params)
     if world_size > 1:
         # BatchNorm statistics must be those of the global batch, as on one worker.

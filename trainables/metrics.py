@@ -37,7 +37,8 @@ LINEAR_TEST_ACCURACY = evaluation_metric(LINEAR_PREFIX, TEST_ACCURACY)
 LINEAR_TEST_BALANCED_ACCURACY = evaluation_metric(LINEAR_PREFIX, TEST_BALANCED_ACCURACY)
 
 COLLAPSED = "collapsed"  # 1.0 when the final collapse_std is far below 1/sqrt(dim)
-SKIPPED_IMAGES = "data/skipped_images"  # unreadable images left out of the dataset
+SKIPPED_IMAGES = "data/skipped_images"  # unreadable images left out of the dataset (epoch 0)
+SPLIT_HASH = "data/split_hash"  # a string, logged as an MLflow tag (epoch 0)
 
 PER_EPOCH = (
     PRETRAIN_LOSS,
@@ -45,10 +46,10 @@ PER_EPOCH = (
     PRETRAIN_LEARNING_RATE,
     PRETRAIN_EPOCH_SECONDS,
     KNN_VAL_ACCURACY,
+    SKIPPED_IMAGES,
 )
 FINAL = (
     *(evaluation_metric(protocol, suffix, std)
       for protocol in PREFIXES for suffix in METRIC_SUFFIXES for std in (False, True)),
     COLLAPSED,
-    SKIPPED_IMAGES,
 )

@@ -62,6 +62,9 @@ def test_mlflow_holds_a_parent_run_and_a_child_per_trial(finished_sweep) -> None
     for child in children:
         files = {item.path for item in client.list_artifacts(child.info.run_id, "evaluation")}
         assert files == {"evaluation/confusion_matrix.json", "evaluation/tsne_test.png"}
+        # Every trial saw the same images: the split hash is a fingerprint of the data.
+        assert child.data.tags[metrics.SPLIT_HASH] == children[0].data.tags[metrics.SPLIT_HASH]
+        assert child.data.metrics[metrics.SKIPPED_IMAGES] == 0
         # The probe's std over its repeats is logged beside the mean.
         assert child.data.metrics[metrics.LINEAR_TEST_ACCURACY + metrics.STD_SUFFIX] >= 0.0
 

@@ -146,19 +146,19 @@ def test_config_rejects_an_unknown_method_param() -> None:
 
 
 def test_coerce_method_param_converts_to_the_default_type() -> None:
-    assert coerce_method_param("simclr", "hidden_dim", "64") == 64
-    assert isinstance(coerce_method_param("simclr", "hidden_dim", "64"), int)
+    assert coerce_method_param("simclr", "projection_hidden_dim", "64") == 64
+    assert isinstance(coerce_method_param("simclr", "projection_hidden_dim", "64"), int)
     assert coerce_method_param("simclr", "temperature", "0.2") == pytest.approx(0.2)
     assert isinstance(coerce_method_param("simclr", "temperature", 1), float)
-    with pytest.raises(ConfigError, match="hidden_dim"):
-        coerce_method_param("simclr", "hidden_dim", "sixty-four")
+    with pytest.raises(ConfigError, match="projection_hidden_dim"):
+        coerce_method_param("simclr", "projection_hidden_dim", "sixty-four")
     with pytest.raises(ConfigError, match="momentum_typo"):
         coerce_method_param("simclr", "momentum_typo", 0.99)
 
 
 def test_coerce_method_param_rejects_a_non_integer_float_for_an_int_param() -> None:
-    with pytest.raises(ConfigError, match="hidden_dim"):
-        coerce_method_param("simclr", "hidden_dim", 64.5)
+    with pytest.raises(ConfigError, match="projection_hidden_dim"):
+        coerce_method_param("simclr", "projection_hidden_dim", 64.5)
 
 
 def test_booleans_are_not_numbers_and_method_params_are_typed() -> None:

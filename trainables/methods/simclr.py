@@ -42,10 +42,10 @@ class SimCLR(SSLMethod):
     weight_decay = 1e-6
 
     def __init__(self, backbone: nn.Module, feature_dim: int, projection_dim: int = 128,
-                 hidden_dim: int = 2048, temperature: float = 0.5) -> None:
+                 projection_hidden_dim: int = 2048, temperature: float = 0.5) -> None:
         super().__init__(backbone, feature_dim)
         self.temperature = temperature
-        self.projector = projection_mlp(feature_dim, hidden_dim, projection_dim, num_layers=2)
+        self.projector = projection_mlp(feature_dim, projection_hidden_dim, projection_dim, num_layers=2)
 
     def forward(self, views: list[torch.Tensor]) -> StepOutput:
         z1, z2 = (self.projector(self.backbone(view)) for view in views[:2])
