@@ -1,11 +1,14 @@
 """From a sweep plus command-line overrides to validated trial configs, before anything starts."""
 
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from search_spaces import Sweep
+from search_spaces import Search, Sweep
 from trainables.config import FIELD_TYPES, ConfigError, TrialConfig, coerce, coerce_method_param
+from trainables.datasets import DATASETS
 
 METHOD_PARAMS_PREFIX = "method_params."
 
@@ -15,6 +18,17 @@ class Grid:
     axes: dict[str, list[Any]]  # flat keys ("method_params.temperature" for method options)
     params: dict[str, Any]
     method_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per method
+    search: Search | None = None  # Optuna + ASHA instead of (on top of) the grid
+    num_samples: int = 1  # trials per grid point drawn by the search
+
+    @property
+    def display_axes(self) -> list[str]:
+        """What varies between trials: the grid's axes, then the searched parameters."""
+        return [*self.axes, *(self.search.space if self.search else {})]
+
+    @property
+    def num_trials(self) -> int:
+        return len(self.trial_dicts()) * self.num_samples
 
     def trial_dicts(self) -> list[dict[str, Any]]:
         """Every trial's config dict (nested, as TrialConfig.from_dict takes it), in grid order."""
@@ -60,10 +74,13 @@ def parse_override(text: str) -> tuple[str, list[str]]:
     return key.strip(), [value.strip() for value in values.split(",")]
 
 
-def apply_overrides(sweep: Sweep, overrides: list[str]) -> Grid:
-    """The sweep's grid with each --set applied: one value fixes a parameter, several make an axis."""
-    axes = dict(sweep.grid)
-    params = dict(sweep.params)
+def apply_overrides(sweep: Sweep, overrides: list[str], smoke: bool = False) -> Grid:
+    """The sweep's grid with each --set applied: one value fixes a parameter, several make an axis.
+
+    With `smoke`, the sweep's own scaled-down axes and parameters come first.
+    """
+    axes = {**sweep.grid, **(sweep.smoke_grid if smoke else {})}
+    params = {**sweep.params, **(sweep.smoke_params if smoke else {})}
     for text in overrides:
         key, raw_values = parse_override(text)
         if key not in FIELD_TYPES and not key.startswith(METHOD_PARAMS_PREFIX):
@@ -77,7 +94,14 @@ def apply_overrides(sweep: Sweep, overrides: list[str]) -> Grid:
             params[key] = values[0]
         else:
             axes[key] = values
-    grid = Grid(axes=axes, params=params, method_params=sweep.method_params)
+    search = sweep.search
+    num_samples = (search.smoke_num_samples if smoke else search.num_samples) if search else 1
+    for key in (search.space if search else {}):
+        if key not in FIELD_TYPES and not key.startswith(METHOD_PARAMS_PREFIX):
+            raise ConfigError(f"unknown searched key {key!r} in sweep {sweep.name}; valid keys: "
+                              f"{', '.join(FIELD_TYPES)}")
+    grid = Grid(axes=axes, params=params, method_params=sweep.method_params, search=search,
+                num_samples=num_samples)
     grid.trial_configs()  # validate every trial now: nothing starts with a bad config
     return grid
 
@@ -88,3 +112,22 @@ def typed_value(key: str, raw: str, axes: dict[str, list[Any]], params: dict[str
     methods = axes.get("method") or [params.get("method", TrialConfig.method)]
     name = key.removeprefix(METHOD_PARAMS_PREFIX)
     return [coerce_method_param(method, name, raw) for method in methods][0]
+
+
+def substitute_missing_datasets(grid: Grid, fallback: str = "shapes") -> tuple[Grid, list[str]]:
+    """For --smoke: every dataset not on disk becomes `fallback`; returns the grid and what changed."""
+    data_root = Path(str(grid.params.get("data_root", TrialConfig.data_root)))
+    changed: list[str] = []
+
+    def available(name: str) -> str:
+        if DATASETS[name].on_disk(data_root):
+            return name
+        changed.append(f"{name} (not under {data_root}/) -> {fallback}")
+        return fallback
+
+    axes, params = dict(grid.axes), dict(grid.params)
+    if "dataset" in axes:
+        axes["dataset"] = list(dict.fromkeys(available(name) for name in axes["dataset"]))
+    else:
+        params["dataset"] = available(params.get("dataset", TrialConfig.dataset))
+    return dataclasses.replace(grid, axes=axes, params=params), changed

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from orchestrator.grid import Grid, apply_overrides
+from orchestrator.estimates import gpu_hours
+from orchestrator.grid import Grid, apply_overrides, substitute_missing_datasets
 from orchestrator.resources import ResourcePlan, plan_resources
 from search_spaces import SWEEPS
 from trainables import metrics
@@ -36,6 +37,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("sweep", nargs="?", help="the sweep's name; --list shows them")
     parser.add_argument("--list", action="store_true", help="list the sweeps and exit")
     parser.add_argument("--dry-run", action="store_true", help="print the trial table and run nothing")
+    parser.add_argument("--smoke", action="store_true",
+                        help="the same axes scaled down to minutes on a CPU; missing datasets become shapes")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE[,VALUE...]",
                         help="override a trial parameter; several values make it a grid axis")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
@@ -69,16 +72,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.max_concurrent is not None and args.max_concurrent < 1:
         return fail(f"bad --max-concurrent {args.max_concurrent}; it must be >= 1")
     try:
-        grid = apply_overrides(SWEEPS[args.sweep], args.set)
+        grid = apply_overrides(SWEEPS[args.sweep], args.set, smoke=args.smoke)
+        substitutions: list[str] = []
+        if args.smoke:
+            grid, substitutions = substitute_missing_datasets(grid)
+            grid.trial_configs()
     except ConfigError as error:
         return fail(str(error))
+    for substitution in substitutions:
+        print(f"smoke: dataset {substitution}")
 
     address = args.address or os.environ.get("RAY_ADDRESS")
     if args.dry_run:
         plan = make_plan(grid, local_resources() if address is None else cluster_resources(address), args)
         print_trial_table(args.sweep, grid, plan)
         return 0
-    return run(args, grid, address)
+    return run(args, grid, address, substitutions)
 
 
 def make_plan(grid: Grid, resources: dict[str, float], args: argparse.Namespace) -> ResourcePlan:
@@ -106,13 +115,24 @@ def cluster_resources(address: str | None) -> dict[str, float]:
 def print_trial_table(sweep_name: str, grid: Grid, plan: ResourcePlan) -> None:
     configs = grid.trial_configs()
     axes = list(grid.axes)
-    print(f"sweep {sweep_name}: {len(configs)} trial(s); {plan.describe()}")
+    print(f"sweep {sweep_name}: {grid.num_trials} trial(s); {plan.describe()}")
     if grid.params:
         print("fixed: " + ", ".join(f"{k}={v}" for k, v in grid.params.items()))
+    if grid.search:
+        space = ", ".join(f"{key} ~ {kind}({low:g}, {high:g})"
+                          for key, (kind, low, high) in grid.search.space.items())
+        print(f"search: Optuna TPE + ASHA on {grid.search.metric} ({grid.search.mode}), "
+              f"{grid.num_samples} sample(s) per row over {space}")
+    hours = [gpu_hours(config) for config in configs]
     rows = [[str(i), *(str(flat_value(c.to_dict(), a)) for a in axes),
              str(c.num_workers), str(plan.cpus_per_worker * c.num_workers),
-             str(plan.gpus_per_worker * c.num_workers)] for i, c in enumerate(configs)]
-    print_table(["trial", *axes, "workers", "CPUs", "GPUs"], rows)
+             str(plan.gpus_per_worker * c.num_workers), "?" if h is None else f"{h * grid.num_samples:.3g}"]
+            for i, (c, h) in enumerate(zip(configs, hours, strict=True))]
+    print_table(["trial", *axes, "workers", "CPUs", "GPUs", "est. GPU-h"], rows)
+    known = [h * grid.num_samples for h in hours if h is not None]
+    print(f"estimated total: {sum(known):.1f} GPU-hours on A100-class GPUs"
+          + (f" ({len(hours) - len(known)} row(s) of unknown size)" if len(known) < len(hours) else "")
+          + "; see orchestrator/estimates.py")
 
 
 def flat_value(config: dict[str, Any], flat_key: str) -> Any:
@@ -128,7 +148,7 @@ def print_table(header: list[str], rows: list[list[str]]) -> None:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
-def run(args: argparse.Namespace, grid: Grid, address: str | None) -> int:
+def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions: list[str]) -> int:
     import ray
 
     from orchestrator.tracking import SweepTracker, error_line, flatten, resolve_tracking_uri
@@ -145,24 +165,43 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None) -> int:
     if args.resume:
         tracker.resume_parent()
     else:
-        tracker.start_parent(args.sweep, {"sweep": args.sweep, "axes": ",".join(grid.axes),
+        tracker.start_parent(args.sweep, {"sweep": args.sweep, "axes": ",".join(grid.display_axes),
                                           **flatten({"grid": grid.axes, "fixed": grid.params})})
+        tracker.client.set_tag(tracker.parent_run_id, "smoke", str(args.smoke).lower())
+        if substitutions:
+            tracker.client.set_tag(tracker.parent_run_id, "smoke_dataset_substitutions",
+                                   "; ".join(substitutions))
     failed = True
     try:
         results = run_tune(args.sweep, grid, plan, storage_path, tracker.trial_logger(grid.method_params),
                            args.resume)
-        rows, failed = summarize(results, list(grid.axes))
+        rows, failed = summarize(results, grid.display_axes)
         print(f"\nsweep {args.sweep}: final metrics (test_* from each trial's evaluation protocol)")
-        header = ["trial", *grid.axes, *TABLE_HEADER]
+        header = ["trial", *grid.display_axes, *TABLE_HEADER]
         print_table(header, rows)
         for result in results:
             if result.error is not None:
                 print(f"failed: {Path(result.path).name}: {error_line(Path(result.path) / 'error.txt')}")
         tracker.client.log_text(tracker.parent_run_id, table_csv(header, rows), "summary.csv")
+        if grid.search:
+            report_best(results, grid, tracker)
     finally:
         tracker.finish_parent(failed)
         ray.shutdown()
     return EXIT_TRIALS_FAILED if failed else 0
+
+
+def report_best(results: Any, grid: Grid, tracker: Any) -> None:
+    """Print the search's best trial config and log it on the parent run."""
+    best = results.get_best_result(metric=grid.search.metric, mode=grid.search.mode)
+    values = {key: flat_value(best.config, key) for key in grid.search.space}
+    print(f"best ({grid.search.metric} = {best.metrics.get(grid.search.metric)}): "
+          + ", ".join(f"{key}={value}" for key, value in values.items()))
+    tracker.client.log_dict(tracker.parent_run_id, {"metric": grid.search.metric,
+                                                   "value": best.metrics.get(grid.search.metric),
+                                                   "config": best.config}, "best_config.json")
+    for key, value in values.items():
+        tracker.client.set_tag(tracker.parent_run_id, f"best.{key}", str(value))
 
 
 def summarize(results: Any, axes: list[str]) -> tuple[list[list[str]], bool]:

@@ -154,8 +154,11 @@ class MlflowTrialLogger(Callback):
                         result: dict, **info: Any) -> None:
         step = int(result.get(metrics.EPOCH, 0))
         timestamp = int(result.get("timestamp", 0) * 1000)
+        final = any(name in result for name in metrics.FINAL)
+        # The final result repeats the last epoch's kNN accuracy for Tune; MLflow has it already.
+        names = metrics.FINAL if final else metrics.PER_EPOCH
         logged = [Metric(name, float(result[name]), timestamp, step)
-                  for name in LOGGED_METRICS
+                  for name in names
                   if isinstance(result.get(name), int | float) and math.isfinite(result[name])]
         if logged:
             self.client.log_batch(self.run_id(trial), metrics=logged)

@@ -20,6 +20,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from orchestrator.grid import Grid, nest, with_method_params
 from orchestrator.resources import ResourcePlan
 from orchestrator.tracking import MlflowTrialLogger
+from trainables import metrics
 from trainables.config import TrialConfig
 from trainables.loop import train_loop_per_worker
 
@@ -60,8 +61,12 @@ def run_trial(config: dict[str, Any], storage_path: str, plan: ResourcePlan,
 
 def trial_name(trial: Trial, axes: list[str]) -> str:
     """Deterministic and readable: the axis values, then the trial id."""
-    values = "_".join(f"{axis.split('.')[-1]}={lookup(trial.config, axis)}" for axis in axes)
+    values = "_".join(f"{axis.split('.')[-1]}={short(lookup(trial.config, axis))}" for axis in axes)
     return re.sub(r"[^A-Za-z0-9_.=-]", "-", f"{values}_{trial.trial_id}".strip("_"))
+
+
+def short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def lookup(config: dict[str, Any], flat_key: str) -> Any:
@@ -71,10 +76,36 @@ def lookup(config: dict[str, Any], flat_key: str) -> Any:
     return value
 
 
+DISTRIBUTIONS = {"uniform": tune.uniform, "loguniform": tune.loguniform, "int": tune.randint}
+
+
 def param_space(grid: Grid) -> dict[str, Any]:
-    """The Tune search space: fixed params as constants, each axis a grid_search."""
+    """The Tune search space: fixed params as constants, each axis a grid_search, each searched
+    parameter a distribution for Optuna."""
     flat = {**grid.params, **{axis: tune.grid_search(values) for axis, values in grid.axes.items()}}
+    if grid.search:
+        for key, (kind, low, high) in grid.search.space.items():
+            flat[key] = DISTRIBUTIONS[kind](low, high)
     return nest(flat)
+
+
+def search_config(grid: Grid, plan: ResourcePlan, axes: list[str]) -> tune.TuneConfig:
+    """Grid sweeps enumerate their trials; search sweeps let Optuna's TPE propose and ASHA stop."""
+    common = {"max_concurrent_trials": plan.max_concurrent_trials,
+              "trial_name_creator": lambda trial: trial_name(trial, axes),
+              "trial_dirname_creator": lambda trial: trial_name(trial, axes)}
+    if grid.search is None:
+        return tune.TuneConfig(**common)
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    epochs = int(grid.params.get("epochs", TrialConfig.epochs))
+    return tune.TuneConfig(
+        search_alg=OptunaSearch(metric=grid.search.metric, mode=grid.search.mode, seed=0),
+        scheduler=ASHAScheduler(metric=grid.search.metric, mode=grid.search.mode, time_attr=metrics.EPOCH,
+                                max_t=max(epochs, 1), grace_period=1),
+        num_samples=grid.num_samples, **common,
+    )
 
 
 def experiment_path(storage_path: str, sweep_name: str) -> str:
@@ -94,15 +125,10 @@ def run_tune(sweep_name: str, grid: Grid, plan: ResourcePlan, storage_path: str,
         tuner = tune.Tuner.restore(experiment_path(storage_path, sweep_name), trainable,
                                    resume_unfinished=True, resume_errored=True)
     else:
-        axes = list(grid.axes)
         tuner = tune.Tuner(
             trainable,
             param_space=param_space(grid),
-            tune_config=tune.TuneConfig(
-                max_concurrent_trials=plan.max_concurrent_trials,
-                trial_name_creator=lambda trial: trial_name(trial, axes),
-                trial_dirname_creator=lambda trial: trial_name(trial, axes),
-            ),
+            tune_config=search_config(grid, plan, grid.display_axes),
             run_config=tune.RunConfig(
                 name=sweep_name,
                 storage_path=storage_path,

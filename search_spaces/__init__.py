@@ -24,6 +24,19 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class Search:
+    """A model-based search instead of a grid: Optuna's TPE proposes, ASHA stops the laggards."""
+
+    # parameter (flat key, e.g. "method_params.temperature") -> (distribution, low, high);
+    # distributions: "uniform", "loguniform", "int"
+    space: dict[str, tuple[str, float, float]]
+    metric: str  # reported every epoch, so ASHA can compare trials early
+    mode: str = "max"
+    num_samples: int = 20
+    smoke_num_samples: int = 4
+
+
+@dataclass(frozen=True)
 class Sweep:
     name: str
     description: str  # one line, shown by --list
@@ -36,12 +49,24 @@ class Sweep:
     # What --smoke changes: the same axes scaled down to minutes on 2 CPUs.
     smoke_params: dict[str, Any] = field(default_factory=dict)
     smoke_grid: dict[str, list[Any]] = field(default_factory=dict)  # axes replaced under --smoke
+    search: Search | None = None
 
 
 def _registry() -> dict[str, Sweep]:
-    from search_spaces import methods_on_shapes, smoke
+    from search_spaces import (
+        ablation_batchsize,
+        ablation_imagesize,
+        bit_simsiam,
+        hpo_simclr,
+        methods_on_shapes,
+        prior_weights,
+        smoke,
+        transfusion,
+    )
 
-    return {sweep.name: sweep for sweep in (smoke.SWEEP, methods_on_shapes.SWEEP)}
+    modules = (smoke, ablation_batchsize, ablation_imagesize, prior_weights, bit_simsiam, transfusion,
+               hpo_simclr, methods_on_shapes)
+    return {module.SWEEP.name: module.SWEEP for module in modules}
 
 
 SWEEPS: dict[str, Sweep] = _registry()

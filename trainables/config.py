@@ -23,6 +23,7 @@ from trainables.initializations import (
     check_combination,
 )
 from trainables.methods import METHODS, method_parameters
+from trainables.methods.base import HEAD_NORMS
 
 
 class ConfigError(ValueError):
@@ -41,7 +42,8 @@ class TrialConfig:
     dead_filters: str = "keep"  # "random" / "copy": replace filters with norm < 0.1
     cifar_stem: bool = False  # 3x3 stride-1 first conv, no max-pool (32 px images)
     weights_dir: str | None = None  # local pretrained weights: <weights_dir>/<timm tag>.pth|.safetensors
-    weights_path: str | None = None  # a checkpoint file or URL (ssl-imagenet's P2X start)
+    # A checkpoint file or URL (ssl-imagenet's P2X start); {method} and {backbone} are filled in.
+    weights_path: str | None = None
     dataset: str = "digits"
     data_root: str = "data"
     split: str = "default"  # the dataset's own protocol; "random": stratified 60/20/20
@@ -115,6 +117,9 @@ class TrialConfig:
                               self.weight_scaling, self.dead_filters, self.cifar_stem)
         except ValueError as error:
             raise ConfigError(str(error)) from None
+        if self.method_params.get("head_norm", HEAD_NORMS[0]) not in HEAD_NORMS:
+            raise ConfigError(f"bad value {self.method_params['head_norm']!r} for method_params.head_norm; "
+                              f"valid values: {', '.join(HEAD_NORMS)}")
         allowed = method_parameters(self.method)
         for name in self.method_params:
             if name not in allowed:

@@ -133,11 +133,18 @@ class DatasetSpec:
     description: str
     build: Callable[[int, Path, bool], DecodedPool]  # (image_size, data_root, download) -> pool
     cache_from_size: int | None = 0  # cache the pool on disk at image sizes >= this; None: never
+    # A cheap look (no decoding) at whether the files are under data_root; bundled data: always.
+    on_disk: Callable[[Path], bool] = lambda data_root: True
+
+
+def _exists(relative: str) -> Callable[[Path], bool]:
+    return lambda data_root: (Path(data_root) / relative).exists()
 
 
 def _medmnist(name: str) -> DatasetSpec:
     return DatasetSpec(f"MedMNIST v2 {name} ({len(MEDMNIST_CLASSES[name])} classes), official split",
-                       partial(medmnist_pool, name))
+                       partial(medmnist_pool, name),
+                       on_disk=lambda data_root: any((Path(data_root) / "medmnist").glob(f"{name}*.npz")))
 
 
 KERMANY_CXR = ImageFolderLayout(
@@ -174,16 +181,22 @@ DATASETS: dict[str, DatasetSpec] = {
                           lambda size, root, download: digits_pool(size), cache_from_size=None),
     "shapes": DatasetSpec("6 procedurally generated shapes on textured, coloured backgrounds (offline)",
                           lambda size, root, download: shapes_pool(size), cache_from_size=96),
-    "cifar10": DatasetSpec("CIFAR-10 via torchvision, official test set", cifar10_pool),
-    "ham10000": DatasetSpec("HAM10000 dermoscopy, 7 classes, split grouped by lesion", ham10000_pool),
+    "cifar10": DatasetSpec("CIFAR-10 via torchvision, official test set", cifar10_pool,
+                           on_disk=_exists("cifar10/cifar-10-batches-py")),
+    "ham10000": DatasetSpec("HAM10000 dermoscopy, 7 classes, split grouped by lesion", ham10000_pool,
+                            on_disk=_exists("ham10000/HAM10000_metadata.csv")),
     **{name: _medmnist(name) for name in MEDMNIST_CLASSES},
     "kermany_cxr": DatasetSpec("Kermany pediatric chest X-rays, normal vs pneumonia",
-                               partial(imagefolder_pool, KERMANY_CXR)),
+                               partial(imagefolder_pool, KERMANY_CXR),
+                               on_disk=_exists(KERMANY_CXR.directory)),
     "covid19_radiography": DatasetSpec("COVID-19 Radiography Database, 4 classes",
-                                       partial(imagefolder_pool, COVID19_RADIOGRAPHY)),
-    "isic2019": DatasetSpec("ISIC 2019 dermoscopy, 8 classes", partial(csvfolder_pool, ISIC2019)),
+                                       partial(imagefolder_pool, COVID19_RADIOGRAPHY),
+                                       on_disk=_exists(COVID19_RADIOGRAPHY.directory)),
+    "isic2019": DatasetSpec("ISIC 2019 dermoscopy, 8 classes", partial(csvfolder_pool, ISIC2019),
+                            on_disk=_exists(ISIC2019.directory)),
     "idrid_grading": DatasetSpec("IDRiD diabetic retinopathy grades 0-4",
-                                 partial(csvfolder_pool, IDRID_GRADING)),
+                                 partial(csvfolder_pool, IDRID_GRADING),
+                                 on_disk=_exists(IDRID_GRADING.directory)),
     "imagefolder": DatasetSpec("data_root/<class>/*.png|jpg", partial(imagefolder_pool, IMAGEFOLDER)),
     "csvfolder": DatasetSpec("data_root/labels.csv + data_root/images/", partial(csvfolder_pool, CSVFOLDER)),
 }

@@ -147,6 +147,8 @@ def train_loop_per_worker(config_dict: dict) -> None:
     with tempfile.TemporaryDirectory() as directory:
         checkpoint = None
         if rank == 0:
+            # The last monitor value again: searchers and schedulers read it from every result.
+            final_metrics[metrics.KNN_VAL_ACCURACY] = monitor_knn(state.method.backbone, data, config, device)
             final_metrics.update(evaluate(state.method.backbone, data, config, device,
                                           Path(directory) / ARTIFACTS_FOLDER))
             if state.method.pretrains:
@@ -173,8 +175,8 @@ def build_training_state(config: TrialConfig, world_size: int, device: torch.dev
     backbone, feature_dim, report = build_initialized_backbone(
         config.backbone, config.init, norm=config.norm, weight_standardization=config.weight_standardization,
         weight_scaling=config.weight_scaling, dead_filters=config.dead_filters,
-        weights_dir=config.weights_dir, weights_path=config.weights_path, cifar_stem=config.cifar_stem,
-        seed=config.seed,
+        weights_dir=config.weights_dir, weights_path=resolved_weights_path(config),
+        cifar_stem=config.cifar_stem, seed=config.seed,
     )
     if ray.train.get_context().get_world_rank() == 0:
         print(f"[{config.init} {config.backbone}] {report}", flush=True)
@@ -193,6 +195,14 @@ def build_training_state(config: TrialConfig, world_size: int, device: torch.dev
     weight_decay = config.weight_decay if config.weight_decay is not None else method.weight_decay
     optimizer = build_optimizer(method, config.optimizer, config.momentum, weight_decay)
     return TrainingState(method=method, model=model, optimizer=optimizer)
+
+
+def resolved_weights_path(config: TrialConfig) -> str | None:
+    """weights_path with {method} and {backbone} filled in: P2X starts from the same method's
+    ImageNet checkpoint, so one sweep can name every method's file at once."""
+    if config.weights_path is None:
+        return None
+    return config.weights_path.format(method=config.method, backbone=config.backbone)
 
 
 def build_optimizer(

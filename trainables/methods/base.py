@@ -7,6 +7,7 @@ training step's loss (so DDP wraps the whole method and syncs every trainable pa
 
 import contextlib
 import functools
+import math
 from collections.abc import Callable
 from typing import ClassVar, NamedTuple, TypeVar
 
@@ -74,15 +75,31 @@ class SSLMethod(nn.Module):
         """Called after every optimizer step with progress = step / total_steps in [0, 1]."""
 
 
+HEAD_NORMS = ("batchnorm", "groupnorm")
+
+
+def feature_norm(kind: str, dim: int, affine: bool = True) -> nn.Module:
+    """BatchNorm1d, or GroupNorm over (N, dim) features (32 groups, or fewer when dim is small)."""
+    if kind == "batchnorm":
+        return nn.BatchNorm1d(dim, affine=affine)
+    if kind == "groupnorm":
+        return nn.GroupNorm(math.gcd(32, dim), dim, affine=affine)
+    raise ValueError(f"unknown head norm {kind!r}; valid: {', '.join(HEAD_NORMS)}")
+
+
 def projection_mlp(in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2,
-                   last_batch_norm: bool = False) -> nn.Sequential:
-    """Linear-BN-ReLU layers then a final Linear (optionally followed by BN without affine)."""
+                   last_batch_norm: bool = False, norm: str = "batchnorm") -> nn.Sequential:
+    """Linear-norm-ReLU layers then a final Linear (optionally followed by a norm without affine).
+
+    norm: "batchnorm" (every paper's default) or "groupnorm" (BiT-style heads).
+    """
     layers: list[nn.Module] = []
     dim = in_dim
     for _ in range(num_layers - 1):
-        layers += [nn.Linear(dim, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True)]
+        layers += [nn.Linear(dim, hidden_dim, bias=False), feature_norm(norm, hidden_dim),
+                   nn.ReLU(inplace=True)]
         dim = hidden_dim
     layers.append(nn.Linear(dim, out_dim, bias=not last_batch_norm))
     if last_batch_norm:
-        layers.append(nn.BatchNorm1d(out_dim, affine=False))
+        layers.append(feature_norm(norm, out_dim, affine=False))
     return nn.Sequential(*layers)

@@ -28,12 +28,15 @@ class SimSiam(SSLMethod):
     weight_decay = 1e-4
 
     def __init__(self, backbone: nn.Module, feature_dim: int, projection_dim: int = 2048,
-                 predictor_hidden_dim: int = 512) -> None:
+                 predictor_hidden_dim: int = 512, head_norm: str = "batchnorm") -> None:
         super().__init__(backbone, feature_dim)
         # 3-layer projector, BN on the output (SimSiam sec. 4.4); bottleneck predictor.
+        # head_norm="groupnorm" puts GroupNorm in the heads too: the BiT + SimSiam study (Lu et
+        # al.) does not say whether its GroupNorm variant stopped at the backbone.
         self.projector = projection_mlp(feature_dim, projection_dim, projection_dim,
-                                        num_layers=3, last_batch_norm=True)
-        self.predictor = projection_mlp(projection_dim, predictor_hidden_dim, projection_dim, num_layers=2)
+                                        num_layers=3, last_batch_norm=True, norm=head_norm)
+        self.predictor = projection_mlp(projection_dim, predictor_hidden_dim, projection_dim, num_layers=2,
+                                        norm=head_norm)
 
     def forward(self, views: list[torch.Tensor]) -> StepOutput:
         z1, z2 = (self.projector(self.backbone(view)) for view in views[:2])
