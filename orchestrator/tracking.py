@@ -29,8 +29,10 @@ from trainables.methods import method_parameters
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 TAG_SWEEP = "sweep"
 TAG_TRIAL_ID = "ray.trial_id"
-TAG_ROLE = "role"  # "sweep" on the parent run, "trial" on children
-TAG_STATUS = "trial_status"  # finished | collapsed | failed
+TAG_ROLE = "role"  # ROLE_SWEEP on the parent run, ROLE_TRIAL on children
+ROLE_SWEEP, ROLE_TRIAL = "sweep", "trial"
+TAG_STATUS = "trial_status"
+STATUS_FINISHED, STATUS_COLLAPSED, STATUS_FAILED = "finished", "collapsed", "failed"
 TAG_ERROR = "error"
 LOGGED_METRICS = (*metrics.PER_EPOCH, *metrics.FINAL)
 
@@ -80,7 +82,7 @@ class SweepTracker:
 
     def start_parent(self, run_name: str, params: Mapping[str, Any]) -> str:
         run = self.client.create_run(
-            self.experiment_id, run_name=run_name, tags={TAG_SWEEP: self.sweep_name, TAG_ROLE: "sweep"}
+            self.experiment_id, run_name=run_name, tags={TAG_SWEEP: self.sweep_name, TAG_ROLE: ROLE_SWEEP}
         )
         self.parent_run_id = run.info.run_id
         log_params(self.client, self.parent_run_id, params)
@@ -89,7 +91,7 @@ class SweepTracker:
     def resume_parent(self) -> str:
         """The latest parent run of this sweep, for --resume."""
         runs = self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.{TAG_ROLE} = 'sweep'",
+            [self.experiment_id], filter_string=f"tags.{TAG_ROLE} = '{ROLE_SWEEP}'",
             order_by=["attributes.start_time DESC"], max_results=1,
         )
         if not runs:
@@ -140,7 +142,7 @@ class MlflowTrialLogger(Callback):
             run_id = self.client.create_run(
                 self.experiment_id,
                 tags={MLFLOW_PARENT_RUN_ID: self.parent_run_id, MLFLOW_RUN_NAME: str(trial),
-                      TAG_TRIAL_ID: trial.trial_id, TAG_SWEEP: self.sweep_name, TAG_ROLE: "trial"},
+                      TAG_TRIAL_ID: trial.trial_id, TAG_SWEEP: self.sweep_name, TAG_ROLE: ROLE_TRIAL},
             ).info.run_id
             config = TrialConfig.from_dict(with_method_params(trial.config, self.method_params))
             log_params(self.client, run_id, resolved_params(config))
@@ -177,12 +179,12 @@ class MlflowTrialLogger(Callback):
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         collapsed = (trial.last_result or {}).get(metrics.COLLAPSED, 0.0) >= 0.5
         run_id = self.run_id(trial)
-        self.client.set_tag(run_id, TAG_STATUS, "collapsed" if collapsed else "finished")
+        self.client.set_tag(run_id, TAG_STATUS, STATUS_COLLAPSED if collapsed else STATUS_FINISHED)
         self.client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FINISHED))
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         run_id = self.run_id(trial)
-        self.client.set_tag(run_id, TAG_STATUS, "failed")
+        self.client.set_tag(run_id, TAG_STATUS, STATUS_FAILED)
         self.client.set_tag(run_id, TAG_ERROR, first_error_line(trial)[:5000])
         self.client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FAILED))
 
