@@ -7,8 +7,10 @@ from trainables.augmentations import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     AugmentationRecipe,
+    ColorParameters,
     augment,
     color_jitter_and_grayscale,
+    draw_color_parameters,
     normalize,
     random_resized_crop_and_flip,
 )
@@ -169,3 +171,48 @@ def test_same_seed_same_views_and_different_seed_different_views() -> None:
     assert not torch.allclose(
         augment(images, recipe, generator), augment(images, recipe, generator)
     )
+
+
+def unfused_color_reference(images: torch.Tensor, parameters: ColorParameters) -> torch.Tensor:
+    """Brightness, contrast (around the mean luma), saturation (around the pixel luma), grayscale,
+    each as its own step with no intermediate clamps, and one clamp to [0, 1] at the end."""
+
+    def luma(x: torch.Tensor) -> torch.Tensor:
+        return 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+
+    def per_image(values: torch.Tensor) -> torch.Tensor:
+        return values.view(-1, 1, 1, 1)
+
+    jittered = images * per_image(parameters.brightness)
+    mean_gray = luma(jittered).mean(dim=(2, 3), keepdim=True)
+    jittered = (jittered - mean_gray) * per_image(parameters.contrast) + mean_gray
+    gray = luma(jittered)
+    jittered = (jittered - gray) * per_image(parameters.saturation) + gray
+    out = torch.where(per_image(parameters.apply_jitter), jittered, images)
+    out = torch.where(per_image(parameters.apply_gray), luma(out).expand_as(out), out)
+    return out.clamp(0, 1)
+
+
+@pytest.mark.parametrize("probability", [1.0, 0.5])
+def test_fused_colour_transform_matches_the_unfused_reference(probability: float) -> None:
+    images = random_images(16, 24, seed=3).float() / 255
+    recipe = AugmentationRecipe(color_jitter_probability=probability, grayscale_probability=probability)
+    fused = color_jitter_and_grayscale(images, recipe, torch.Generator().manual_seed(7))
+    # The same seed reproduces the factors the fused path drew (it draws only colour parameters).
+    parameters = draw_color_parameters(len(images), recipe, torch.Generator().manual_seed(7))
+    if probability == 0.5:  # the mix is exercised: some images with and some without each step
+        for flags in (parameters.apply_jitter, parameters.apply_gray):
+            assert flags.any() and not flags.all()
+    torch.testing.assert_close(fused, unfused_color_reference(images, parameters), atol=1e-5, rtol=0)
+
+
+def test_augment_is_crop_then_fused_colour_then_normalize() -> None:
+    """augment folds 1/255 and normalization into the colour affine; check against the steps."""
+    images = random_images(8, 32, seed=4)
+    recipe = AugmentationRecipe(color_jitter_probability=0.5, grayscale_probability=0.5)
+    views = augment(images, recipe, torch.Generator().manual_seed(9))
+    generator = torch.Generator().manual_seed(9)
+    crops = random_resized_crop_and_flip(images.float() / 255, recipe, generator)
+    parameters = draw_color_parameters(len(images), recipe, generator)
+    expected = normalize(unfused_color_reference(crops, parameters))
+    torch.testing.assert_close(views, expected, atol=1e-4, rtol=0)
