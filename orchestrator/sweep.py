@@ -181,7 +181,7 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
         print_table(header, rows)
         for result in results:
             if result.error is not None:
-                print(f"failed: {Path(result.path).name}: {error_line(Path(result.path) / 'error.txt')}")
+                print(f"failed: {trial_display_name(result)}: {error_line(Path(result.path) / 'error.txt')}")
         tracker.client.log_text(tracker.parent_run_id, table_csv(header, rows), "summary.csv")
         if grid.search:
             report_best(results, grid, tracker)
@@ -204,10 +204,15 @@ def report_best(results: Any, grid: Grid, tracker: Any) -> None:
         tracker.client.set_tag(tracker.parent_run_id, f"best.{key}", str(value))
 
 
+def trial_display_name(result: Any) -> str:
+    """The trial's deterministic name (its MLflow run name): its folder name less Tune's id."""
+    return Path(result.path).name.rsplit("_", 2)[0] if result.path else "?"
+
+
 def summarize(results: Any, axes: list[str]) -> tuple[list[list[str]], bool]:
     rows, any_failed = [], False
     for result in sorted(results, key=lambda r: str(r.path).rsplit("_", 1)[-1]):
-        trial = Path(result.path).name if result.path else "?"
+        trial = trial_display_name(result)
         result_metrics = last_values(result)
         if result.error is not None:
             status, any_failed = "failed", True

@@ -60,9 +60,14 @@ def run_trial(config: dict[str, Any], storage_path: str, plan: ResourcePlan,
 
 
 def trial_name(trial: Trial, axes: list[str]) -> str:
-    """Deterministic and readable: the axis values, then the trial id."""
+    """Deterministic and readable: the axis values, then the trial's index in the sweep.
+
+    (Tune's trial id is "<random experiment prefix>_<index>"; the prefix is left out so that a
+    re-run names its trials the same way. Ray Train run names keep the whole id.)
+    """
     values = "_".join(f"{axis.split('.')[-1]}={short(lookup(trial.config, axis))}" for axis in axes)
-    return re.sub(r"[^A-Za-z0-9_.=-]", "-", f"{values}_{trial.trial_id}".strip("_"))
+    index = trial.trial_id.rsplit("_", 1)[-1]
+    return re.sub(r"[^A-Za-z0-9_.=-]", "-", f"{values}_{index}".strip("_"))
 
 
 def short(value: Any) -> str:
@@ -93,7 +98,8 @@ def search_config(grid: Grid, plan: ResourcePlan, axes: list[str]) -> tune.TuneC
     """Grid sweeps enumerate their trials; search sweeps let Optuna's TPE propose and ASHA stop."""
     common = {"max_concurrent_trials": plan.max_concurrent_trials,
               "trial_name_creator": lambda trial: trial_name(trial, axes),
-              "trial_dirname_creator": lambda trial: trial_name(trial, axes)}
+              # Folders keep Tune's whole id: a re-run must never write into an old run's folder.
+              "trial_dirname_creator": lambda trial: f"{trial_name(trial, axes)}_{trial.trial_id}"}
     if grid.search is None:
         return tune.TuneConfig(**common)
     from ray.tune.schedulers import ASHAScheduler

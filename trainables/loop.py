@@ -7,6 +7,7 @@ evaluate with a linear probe on frozen features. Only rank 0's metrics reach Ray
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import tempfile
 import time
@@ -125,13 +126,19 @@ def train_loop_per_worker(config_dict: dict) -> None:
             state.method.after_optimizer_step(state.step / total_steps)
             loss_sum += output.loss.detach()  # no .item(): that would be a sync point every step
             collapse_sum += embedding_std(output.embedding)
+        epoch_loss = (loss_sum / steps_per_epoch).item()
+        if not math.isfinite(epoch_loss):
+            raise FloatingPointError(
+                f"{config.method} diverged: the pretraining loss is {epoch_loss} in epoch {epoch} at peak "
+                f"learning rate {peak_learning_rate:.3g}; lower learning_rate or use optimizer=lars"
+            )
         state.epoch = epoch
         state.collapse_std = collapse_sum / steps_per_epoch
         state.embedding_dim = output.embedding.shape[1]
 
         epoch_metrics = {
             metrics.EPOCH: epoch,
-            metrics.PRETRAIN_LOSS: (loss_sum / steps_per_epoch).item(),
+            metrics.PRETRAIN_LOSS: epoch_loss,
             metrics.PRETRAIN_COLLAPSE_STD: state.collapse_std,
             metrics.PRETRAIN_LEARNING_RATE: learning_rate,
             metrics.PRETRAIN_EPOCH_SECONDS: time.perf_counter() - started,
