@@ -7,7 +7,8 @@ It reads the sweep's parent run (the latest, or --run-id) and its trial child ru
 report.md, pivot.csv, differences.csv and convergence.png to --out (default ./reports/NAME/),
 logs them on the parent run under the artifact path "report", and prints the Markdown.
 
-Only finished trials enter a number; collapsed, failed and unfinished trials are listed apart.
+Only finished trials enter a number; collapsed, failed and unfinished trials are listed apart
+(collapsed trials do enter claims about the collapse metric itself: there they are the evidence).
 The pivot shows the metric's mean ± std over seeds per combination of the sweep's axes (seed
 aside); with one seed, the std is the one the evaluation logged over its repeats (<metric>_std).
 

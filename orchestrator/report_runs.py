@@ -16,7 +16,15 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from orchestrator.tracking import ROLE_SWEEP, ROLE_TRIAL, STATUS_FINISHED, TAG_ERROR, TAG_ROLE, TAG_STATUS
+from orchestrator.tracking import (
+    ROLE_SWEEP,
+    ROLE_TRIAL,
+    STATUS_COLLAPSED,
+    STATUS_FINISHED,
+    TAG_ERROR,
+    TAG_ROLE,
+    TAG_STATUS,
+)
 from trainables import metrics
 
 # What the report reads beyond the tags tracking.py writes.
@@ -43,6 +51,13 @@ class TrialRun:
     def usable(self) -> bool:
         """Finished and not collapsed: the only trials averaged into tables and claims."""
         return self.status == STATUS_FINISHED and self.metrics.get(metrics.COLLAPSED, 0.0) < 0.5
+
+    def usable_for(self, metric: str) -> bool:
+        """Collapse is evidence, not noise, for the collapse metric itself: there a collapsed
+        trial counts; for every other metric only usable trials do."""
+        if metric == metrics.PRETRAIN_COLLAPSE_STD:
+            return self.status in (STATUS_FINISHED, STATUS_COLLAPSED)
+        return self.usable
 
     def value(self, metric: str) -> float | None:
         value = self.metrics.get(metric)

@@ -1,7 +1,8 @@
 """The report's numbers: the pivot of a final metric, contrasts of cells, and claim verdicts.
 
 Pure functions of `TrialRun`s (no MLflow, no files). Only usable trials (finished, not
-collapsed) enter any number here. See `orchestrator.report` for the verdict rule.
+collapsed) enter any number here, except that the collapse metric counts collapsed trials.
+See `orchestrator.report` for the verdict rule.
 """
 
 import itertools
@@ -76,9 +77,10 @@ def combinations(axes: Sequence[str], values: Mapping[str, Sequence[str]]) -> li
 
 
 def usable_trials(trials: Sequence[TrialRun], where: Mapping[str, str], metric: str) -> list[TrialRun]:
-    """The finished, uncollapsed trials matching `where` that logged `metric`."""
+    """The trials matching `where` that logged `metric` and may enter its numbers: finished and
+    uncollapsed, except that collapsed trials count for the collapse metric itself."""
     return [trial for trial in trials
-            if trial.usable and matches(trial, where) and trial.value(metric) is not None]
+            if trial.usable_for(metric) and matches(trial, where) and trial.value(metric) is not None]
 
 
 def pivot_cell(trials: Sequence[TrialRun], where: Mapping[str, str], metric: str,

@@ -319,3 +319,25 @@ def test_sweep_without_runs_says_which_command_creates_them(store: dict, tmp_pat
     missing_store = tmp_path / "absent" / "mlflow.db"
     line = one_error_line(*run_report("never_run", "--tracking-uri", f"sqlite:///{missing_store}"))
     assert "no MLflow store" in line and not missing_store.parent.exists()
+
+
+def test_a_collapse_claim_counts_the_collapsed_trials_it_is_about() -> None:
+    from orchestrator.report_runs import TrialRun
+    from orchestrator.report_tables import evaluate_claim
+    from search_spaces import Claim
+
+    def trial(norm: str, status: str, collapse_std: float, seed: int) -> TrialRun:
+        return TrialRun(run_id=f"{norm}{seed}", name=f"{norm}_{seed}", status=status,
+                        params={"norm": norm, "seed": str(seed)},
+                        metrics={metrics.PRETRAIN_COLLAPSE_STD: collapse_std,
+                                 metrics.COLLAPSED: float(status == "collapsed")})
+
+    trials = [trial("groupnorm", "collapsed", 0.001 + 0.0001 * seed, seed) for seed in range(3)]
+    trials += [trial("batchnorm", "finished", 0.040 + 0.001 * seed, seed) for seed in range(3)]
+    terms = (({"norm": "batchnorm"}, 1.0), ({"norm": "groupnorm"}, -1.0))
+    claim = Claim("with GroupNorm SimSiam collapses", terms, metrics.PRETRAIN_COLLAPSE_STD)
+    result = evaluate_claim(trials, claim, ["norm"], {"norm": ["groupnorm", "batchnorm"],
+                                                      "seed": ["0", "1", "2"]}, over_seeds=True)
+    assert result.overall.missing == ()
+    assert result.overall.value == pytest.approx(0.039 + 0.0009, abs=1e-9)
+    assert result.verdict.word == "agrees"
