@@ -55,6 +55,11 @@ def with_method_params(trial: dict[str, Any], per_method: dict[str, dict[str, An
     return trial
 
 
+def short(value: Any) -> str:
+    """An axis value as trial names and tables show it: floats to 3 significant digits."""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 def nest(flat: dict[str, Any]) -> dict[str, Any]:
     """{"method_params.temperature": 0.1} -> {"method_params": {"temperature": 0.1}}."""
     nested: dict[str, Any] = {}

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.estimates import gpu_hours
-from orchestrator.grid import Grid, apply_overrides, substitute_missing_datasets
+from orchestrator.grid import Grid, apply_overrides, short, substitute_missing_datasets
 from orchestrator.resources import ResourcePlan, plan_resources
 from search_spaces import SWEEPS
 from trainables import metrics
@@ -218,13 +218,15 @@ def summarize(results: Any, axes: list[str]) -> tuple[list[list[str]], bool]:
             status, any_failed = "failed", True
         elif result_metrics.get(metrics.COLLAPSED, 0.0) >= 0.5:
             status = "collapsed"
+        elif not any(name in result_metrics for name in metrics.FINAL):
+            status = "stopped"
         else:
             status = "finished"
         protocol = result.config.get("eval", TrialConfig.eval)
         values = [format_metric(result_metrics.get(metrics.evaluation_metric(protocol, suffix)))
                   for suffix in TABLE_EVALUATION_METRICS]
         values += [format_metric(result_metrics.get(name)) for name in TABLE_EPOCH_METRICS]
-        rows.append([trial, *(str(flat_value(result.config, a)) for a in axes), status, protocol, *values])
+        rows.append([trial, *(short(flat_value(result.config, a)) for a in axes), status, protocol, *values])
     return rows, any_failed
 
 

@@ -33,6 +33,7 @@ TAG_ROLE = "role"  # ROLE_SWEEP on the parent run, ROLE_TRIAL on children
 ROLE_SWEEP, ROLE_TRIAL = "sweep", "trial"
 TAG_STATUS = "trial_status"
 STATUS_FINISHED, STATUS_COLLAPSED, STATUS_FAILED = "finished", "collapsed", "failed"
+STATUS_STOPPED = "stopped"
 TAG_ERROR = "error"
 LOGGED_METRICS = (*metrics.PER_EPOCH, *metrics.FINAL)
 
@@ -177,9 +178,12 @@ class MlflowTrialLogger(Callback):
                 self.client.log_artifacts(self.run_id(trial), str(artifacts), ARTIFACTS_FOLDER)
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        collapsed = (trial.last_result or {}).get(metrics.COLLAPSED, 0.0) >= 0.5
+        last = trial.last_result or {}
+        status = STATUS_COLLAPSED if last.get(metrics.COLLAPSED, 0.0) >= 0.5 else STATUS_FINISHED
+        if not any(name in last for name in metrics.FINAL):
+            status = STATUS_STOPPED  # by the scheduler (ASHA) before its evaluation
         run_id = self.run_id(trial)
-        self.client.set_tag(run_id, TAG_STATUS, STATUS_COLLAPSED if collapsed else STATUS_FINISHED)
+        self.client.set_tag(run_id, TAG_STATUS, status)
         self.client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FINISHED))
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:

@@ -17,7 +17,7 @@ from ray.train.torch import TorchTrainer
 from ray.tune.experiment import Trial
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from orchestrator.grid import Grid, nest, with_method_params
+from orchestrator.grid import Grid, nest, short, with_method_params
 from orchestrator.resources import ResourcePlan
 from orchestrator.tracking import MlflowTrialLogger
 from trainables import metrics
@@ -70,10 +70,6 @@ def trial_name(trial: Trial, axes: list[str]) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]", "-", f"{values}_{index}".strip("_"))
 
 
-def short(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-
 def lookup(config: dict[str, Any], flat_key: str) -> Any:
     value: Any = config
     for part in flat_key.split("."):
@@ -109,7 +105,9 @@ def search_config(grid: Grid, plan: ResourcePlan, axes: list[str]) -> tune.TuneC
     return tune.TuneConfig(
         search_alg=OptunaSearch(metric=grid.search.metric, mode=grid.search.mode, seed=0),
         scheduler=ASHAScheduler(metric=grid.search.metric, mode=grid.search.mode, time_attr=metrics.EPOCH,
-                                max_t=max(epochs, 1), grace_period=1),
+                                # epochs + 1: at max_t ASHA stops a trial, and the last epoch's
+                                # report comes before the evaluation's.
+                                max_t=epochs + 1, grace_period=1),
         num_samples=grid.num_samples, **common,
     )
 
