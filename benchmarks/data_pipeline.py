@@ -2,15 +2,21 @@
 
 Run: python benchmarks/data_pipeline.py [--images 256] [--sizes 96 224] [--repeats 5]
 
-Both pipelines apply the same recipe (SimCLR's, without hue jitter and blur: RandomResizedCrop
-scale 0.2-1, horizontal flip, colour jitter 0.4/0.4/0.4 with p 0.8, grayscale p 0.2, normalize)
-and produce two views per image, on the CPU:
+Both pipelines apply the same full recipe, BYOL's two asymmetric views (RandomResizedCrop scale
+0.08-1, horizontal flip, colour jitter 0.4/0.4/0.2 and hue 0.1 with p 0.8, grayscale p 0.2,
+Gaussian blur with sigma 0.1-2 at 224 px scaled to the image size and a kernel ~10% of it, with
+p 1.0 on view 1 and 0.1 on view 2, solarization at 0.5 (128 on uint8) with p 0 and 0.2, normalize),
+and produce the two views of each image, on the CPU:
 
 - cached + batched: the images are decoded and resized once into a uint8 tensor (what
   trainables.data_cache stores; its one-off cost is printed apart), then
-  trainables.augmentations.augment runs on whole batches;
+  trainables.augmentations.augment runs on whole batches, once per view;
 - per-sample PIL: a torchvision DataLoader whose Dataset opens each JPEG, decodes it and applies
-  torchvision transforms image by image, every epoch (with 0 workers, and with one per core).
+  torchvision transforms image by image (ColorJitter with hue, RandomGrayscale, GaussianBlur in
+  RandomApply, RandomSolarize), every epoch (with 0 workers, and with one per core).
+
+The batched pipeline departs from torchvision only where trainables.augmentations says (YIQ hue
+rotation, fixed jitter order, one clamp), so the work per image is comparable.
 
 The source is a few hundred synthetic 600x450 JPEGs (HAM10000's size) in a temporary folder.
 Printed: the median over repeats of two-view images per second, and the ratio.
@@ -30,7 +36,16 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from trainables.augmentations import IMAGENET_MEAN, IMAGENET_STD, AugmentationRecipe, augment
+from trainables.augmentations import (
+    BLUR_REFERENCE_SIZE,
+    BYOL_VIEW_1,
+    BYOL_VIEW_2,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    AugmentationRecipe,
+    augment,
+    blur_kernel_size,
+)
 from trainables.data_pool import decode_image_files
 
 
@@ -49,22 +64,35 @@ def write_synthetic_jpegs(folder: Path, count: int, width: int = 600, height: in
     return paths
 
 
-class TwoViewJpegs(Dataset):
-    """The per-sample pipeline: decode one JPEG, transform it twice."""
+Views = tuple[AugmentationRecipe, AugmentationRecipe]
 
-    def __init__(self, paths: list[Path], image_size: int, recipe: AugmentationRecipe) -> None:
+
+def torchvision_transform(image_size: int, recipe: AugmentationRecipe) -> transforms.Compose:
+    """The recipe as torchvision transforms on PIL images, in the papers' order."""
+    sigma = tuple(bound * image_size / BLUR_REFERENCE_SIZE for bound in recipe.blur_sigma)
+    return transforms.Compose([
+        transforms.RandomResizedCrop(image_size, scale=recipe.crop_scale, ratio=recipe.crop_ratio),
+        transforms.RandomHorizontalFlip(recipe.horizontal_flip_probability),
+        transforms.RandomVerticalFlip(recipe.vertical_flip_probability),
+        transforms.RandomApply(
+            [transforms.ColorJitter(recipe.brightness, recipe.contrast, recipe.saturation, recipe.hue)],
+            p=recipe.color_jitter_probability,
+        ),
+        transforms.RandomGrayscale(recipe.grayscale_probability),
+        transforms.RandomApply([transforms.GaussianBlur(blur_kernel_size(image_size), sigma)],
+                               p=recipe.blur_probability),
+        transforms.RandomSolarize(128, p=recipe.solarize_probability),  # 0.5 on [0, 1]
+        transforms.ToTensor(),
+        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
+class TwoViewJpegs(Dataset):
+    """The per-sample pipeline: decode one JPEG, transform it once per view."""
+
+    def __init__(self, paths: list[Path], image_size: int, views: Views) -> None:
         self.paths = paths
-        self.transform = transforms.Compose([
-            transforms.RandomResizedCrop(image_size, scale=recipe.crop_scale, ratio=recipe.crop_ratio),
-            transforms.RandomHorizontalFlip(recipe.horizontal_flip_probability),
-            transforms.RandomApply(
-                [transforms.ColorJitter(recipe.brightness, recipe.contrast, recipe.saturation)],
-                p=recipe.color_jitter_probability,
-            ),
-            transforms.RandomGrayscale(recipe.grayscale_probability),
-            transforms.ToTensor(),
-            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ])
+        self.transforms = [torchvision_transform(image_size, recipe) for recipe in views]
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -72,12 +100,13 @@ class TwoViewJpegs(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         with Image.open(self.paths[index]) as image:
             image = image.convert("RGB")
-        return self.transform(image), self.transform(image)
+        first, second = (transform(image) for transform in self.transforms)
+        return first, second
 
 
-def per_sample_rate(paths: list[Path], image_size: int, recipe: AugmentationRecipe, batch_size: int,
+def per_sample_rate(paths: list[Path], image_size: int, views: Views, batch_size: int,
                     workers: int) -> float:
-    loader = DataLoader(TwoViewJpegs(paths, image_size, recipe), batch_size=batch_size,
+    loader = DataLoader(TwoViewJpegs(paths, image_size, views), batch_size=batch_size,
                         num_workers=workers, shuffle=True, persistent_workers=False)
     start = time.perf_counter()
     for first, second in loader:
@@ -85,13 +114,13 @@ def per_sample_rate(paths: list[Path], image_size: int, recipe: AugmentationReci
     return len(paths) / (time.perf_counter() - start)
 
 
-def batched_rate(cached: torch.Tensor, recipe: AugmentationRecipe, batch_size: int) -> float:
+def batched_rate(cached: torch.Tensor, views: Views, batch_size: int) -> float:
     generator = torch.Generator().manual_seed(0)
     start = time.perf_counter()
     order = torch.randperm(len(cached), generator=generator)
     for begin in range(0, len(cached), batch_size):
         batch = cached[order[begin:begin + batch_size]]
-        first, second = augment(batch, recipe, generator), augment(batch, recipe, generator)
+        first, second = (augment(batch, recipe, generator) for recipe in views)
         assert first.shape == second.shape == batch.shape
     return len(cached) / (time.perf_counter() - start)
 
@@ -112,7 +141,7 @@ def main() -> None:
                         help="torch intra-op threads for the batched pipeline")
     arguments = parser.parse_args()
     torch.set_num_threads(arguments.threads)
-    recipe = AugmentationRecipe()
+    views = (BYOL_VIEW_1, BYOL_VIEW_2)
     print(f"CPU, {arguments.workers} cores/workers, torch threads {torch.get_num_threads()}, "
           f"{arguments.images} JPEGs 600x450, two views per image, median of {arguments.repeats}")
     header = f"{'size':>5} {'decode once (s)':>16} {'cached+batched':>15} {'PIL 0 workers':>14} " \
@@ -126,8 +155,8 @@ def main() -> None:
             decode_seconds = time.perf_counter() - start
             assert readable.all()
             batch_size, repeats = arguments.batch_size, arguments.repeats
-            batched = median_rate(partial(batched_rate, cached, recipe, batch_size), repeats)
-            rates = [median_rate(partial(per_sample_rate, paths, size, recipe, batch_size, workers), repeats)
+            batched = median_rate(partial(batched_rate, cached, views, batch_size), repeats)
+            rates = [median_rate(partial(per_sample_rate, paths, size, views, batch_size, workers), repeats)
                      for workers in (0, arguments.workers)]
             print(f"{size:>5} {decode_seconds:>16.2f} {batched:>13.0f}/s {rates[0]:>12.0f}/s "
                   f"{rates[1]:>13.0f}/s {batched / max(rates):>17.1f}x", flush=True)

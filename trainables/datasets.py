@@ -135,16 +135,24 @@ class DatasetSpec:
     cache_from_size: int | None = 0  # cache the pool on disk at image sizes >= this; None: never
     # A cheap look (no decoding) at whether the files are under data_root; bundled data: always.
     on_disk: Callable[[Path], bool] = lambda data_root: True
+    # True when the images have no up/down orientation (dermoscopy, pathology, blood smears,
+    # fundus, the randomly rotated shapes): pretraining and fine-tuning then flip them vertically
+    # too. Radiographs, ultrasound and natural images keep their orientation.
+    vertical_flip: bool = False
 
 
 def _exists(relative: str) -> Callable[[Path], bool]:
     return lambda data_root: (Path(data_root) / relative).exists()
 
 
+MEDMNIST_WITHOUT_ORIENTATION = ("dermamnist", "pathmnist", "bloodmnist", "retinamnist")
+
+
 def _medmnist(name: str) -> DatasetSpec:
     return DatasetSpec(f"MedMNIST v2 {name} ({len(MEDMNIST_CLASSES[name])} classes), official split",
                        partial(medmnist_pool, name),
-                       on_disk=lambda data_root: any((Path(data_root) / "medmnist").glob(f"{name}*.npz")))
+                       on_disk=lambda data_root: any((Path(data_root) / "medmnist").glob(f"{name}*.npz")),
+                       vertical_flip=name in MEDMNIST_WITHOUT_ORIENTATION)
 
 
 KERMANY_CXR = ImageFolderLayout(
@@ -180,11 +188,12 @@ DATASETS: dict[str, DatasetSpec] = {
     "digits": DatasetSpec("scikit-learn's bundled 8x8 digits, upsampled (offline)",
                           lambda size, root, download: digits_pool(size), cache_from_size=None),
     "shapes": DatasetSpec("6 procedurally generated shapes on textured, coloured backgrounds (offline)",
-                          lambda size, root, download: shapes_pool(size), cache_from_size=96),
+                          lambda size, root, download: shapes_pool(size), cache_from_size=96,
+                          vertical_flip=True),
     "cifar10": DatasetSpec("CIFAR-10 via torchvision, official test set", cifar10_pool,
                            on_disk=_exists("cifar10/cifar-10-batches-py")),
     "ham10000": DatasetSpec("HAM10000 dermoscopy, 7 classes, split grouped by lesion", ham10000_pool,
-                            on_disk=_exists("ham10000/HAM10000_metadata.csv")),
+                            on_disk=_exists("ham10000/HAM10000_metadata.csv"), vertical_flip=True),
     **{name: _medmnist(name) for name in MEDMNIST_CLASSES},
     "kermany_cxr": DatasetSpec("Kermany pediatric chest X-rays, normal vs pneumonia",
                                partial(imagefolder_pool, KERMANY_CXR),
@@ -193,10 +202,10 @@ DATASETS: dict[str, DatasetSpec] = {
                                        partial(imagefolder_pool, COVID19_RADIOGRAPHY),
                                        on_disk=_exists(COVID19_RADIOGRAPHY.directory)),
     "isic2019": DatasetSpec("ISIC 2019 dermoscopy, 8 classes", partial(csvfolder_pool, ISIC2019),
-                            on_disk=_exists(ISIC2019.directory)),
+                            on_disk=_exists(ISIC2019.directory), vertical_flip=True),
     "idrid_grading": DatasetSpec("IDRiD diabetic retinopathy grades 0-4",
                                  partial(csvfolder_pool, IDRID_GRADING),
-                                 on_disk=_exists(IDRID_GRADING.directory)),
+                                 on_disk=_exists(IDRID_GRADING.directory), vertical_flip=True),
     "imagefolder": DatasetSpec("data_root/<class>/*.png|jpg", partial(imagefolder_pool, IMAGEFOLDER)),
     "csvfolder": DatasetSpec("data_root/labels.csv + data_root/images/", partial(csvfolder_pool, CSVFOLDER)),
 }

@@ -23,7 +23,7 @@ from torch import nn
 from trainables import metrics
 from trainables.augmentations import AugmentationRecipe, augment
 from trainables.config import TrialConfig
-from trainables.datasets import ImageSplits, load_dataset
+from trainables.datasets import DATASETS, ImageSplits, load_dataset
 from trainables.distributed import convert_batchnorm_for_distributed
 from trainables.eval_finetune import finetune
 from trainables.eval_metrics import EvaluationResult, evaluation_metrics_to_flat_dict
@@ -80,8 +80,9 @@ def train_loop_per_worker(config_dict: dict) -> None:
         METHODS[config.method].base_learning_rate if config.learning_rate is None else config.learning_rate,
         config.batch_size, config.learning_rate_scaling,
     )
-    recipe = AugmentationRecipe()
-    view_specs = state.method.views(config.image_size)
+    # Each view's recipe is the method's paper recipe, with vertical flips where the dataset allows.
+    view_specs = [spec._replace(recipe=with_dataset_flips(spec.recipe, config.dataset))
+                  for spec in state.method.views(config.image_size)]
     epochs = range(state.epoch + 1, config.epochs + 1) if state.method.pretrains else range(0)
 
     if state.epoch == 0:
@@ -107,8 +108,8 @@ def train_loop_per_worker(config_dict: dict) -> None:
             local_batch = global_batch[rank * local_batch_size:(rank + 1) * local_batch_size]
             images = data.train_images[local_batch].to(device, non_blocking=True)
             views = [
-                augment(images, dataclasses.replace(recipe, crop_scale=spec.crop_scale),
-                        augmentation_generator, output_size=spec.size).to(memory_format=memory_format(device))
+                augment(images, spec.recipe, augmentation_generator, output_size=spec.size)
+                .to(memory_format=memory_format(device))
                 for spec in view_specs
             ]
             learning_rate = warmup_cosine(
@@ -164,6 +165,14 @@ def train_loop_per_worker(config_dict: dict) -> None:
             save_state(state, Path(directory))
             checkpoint = ray.train.Checkpoint.from_directory(directory)
         ray.train.report(final_metrics, checkpoint=checkpoint)
+
+
+def with_dataset_flips(recipe: AugmentationRecipe, dataset: str) -> AugmentationRecipe:
+    """The recipe, flipping up-down with probability 0.5 when the dataset's images have no up/down
+    orientation (dermoscopy, pathology, fundus: DatasetSpec.vertical_flip)."""
+    if DATASETS[dataset].vertical_flip:
+        return dataclasses.replace(recipe, vertical_flip_probability=0.5)
+    return recipe
 
 
 def memory_format(device: torch.device) -> torch.memory_format:
@@ -290,7 +299,7 @@ def evaluate(backbone: nn.Module, data: ImageSplits, config: TrialConfig, device
         result = probe_knn(*splits, data.num_classes, k=config.knn_k, label_fraction=config.label_fraction,
                            repeats=config.probe_repeats, seed=config.seed)
     else:
-        recipe = AugmentationRecipe()
+        recipe = with_dataset_flips(AugmentationRecipe(), config.dataset)
         result = finetune(backbone, data.train_images, data.train_labels, data.val_images, data.val_labels,
                           data.test_images, data.test_labels, data.num_classes,
                           epochs=config.finetune_epochs, batch_size=config.batch_size,

@@ -1,10 +1,13 @@
-"""SSL methods: the losses against naive paper-definition references; every registered method."""
+"""SSL methods: the losses against naive paper-definition references; every registered method,
+its training step and its paper's augmentation recipe."""
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
+from trainables.augmentations import AugmentationRecipe
 from trainables.backbones import build_backbone
 from trainables.methods import METHODS, build_method, method_parameters
 from trainables.methods.simclr import nt_xent_loss
@@ -211,3 +214,58 @@ def test_build_method_rejects_unknown_name_listing_valid_ones() -> None:
     assert "no_such_method" in message
     for name in METHODS:
         assert name in message
+
+
+# Each method's paper recipe, written out as numbers (not via the named recipes): per view, crop
+# area, jitter strengths (brightness, contrast, saturation, hue), blur and solarization probability.
+MOCO_V2_VIEW = ((0.2, 1.0), (0.4, 0.4, 0.4, 0.1), 0.5, 0.0)
+SIMCLR_VIEW = ((0.08, 1.0), (0.8, 0.8, 0.8, 0.2), 0.5, 0.0)
+BYOL_VIEWS = [((0.08, 1.0), (0.4, 0.4, 0.2, 0.1), 1.0, 0.0), ((0.08, 1.0), (0.4, 0.4, 0.2, 0.1), 0.1, 0.2)]
+SWAV_GLOBAL_VIEW = ((0.14, 1.0), (0.8, 0.8, 0.8, 0.2), 0.5, 0.0)
+SWAV_SMALL_VIEW = ((0.05, 0.14), (0.8, 0.8, 0.8, 0.2), 0.5, 0.0)
+PAPER_VIEWS = {
+    "simsiam": [MOCO_V2_VIEW] * 2,
+    "mocov2": [MOCO_V2_VIEW] * 2,
+    "simclr": [SIMCLR_VIEW] * 2,
+    "byol": BYOL_VIEWS,
+    "barlowtwins": BYOL_VIEWS,
+    "vicreg": BYOL_VIEWS,
+    "swav": [SWAV_GLOBAL_VIEW] * 2 + [SWAV_SMALL_VIEW] * 6,
+    "none": [MOCO_V2_VIEW] * 2,  # the base class's default; it never pretrains
+}
+
+
+def test_every_registered_method_has_a_paper_recipe_here() -> None:
+    assert sorted(PAPER_VIEWS) == sorted(METHODS)
+
+
+@pytest.mark.parametrize("method_name", sorted(METHODS))
+def test_views_carry_the_papers_recipes(method_name: str) -> None:
+    backbone, feature_dim = build_backbone("cbr_nano")
+    method = build_method(method_name, backbone, feature_dim, small_overrides(method_name))
+    specs = method.views(32)
+    assert all(isinstance(spec.recipe, AugmentationRecipe) for spec in specs)
+    assert [spec.size for spec in specs[:2]] == [32, 32]
+    described = [
+        (spec.recipe.crop_scale,
+         (spec.recipe.brightness, spec.recipe.contrast, spec.recipe.saturation, spec.recipe.hue),
+         spec.recipe.blur_probability, spec.recipe.solarize_probability)
+        for spec in specs
+    ]
+    assert described == PAPER_VIEWS[method_name]
+    for spec in specs:  # shared by every paper: jitter p 0.8, grayscale p 0.2, no up-down flips
+        recipe = spec.recipe
+        assert (recipe.color_jitter_probability, recipe.grayscale_probability) == (0.8, 0.2)
+        assert (recipe.horizontal_flip_probability, recipe.vertical_flip_probability) == (0.5, 0.0)
+        assert recipe.blur_sigma == (0.1, 2.0)
+
+
+@pytest.mark.parametrize("method_name", ["byol", "barlowtwins", "vicreg"])
+def test_byol_style_views_are_asymmetric(method_name: str) -> None:
+    """BYOL's table 6: view 1 always blurred and never solarized, view 2 the other way round."""
+    backbone, feature_dim = build_backbone("cbr_nano")
+    first, second = (spec.recipe for spec in
+                     build_method(method_name, backbone, feature_dim, small_overrides(method_name)).views(32))
+    assert (first.blur_probability, first.solarize_probability) == (1.0, 0.0)
+    assert (second.blur_probability, second.solarize_probability) == (0.1, 0.2)
+    assert dataclasses.replace(first, blur_probability=0.1, solarize_probability=0.2) == second

@@ -7,8 +7,9 @@ Reduction", ICML 2021. https://arxiv.org/abs/2103.03230
 import torch
 from torch import nn
 
+from trainables.augmentations import BYOL_VIEW_1, BYOL_VIEW_2
 from trainables.distributed import gather_with_grad
-from trainables.methods.base import SSLMethod, StepOutput, full_precision, projection_mlp
+from trainables.methods.base import SSLMethod, StepOutput, ViewSpec, full_precision, projection_mlp
 
 
 @full_precision
@@ -44,6 +45,10 @@ class BarlowTwins(SSLMethod):
         # 3 linear layers, BN + ReLU after the first two (paper sec. 4). The last layer's bias
         # (the paper has none) cancels in the standardization.
         self.projector = projection_mlp(feature_dim, projection_hidden_dim, projection_dim, num_layers=3)
+
+    def views(self, image_size: int) -> list[ViewSpec]:
+        """BYOL's asymmetric pair ("the same augmentation parameters as BYOL", implementation details)."""
+        return [ViewSpec(image_size, BYOL_VIEW_1), ViewSpec(image_size, BYOL_VIEW_2)]
 
     def forward(self, views: list[torch.Tensor]) -> StepOutput:
         z1, z2 = (self.projector(self.backbone(view)) for view in views[:2])

@@ -14,6 +14,8 @@ from typing import ClassVar, NamedTuple, TypeVar
 import torch
 from torch import nn
 
+from trainables.augmentations import MOCO_V2_RECIPE, AugmentationRecipe
+
 LossFunction = TypeVar("LossFunction", bound=Callable[..., torch.Tensor])
 
 
@@ -24,7 +26,7 @@ class StepOutput(NamedTuple):
 
 class ViewSpec(NamedTuple):
     size: int  # output side in pixels
-    crop_scale: tuple[float, float]  # area fraction of the random resized crop
+    recipe: AugmentationRecipe  # the view's augmentations, crop area fraction included
 
 
 def full_precision(loss: LossFunction) -> LossFunction:
@@ -65,8 +67,9 @@ class SSLMethod(nn.Module):
         raise NotImplementedError
 
     def views(self, image_size: int) -> list[ViewSpec]:
-        """The augmented views of each image per step: two global crops unless a method says more."""
-        return [ViewSpec(image_size, (0.2, 1.0))] * 2
+        """The augmented views of each image per step and their recipes: two global crops with
+        MoCo v2's recipe unless a method says otherwise."""
+        return [ViewSpec(image_size, MOCO_V2_RECIPE)] * 2
 
     def before_optimizer_step(self, epoch: int) -> None:
         """Called after backward, before the optimizer step: a method may drop gradients here."""

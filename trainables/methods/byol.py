@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.methods.base import SSLMethod, StepOutput, full_precision, projection_mlp
+from trainables.augmentations import BYOL_VIEW_1, BYOL_VIEW_2
+from trainables.methods.base import SSLMethod, StepOutput, ViewSpec, full_precision, projection_mlp
 
 
 @full_precision
@@ -61,6 +62,11 @@ class BYOL(SSLMethod):
         # The target network: a copy of backbone + projector, moved only by the EMA.
         self.target_backbone = copy.deepcopy(backbone).requires_grad_(False)
         self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)
+
+    def views(self, image_size: int) -> list[ViewSpec]:
+        """BYOL's asymmetric pair (appendix B, table 6): view 1 always blurred, view 2 rarely blurred
+        and sometimes solarized."""
+        return [ViewSpec(image_size, BYOL_VIEW_1), ViewSpec(image_size, BYOL_VIEW_2)]
 
     def online_parameters(self) -> Iterable[torch.Tensor]:
         return itertools.chain(self.backbone.parameters(), self.projector.parameters())

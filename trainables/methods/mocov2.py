@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainables.augmentations import MOCO_V2_RECIPE
 from trainables.distributed import gather_with_grad
-from trainables.methods.base import SSLMethod, StepOutput, full_precision
+from trainables.methods.base import SSLMethod, StepOutput, ViewSpec, full_precision
 from trainables.methods.byol import ema_update
 
 
@@ -53,6 +54,10 @@ class MoCoV2(SSLMethod):
         # filled from the global batch, so it is (and DDP's buffer broadcast from rank 0 keeps it).
         self.register_buffer("queue", F.normalize(torch.randn(projection_dim, queue_size), dim=0))
         self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long))
+
+    def views(self, image_size: int) -> list[ViewSpec]:
+        """Query and key views with MoCo v2's recipe (sec. 3: MoCo's augmentation plus blur)."""
+        return [ViewSpec(image_size, MOCO_V2_RECIPE)] * 2
 
     def query_parameters(self) -> Iterable[torch.Tensor]:
         return itertools.chain(self.backbone.parameters(), self.projector.parameters())

@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainables.augmentations import SIMCLR_RECIPE
 from trainables.distributed import gather_with_grad, rank
-from trainables.methods.base import SSLMethod, StepOutput, full_precision, projection_mlp
+from trainables.methods.base import SSLMethod, StepOutput, ViewSpec, full_precision, projection_mlp
 
 
 @full_precision
@@ -46,6 +47,10 @@ class SimCLR(SSLMethod):
         super().__init__(backbone, feature_dim)
         self.temperature = temperature
         self.projector = projection_mlp(feature_dim, projection_hidden_dim, projection_dim, num_layers=2)
+
+    def views(self, image_size: int) -> list[ViewSpec]:
+        """Two views with SimCLR's recipe (appendix A): colour distortion strength 1, blur p 0.5."""
+        return [ViewSpec(image_size, SIMCLR_RECIPE)] * 2
 
     def forward(self, views: list[torch.Tensor]) -> StepOutput:
         z1, z2 = (self.projector(self.backbone(view)) for view in views[:2])

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.methods.base import SSLMethod, StepOutput, full_precision, projection_mlp
+from trainables.augmentations import MOCO_V2_RECIPE
+from trainables.methods.base import SSLMethod, StepOutput, ViewSpec, full_precision, projection_mlp
 
 
 def negative_cosine_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -37,6 +38,10 @@ class SimSiam(SSLMethod):
                                         num_layers=3, last_batch_norm=True, norm=head_norm)
         self.predictor = projection_mlp(projection_dim, predictor_hidden_dim, projection_dim, num_layers=2,
                                         norm=head_norm)
+
+    def views(self, image_size: int) -> list[ViewSpec]:
+        """Two views with MoCo v2's recipe, as SimSiam's implementation details say."""
+        return [ViewSpec(image_size, MOCO_V2_RECIPE)] * 2
 
     def forward(self, views: list[torch.Tensor]) -> StepOutput:
         z1, z2 = (self.projector(self.backbone(view)) for view in views[:2])

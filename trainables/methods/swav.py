@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainables.augmentations import SWAV_RECIPE, SWAV_SMALL_CROP_RECIPE
 from trainables.distributed import all_reduce_sum
 from trainables.methods.base import SSLMethod, StepOutput, ViewSpec, full_precision, projection_mlp
 
@@ -75,10 +76,11 @@ class SwAV(SSLMethod):
         self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))
 
     def views(self, image_size: int) -> list[ViewSpec]:
-        """2 global crops (224 px, scale 0.14-1) + N small (96 px, scale 0.05-0.14), scaled to the image."""
+        """2 global crops (224 px, scale 0.14-1) + N small (96 px, scale 0.05-0.14), scaled to the
+        image, all with SimCLR's colour distortion and blur (appendix A, main_swav.py)."""
         small_size = max(8, round(image_size * 96 / 224))
-        global_views = [ViewSpec(image_size, (0.14, 1.0))] * 2
-        return global_views + [ViewSpec(small_size, (0.05, 0.14))] * self.num_small_crops
+        global_views = [ViewSpec(image_size, SWAV_RECIPE)] * 2
+        return global_views + [ViewSpec(small_size, SWAV_SMALL_CROP_RECIPE)] * self.num_small_crops
 
     @torch.no_grad()
     def normalize_prototypes(self) -> None:

@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainables.augmentations import BYOL_VIEW_1, BYOL_VIEW_2
 from trainables.distributed import gather_with_grad
-from trainables.methods.base import SSLMethod, StepOutput, full_precision, projection_mlp
+from trainables.methods.base import SSLMethod, StepOutput, ViewSpec, full_precision, projection_mlp
 
 
 def off_diagonal_square_sum(matrix: torch.Tensor) -> torch.Tensor:
@@ -53,6 +54,10 @@ class VICReg(SSLMethod):
         # The expander: 3 linear layers, BN + ReLU after the first two (paper sec. 4.2). The last
         # layer's bias (the official code has none) cancels in every term of the loss.
         self.projector = projection_mlp(feature_dim, projection_hidden_dim, projection_dim, num_layers=3)
+
+    def views(self, image_size: int) -> list[ViewSpec]:
+        """BYOL's asymmetric pair, which VICReg follows (appendix on augmentations, augmentations.py)."""
+        return [ViewSpec(image_size, BYOL_VIEW_1), ViewSpec(image_size, BYOL_VIEW_2)]
 
     def forward(self, views: list[torch.Tensor]) -> StepOutput:
         z1, z2 = (self.projector(self.backbone(view)) for view in views[:2])
