@@ -189,12 +189,8 @@ class MlflowTrialLogger(Callback):
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         run_id = self.run_id(trial)
         self.client.set_tag(run_id, TAG_STATUS, STATUS_FAILED)
-        self.client.set_tag(run_id, TAG_ERROR, first_error_line(trial)[:5000])
+        self.client.set_tag(run_id, TAG_ERROR, error_line(trial.error_file)[:5000])
         self.client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FAILED))
-
-
-def first_error_line(trial: Trial) -> str:
-    return error_line(trial.error_file)
 
 
 def error_line(error_file: str | os.PathLike | None) -> str:

@@ -7,7 +7,6 @@ probes return an `EvaluationResult` (trainables.eval_metrics); fine-tuning is in
 """
 
 import copy
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -111,14 +110,6 @@ def probe_knn(train_features: torch.Tensor, train_labels: torch.Tensor,
     return EvaluationResult.from_repeats(results)
 
 
-@dataclass(frozen=True)
-class ProbeResult:
-    val_balanced_accuracy: float
-    test_accuracy: float
-    test_balanced_accuracy: float
-    best_epoch: int
-
-
 def standardize(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
     """Standardize every feature set with the training split's mean and std."""
     mean, std = train.mean(dim=0), train.std(dim=0).clamp_min(1e-6)
@@ -184,20 +175,3 @@ def probe_linear(train_features: torch.Tensor, train_labels: torch.Tensor,
             train_indices=tuple(subset.tolist()),
         ))
     return EvaluationResult.from_repeats(results)
-
-
-def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor,
-                 val_features: torch.Tensor, val_labels: torch.Tensor,
-                 test_features: torch.Tensor, test_labels: torch.Tensor,
-                 num_classes: int, epochs: int = 100, learning_rate: float = 0.01,
-                 weight_decay: float = 1e-4, seed: int = 0) -> ProbeResult:
-    """One cross-entropy probe on all labels: `probe_linear` with repeats=1, kept for its callers."""
-    result = probe_linear(train_features, train_labels, val_features, val_labels, test_features,
-                          test_labels, num_classes, label_fraction=1.0, repeats=1, focal_gamma=0.0,
-                          epochs=epochs, learning_rate=learning_rate, weight_decay=weight_decay, seed=seed)
-    return ProbeResult(
-        val_balanced_accuracy=result.val_balanced_accuracy.mean,
-        test_accuracy=result.test_accuracy.mean,
-        test_balanced_accuracy=result.test_balanced_accuracy.mean,
-        best_epoch=result.repeats[0].best_epoch,
-    )

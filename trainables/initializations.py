@@ -22,7 +22,7 @@ from trainables.init_ssl_checkpoint import load_ssl_checkpoint
 from trainables.init_transfer import mean_var_init, slim, transfuse
 
 __all__ = ["DEAD_FILTERS", "INITIALIZATIONS", "NORMS", "WEIGHT_SCALINGS", "WEIGHT_STANDARDIZATIONS",
-           "MissingWeightsError", "build_initialized_backbone", "check_combination", "initialize"]
+           "MissingWeightsError", "build_initialized_backbone", "check_combination"]
 
 NORMS = ("as-is", "batchnorm", "groupnorm")
 WEIGHT_STANDARDIZATIONS = ("as-is", "drop", "bake")
@@ -178,19 +178,3 @@ def build_initialized_backbone(
             reports.append(surgery.scale_by_frobenius_norm(model))
     feature_dim = int(model.num_features)
     return model, feature_dim, f"{backbone} ({feature_dim} features). " + ". ".join(reports) + "."
-
-
-def initialize(backbone: nn.Module, backbone_name: str, init: str) -> nn.Module:
-    """Initialize an already built backbone in place (the loop's older interface).
-
-    Prefer `build_initialized_backbone`, which also reports what it loaded and knows the companion
-    axes. Slim changes the architecture and cannot be applied to a built backbone.
-    """
-    check_combination(backbone_name, init)
-    if init == "random":
-        return backbone
-    if init == "slim":
-        raise ValueError("init 'slim' changes the widths: use build_initialized_backbone")
-    initialized, _, _ = build_initialized_backbone(backbone_name, init)
-    backbone.load_state_dict(initialized.state_dict())
-    return backbone

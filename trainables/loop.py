@@ -155,8 +155,6 @@ def train_loop_per_worker(config_dict: dict) -> None:
     with tempfile.TemporaryDirectory() as directory:
         checkpoint = None
         if rank == 0:
-            # The last monitor value again: searchers and schedulers read it from every result.
-            final_metrics[metrics.KNN_VAL_ACCURACY] = monitor_knn(state.method.backbone, data, config, device)
             final_metrics.update(evaluate(state.method.backbone, data, config, device,
                                           Path(directory) / ARTIFACTS_FOLDER))
             if state.method.pretrains:
@@ -273,6 +271,7 @@ def report_with_checkpoint(epoch_metrics: dict, state: TrainingState, rank: int)
 
 
 def monitor_knn(backbone: nn.Module, data: ImageSplits, config: TrialConfig, device: torch.device) -> float:
+    """kNN accuracy on the validation split: the convergence curves' metric."""
     train_features = extract_features(backbone, data.train_images, device=device)
     val_features = extract_features(backbone, data.val_images, device=device)
     return knn_accuracy(train_features, data.train_labels, val_features, data.val_labels,
@@ -281,13 +280,16 @@ def monitor_knn(backbone: nn.Module, data: ImageSplits, config: TrialConfig, dev
 
 def evaluate(backbone: nn.Module, data: ImageSplits, config: TrialConfig, device: torch.device,
              artifacts: Path) -> dict[str, float]:
-    """The trial's evaluation protocol; writes the confusion matrix and a t-SNE plot to `artifacts`.
+    """The trial's evaluation protocol, plus the last kNN monitor value (searchers and schedulers
+    read it from every result); writes the confusion matrix and a t-SNE plot to `artifacts`.
 
-    Linear and kNN evaluations use features computed once, in eval mode: they never touch the
-    backbone. Fine-tuning trains a copy of it.
+    Features are computed once, in eval mode, and serve the monitor, the linear and kNN
+    evaluations and the plot: those never touch the backbone. Fine-tuning trains a copy of it.
     """
     features = [extract_features(backbone, images, device=device)
                 for images in (data.train_images, data.val_images, data.test_images)]
+    monitor = knn_accuracy(features[0], data.train_labels, features[1], data.val_labels, data.num_classes,
+                           k=config.knn_k)
     splits = (features[0], data.train_labels, features[1], data.val_labels, features[2], data.test_labels)
     result: EvaluationResult
     if config.eval == metrics.LINEAR_PREFIX:
@@ -313,4 +315,4 @@ def evaluate(backbone: nn.Module, data: ImageSplits, config: TrialConfig, device
     ))
     plot_tsne(features[2], data.test_labels, artifacts / "tsne_test.png", data.class_names,
               title=f"{config.method} / {config.init} / {config.dataset}: test embeddings", seed=config.seed)
-    return evaluation_metrics_to_flat_dict(result, config.eval)
+    return {metrics.KNN_VAL_ACCURACY: monitor, **evaluation_metrics_to_flat_dict(result, config.eval)}

@@ -30,7 +30,6 @@ from trainables.initializations import (
     WEIGHT_STANDARDIZATIONS,
     build_initialized_backbone,
     check_combination,
-    initialize,
 )
 
 BIT = "resnetv2_50x1_bit"
@@ -545,10 +544,3 @@ def test_seed_decides_the_random_weights_and_the_global_generator_is_left_alone(
     other = build_initialized_backbone("cbr_nano", "random", seed=4)[0].state_dict()
     assert all(torch.equal(first[key], second[key]) for key in first)
     assert not torch.equal(first["blocks.0.0.weight"], other["blocks.0.0.weight"])
-
-
-def test_initialize_keeps_working_for_random() -> None:
-    backbone = nn.Conv2d(3, 3, 1)
-    assert initialize(backbone, "cbr_nano", "random") is backbone
-    with pytest.raises(ValueError, match="slim"):
-        initialize(backbone, "cbr_nano", "slim")
