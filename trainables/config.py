@@ -56,7 +56,7 @@ class TrialConfig:
     learning_rate: float | None = None
     learning_rate_scaling: str = "linear"
     weight_decay: float | None = None
-    optimizer: str = "sgd"
+    optimizer: str | None = None  # None = the method's paper optimizer (sgd or lars)
     momentum: float = 0.9
     warmup_epochs: int = 0
     num_workers: int = 1
@@ -86,11 +86,18 @@ class TrialConfig:
         config.validate()
         return config
 
+    @property
+    def resolved_optimizer(self) -> str:
+        """The optimizer the trial uses: the config's, else the method's paper optimizer."""
+        return self.optimizer or METHODS[self.method].optimizer
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def validate(self) -> None:
         for key, registry in CHOICES.items():
+            if key in DEFAULTS_FROM_METHOD and getattr(self, key) is None:
+                continue
             if getattr(self, key) not in registry:
                 raise ConfigError(
                     f"bad value {getattr(self, key)!r} for {key}; valid values: {', '.join(registry)}"
@@ -143,6 +150,8 @@ CHOICES: dict[str, typing.Iterable[str]] = {
     "weight_scaling": WEIGHT_SCALINGS,
     "dead_filters": DEAD_FILTERS,
 }
+# Choices whose None means "the method's paper value".
+DEFAULTS_FROM_METHOD = ("optimizer",)
 FIELD_TYPES: dict[str, Any] = typing.get_type_hints(TrialConfig)
 
 

@@ -207,7 +207,7 @@ def build_training_state(config: TrialConfig, world_size: int, device: torch.dev
             method, move_to_device=False, parallel_strategy_kwargs={"broadcast_buffers": False}
         )
     weight_decay = config.weight_decay if config.weight_decay is not None else method.weight_decay
-    optimizer = build_optimizer(method, config.optimizer, config.momentum, weight_decay)
+    optimizer = build_optimizer(method, config.resolved_optimizer, config.momentum, weight_decay)
     return TrainingState(method=method, model=model, optimizer=optimizer)
 
 

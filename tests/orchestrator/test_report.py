@@ -35,6 +35,7 @@ from orchestrator.tracking import (
 from search_spaces import Claim, Sweep
 from trainables import metrics
 from trainables.config import TrialConfig
+from trainables.methods import METHODS as METHOD_REGISTRY
 
 SWEEP_NAME = "report_test"
 ONE_SEED_SWEEP_NAME = "report_test_one_seed"
@@ -341,3 +342,12 @@ def test_a_collapse_claim_counts_the_collapsed_trials_it_is_about() -> None:
     assert result.overall.missing == ()
     assert result.overall.value == pytest.approx(0.039 + 0.0009, abs=1e-9)
     assert result.verdict.word == "agrees"
+
+
+def test_mlflow_params_show_the_optimizer_and_rates_a_trial_really_used() -> None:
+    params = resolved_params(TrialConfig.from_dict({"method": "simclr"}))
+    assert (params["optimizer"], params["learning_rate"], params["weight_decay"]) == (
+        "lars", METHOD_REGISTRY["simclr"].base_learning_rate, METHOD_REGISTRY["simclr"].weight_decay)
+    explicit = resolved_params(TrialConfig.from_dict({"method": "simclr", "optimizer": "sgd",
+                                                      "learning_rate": 0.1}))
+    assert (explicit["optimizer"], explicit["learning_rate"]) == ("sgd", 0.1)

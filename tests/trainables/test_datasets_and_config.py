@@ -184,3 +184,21 @@ def test_unknown_backbone_lists_the_valid_ones() -> None:
         build_backbone("vit_typo")
     for name in BACKBONES:
         assert name in str(raised.value)
+
+
+PAPER_OPTIMIZERS = {"none": "sgd", "simclr": "lars", "simsiam": "sgd", "byol": "lars", "barlowtwins": "lars",
+                    "vicreg": "lars", "mocov2": "sgd", "swav": "lars"}
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_each_method_trains_with_its_papers_optimizer_unless_the_config_says(method: str) -> None:
+    assert method in PAPER_OPTIMIZERS, f"add {method}'s paper optimizer to PAPER_OPTIMIZERS"
+    assert TrialConfig.from_dict({"method": method}).resolved_optimizer == PAPER_OPTIMIZERS[method]
+    assert TrialConfig.from_dict({"method": method, "optimizer": "sgd"}).resolved_optimizer == "sgd"
+    from_command_line = TrialConfig.from_dict({"method": method, "optimizer": "None"})
+    assert from_command_line.resolved_optimizer == PAPER_OPTIMIZERS[method]
+
+
+def test_config_rejects_an_unknown_optimizer_listing_the_valid_ones() -> None:
+    with pytest.raises(ConfigError, match="bad value 'adam' for optimizer; valid values: sgd, lars"):
+        TrialConfig.from_dict({"optimizer": "adam"})

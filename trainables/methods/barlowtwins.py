@@ -35,6 +35,7 @@ class BarlowTwins(SSLMethod):
     name = "barlowtwins"
     # The paper's LARS values (0.2 x batch/256 for weights, wd 1.5e-6); kept as the SGD default
     # for traceability. LARS rescales each layer's step, so the best plain-SGD rate can differ.
+    optimizer = "lars"  # Barlow Twins: LARS, biases and norm parameters excluded
     base_learning_rate = 0.2
     weight_decay = 1.5e-6
 

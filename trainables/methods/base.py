@@ -53,7 +53,9 @@ def full_precision(loss: LossFunction) -> LossFunction:
 
 class SSLMethod(nn.Module):
     name: ClassVar[str]
-    # Paper defaults for SGD; the trial config can override both.
+    # The paper's optimizer ("sgd" or "lars"), base learning rate (at batch 256) and weight decay;
+    # the trial config can override each.
+    optimizer: ClassVar[str] = "sgd"
     base_learning_rate: ClassVar[float]
     weight_decay: ClassVar[float]
     pretrains: ClassVar[bool] = True  # False for `none`: the probe runs on the initialization

@@ -39,6 +39,7 @@ def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5,
 
 class SimCLR(SSLMethod):
     name = "simclr"
+    optimizer = "lars"  # SimCLR: LARS, biases and norm parameters excluded
     base_learning_rate = 0.3  # SimCLR: 0.3 x batch/256
     weight_decay = 1e-6
 

@@ -55,6 +55,7 @@ def swapped_prediction_loss(scores: list[torch.Tensor], codes: list[torch.Tensor
 
 class SwAV(SSLMethod):
     name = "swav"
+    optimizer = "lars"  # SwAV: LARS, biases and norm parameters excluded
     base_learning_rate = 0.6  # SwAV: LARS 0.6 x batch/256 at batch 256 (4.8 at 4096)
     weight_decay = 1e-6
 

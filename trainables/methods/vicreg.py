@@ -43,6 +43,7 @@ class VICReg(SSLMethod):
     name = "vicreg"
     # The paper's LARS values (0.2 x batch/256, wd 1e-6); kept as the SGD default for
     # traceability. LARS rescales each layer's step, so the best plain-SGD rate can differ.
+    optimizer = "lars"  # VICReg: LARS, biases and norm parameters excluded
     base_learning_rate = 0.2
     weight_decay = 1e-6
 
