@@ -195,8 +195,8 @@ def report_best(results: Any, grid: Grid, tracker: Any) -> None:
     """Print the search's best trial config and log it on the parent run."""
     best = results.get_best_result(metric=grid.search.metric, mode=grid.search.mode)
     values = {key: flat_value(best.config, key) for key in grid.search.space}
-    print(f"best ({grid.search.metric} = {best.metrics.get(grid.search.metric)}): "
-          + ", ".join(f"{key}={value}" for key, value in values.items()))
+    print(f"best ({grid.search.metric} = {readable(best.metrics.get(grid.search.metric))}): "
+          + ", ".join(f"{key}={readable(value)}" for key, value in values.items()))
     tracker.client.log_dict(tracker.parent_run_id, {"metric": grid.search.metric,
                                                    "value": best.metrics.get(grid.search.metric),
                                                    "config": best.config}, "best_config.json")
@@ -245,6 +245,11 @@ def format_metric(value: Any) -> str:
     if isinstance(value, int | float) and math.isfinite(value):
         return f"{value:.4f}"
     return "-"
+
+
+def readable(value: Any) -> Any:
+    """Floats to 4 significant digits for the terminal (MLflow keeps full precision)."""
+    return f"{value:.4g}" if isinstance(value, float) else value
 
 
 def table_csv(header: list[str], rows: list[list[str]]) -> str:
