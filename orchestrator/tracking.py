@@ -24,7 +24,7 @@ from orchestrator.grid import with_method_params
 from trainables import metrics
 from trainables.config import TrialConfig
 from trainables.loop import ARTIFACTS_FOLDER
-from trainables.methods import METHODS, method_parameters
+from trainables.methods import method_parameters
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 TAG_SWEEP = "sweep"
@@ -59,11 +59,9 @@ def resolved_params(config: TrialConfig) -> dict[str, Any]:
     """The full trial config, with the method's hyperparameters and paper optimizer, base learning
     rate and weight decay filled in where the config leaves them to the method."""
     params = config.to_dict()
-    method = METHODS[config.method]
     params["optimizer"] = config.resolved_optimizer
-    for key, default in (("learning_rate", method.base_learning_rate), ("weight_decay", method.weight_decay)):
-        if params[key] is None:
-            params[key] = default
+    params["learning_rate"] = config.resolved_learning_rate
+    params["weight_decay"] = config.resolved_weight_decay
     params["method_params"] = {**method_parameters(config.method), **config.method_params}
     return params
 

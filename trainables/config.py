@@ -91,6 +91,16 @@ class TrialConfig:
         """The optimizer the trial uses: the config's, else the method's paper optimizer."""
         return self.optimizer or METHODS[self.method].optimizer
 
+    @property
+    def resolved_learning_rate(self) -> float:
+        """The base learning rate (at batch 256): the config's, else the method's paper value."""
+        return METHODS[self.method].base_learning_rate if self.learning_rate is None else self.learning_rate
+
+    @property
+    def resolved_weight_decay(self) -> float:
+        """The weight decay: the config's, else the method's paper value."""
+        return METHODS[self.method].weight_decay if self.weight_decay is None else self.weight_decay
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -37,7 +37,7 @@ from trainables.evaluation import (
     probe_linear,
 )
 from trainables.initializations import build_initialized_backbone
-from trainables.methods import METHODS, SSLMethod, build_method
+from trainables.methods import SSLMethod, build_method
 from trainables.schedules import scaled_learning_rate, warmup_cosine
 
 CHECKPOINT_FILE = "state.pt"
@@ -77,8 +77,7 @@ def train_loop_per_worker(config_dict: dict) -> None:
         )
     total_steps = steps_per_epoch * config.epochs
     peak_learning_rate = scaled_learning_rate(
-        METHODS[config.method].base_learning_rate if config.learning_rate is None else config.learning_rate,
-        config.batch_size, config.learning_rate_scaling,
+        config.resolved_learning_rate, config.batch_size, config.learning_rate_scaling,
     )
     # Each view's recipe is the method's paper recipe, with vertical flips where the dataset allows.
     view_specs = [spec._replace(recipe=with_dataset_flips(spec.recipe, config.dataset))
@@ -206,8 +205,8 @@ def build_training_state(config: TrialConfig, world_size: int, device: torch.dev
         model = ray.train.torch.prepare_model(
             method, move_to_device=False, parallel_strategy_kwargs={"broadcast_buffers": False}
         )
-    weight_decay = config.weight_decay if config.weight_decay is not None else method.weight_decay
-    optimizer = build_optimizer(method, config.resolved_optimizer, config.momentum, weight_decay)
+    optimizer = build_optimizer(method, config.resolved_optimizer, config.momentum,
+                                config.resolved_weight_decay)
     return TrainingState(method=method, model=model, optimizer=optimizer)
 
 
