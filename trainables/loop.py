@@ -42,6 +42,7 @@ from trainables.schedules import scaled_learning_rate, warmup_cosine
 
 CHECKPOINT_FILE = "state.pt"
 ARTIFACTS_FOLDER = "evaluation"  # inside the final checkpoint; the MLflow logger uploads it
+CONSTANT_LEARNING_RATE = "constant_learning_rate"  # a param-group flag: no decay after warmup
 
 
 @dataclass
@@ -111,11 +112,8 @@ def train_loop_per_worker(config_dict: dict) -> None:
                 .to(memory_format=memory_format(device))
                 for spec in view_specs
             ]
-            learning_rate = warmup_cosine(
-                state.step, total_steps, config.warmup_epochs * steps_per_epoch, peak_learning_rate
-            )
-            for group in state.optimizer.param_groups:
-                group["lr"] = learning_rate
+            learning_rate = set_learning_rates(state.optimizer, state.step, total_steps,
+                                               config.warmup_epochs * steps_per_epoch, peak_learning_rate)
             with mixed_precision(device):
                 output = state.model(views)
             state.optimizer.zero_grad(set_to_none=True)
@@ -219,21 +217,45 @@ def resolved_weights_path(config: TrialConfig) -> str | None:
 
 
 def build_optimizer(
-    method: nn.Module, name: str, momentum: float, weight_decay: float
+    method: SSLMethod, name: str, momentum: float, weight_decay: float
 ) -> torch.optim.Optimizer:
     """SGD over every trainable parameter, or LARS (timm's) with biases and normalization
     parameters excluded from weight decay and from the trust-ratio adaptation (the SimCLR/BYOL
-    recipe: timm's Lars adapts only groups whose weight decay is non-zero)."""
-    trainable = [p for p in method.parameters() if p.requires_grad]
+    recipe: timm's Lars adapts only groups whose weight decay is non-zero).
+
+    Parameters of the method's `constant_learning_rate_modules` get groups of their own, marked
+    CONSTANT_LEARNING_RATE: the loop keeps their learning rate at its peak after warmup.
+    """
+    constant_prefixes = tuple(f"{module}." for module in method.constant_learning_rate_modules)
+    trainable = [(name_, p) for name_, p in method.named_parameters() if p.requires_grad]
+    groups = []
+    for constant in (False, True):
+        members = [p for name_, p in trainable if name_.startswith(constant_prefixes) == constant]
+        if name == "lars":
+            groups += [
+                {"params": [p for p in members if p.ndim > 1], "weight_decay": weight_decay,
+                 CONSTANT_LEARNING_RATE: constant},
+                {"params": [p for p in members if p.ndim <= 1], "weight_decay": 0.0,
+                 CONSTANT_LEARNING_RATE: constant},
+            ]
+        else:
+            groups.append({"params": members, "weight_decay": weight_decay, CONSTANT_LEARNING_RATE: constant})
+    groups = [group for group in groups if group["params"]]
     if name == "sgd":
-        return torch.optim.SGD(trainable, lr=0.0, momentum=momentum, weight_decay=weight_decay)
+        return torch.optim.SGD(groups, lr=0.0, momentum=momentum)
     if name == "lars":
-        groups = [
-            {"params": [p for p in trainable if p.ndim > 1], "weight_decay": weight_decay},
-            {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0},
-        ]
         return timm.optim.Lars(groups, lr=0.0, momentum=momentum)
     raise ValueError(f"unknown optimizer {name!r}; use 'sgd' or 'lars'")
+
+
+def set_learning_rates(optimizer: torch.optim.Optimizer, step: int, total_steps: int, warmup_steps: int,
+                       peak: float) -> float:
+    """Warmup then cosine decay for every group, except that CONSTANT_LEARNING_RATE groups stay at
+    the peak after warmup. Returns the decaying learning rate (the one logged)."""
+    for group in optimizer.param_groups:
+        decay = not group[CONSTANT_LEARNING_RATE]
+        group["lr"] = warmup_cosine(step, total_steps, warmup_steps, peak, decay=decay)
+    return warmup_cosine(step, total_steps, warmup_steps, peak)
 
 
 def restore_latest_checkpoint(state: TrainingState) -> None:

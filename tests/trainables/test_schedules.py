@@ -80,3 +80,11 @@ def test_square_root_scaling_rule(base: float, batch_size: int, expected: float)
 def test_unknown_scaling_rule_raises() -> None:
     with pytest.raises(ValueError, match="cubic"):
         scaled_learning_rate(0.3, 256, "cubic")
+
+
+def test_without_decay_the_rate_warms_up_then_stays_at_the_peak() -> None:
+    first = warmup_cosine(0, TOTAL_STEPS, WARMUP_STEPS, PEAK, decay=False)
+    assert first == pytest.approx(PEAK / WARMUP_STEPS)
+    rates = [warmup_cosine(step, TOTAL_STEPS, WARMUP_STEPS, PEAK, decay=False)
+             for step in range(WARMUP_STEPS - 1, TOTAL_STEPS + 10)]
+    assert rates == pytest.approx([PEAK] * len(rates))

@@ -59,6 +59,9 @@ class SSLMethod(nn.Module):
     base_learning_rate: ClassVar[float]
     weight_decay: ClassVar[float]
     pretrains: ClassVar[bool] = True  # False for `none`: the probe runs on the initialization
+    # Submodules whose learning rate stays at its peak after warmup instead of decaying
+    # (SimSiam's predictor).
+    constant_learning_rate_modules: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, backbone: nn.Module, feature_dim: int) -> None:
         super().__init__()

@@ -27,6 +27,8 @@ class SimSiam(SSLMethod):
     name = "simsiam"
     base_learning_rate = 0.05  # SimSiam: 0.05 x batch/256, SGD momentum 0.9
     weight_decay = 1e-4
+    # "Fix lr for predictor": its learning rate does not decay (sec. 4.1, the released recipe).
+    constant_learning_rate_modules = ("predictor",)
 
     def __init__(self, backbone: nn.Module, feature_dim: int, projection_dim: int = 2048,
                  predictor_hidden_dim: int = 512, head_norm: str = "batchnorm") -> None:
