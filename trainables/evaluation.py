@@ -35,13 +35,14 @@ def extract_features(backbone: nn.Module, images: torch.Tensor, batch_size: int 
     return torch.cat(features)
 
 
-def embedding_std(embedding: torch.Tensor) -> float:
+def embedding_std(embedding: torch.Tensor) -> torch.Tensor:
     """SimSiam's collapse metric: per-dimension std of the l2-normalized embeddings, averaged.
 
-    About 1/sqrt(D) for well-spread embeddings, 0 for a collapsed (constant) output.
+    About 1/sqrt(D) for well-spread embeddings, 0 for a collapsed (constant) output. A 0-dim
+    tensor on the embedding's device: the loop sums it every step without a host-device sync.
     """
     normalized = F.normalize(embedding.detach().float(), dim=1)
-    return normalized.std(dim=0).mean().item()
+    return normalized.std(dim=0).mean()
 
 
 def is_collapsed(collapse_std: float, dim: int, fraction: float = 0.1) -> bool:

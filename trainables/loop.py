@@ -102,7 +102,7 @@ def train_loop_per_worker(config_dict: dict) -> None:
         epoch_seed = config.seed * 10_007 + epoch
         order = torch.randperm(len(data.train_images), generator=torch.Generator().manual_seed(epoch_seed))
         augmentation_generator = torch.Generator(device=device).manual_seed(epoch_seed * 1_000 + rank)
-        loss_sum, collapse_sum = torch.zeros((), device=device), 0.0
+        loss_sum, collapse_sum = torch.zeros((), device=device), torch.zeros((), device=device)
         for batch_index in range(steps_per_epoch):
             global_batch = order[batch_index * config.batch_size:(batch_index + 1) * config.batch_size]
             local_batch = global_batch[rank * local_batch_size:(rank + 1) * local_batch_size]
@@ -131,7 +131,7 @@ def train_loop_per_worker(config_dict: dict) -> None:
                 f"learning rate {peak_learning_rate:.3g}; lower learning_rate or use optimizer=lars"
             )
         state.epoch = epoch
-        state.collapse_std = collapse_sum / steps_per_epoch
+        state.collapse_std = (collapse_sum / steps_per_epoch).item()
         state.embedding_dim = output.embedding.shape[1]
 
         epoch_metrics = {

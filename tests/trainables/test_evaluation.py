@@ -20,7 +20,7 @@ from trainables.evaluation import (
 
 def test_embedding_std_of_a_constant_embedding_is_zero() -> None:
     constant = torch.ones(256, 64) * torch.randn(1, 64)
-    collapse_std = embedding_std(constant)
+    collapse_std = float(embedding_std(constant))
     assert collapse_std == pytest.approx(0.0, abs=1e-6)
     assert is_collapsed(collapse_std, 64)
 
@@ -28,7 +28,7 @@ def test_embedding_std_of_a_constant_embedding_is_zero() -> None:
 def test_embedding_std_of_gaussian_embeddings_is_one_over_sqrt_dim() -> None:
     generator = torch.Generator().manual_seed(0)
     embedding = torch.randn(4096, 64, generator=generator)
-    collapse_std = embedding_std(embedding)
+    collapse_std = float(embedding_std(embedding))
     assert collapse_std == pytest.approx(1 / 64**0.5, rel=0.1)
     assert not is_collapsed(collapse_std, 64)
     # Naive reference: l2-normalize each row, per-dimension sample std, mean over dimensions.
@@ -37,7 +37,7 @@ def test_embedding_std_of_gaussian_embeddings_is_one_over_sqrt_dim() -> None:
     assert collapse_std == pytest.approx(normalized.std(axis=0, ddof=1).mean(), rel=1e-4)
     # The rows are l2-normalized first, so rescaling rows changes nothing.
     scales = torch.rand(4096, 1, generator=generator) * 5 + 0.1
-    assert embedding_std(embedding * scales) == pytest.approx(collapse_std, rel=1e-4)
+    assert float(embedding_std(embedding * scales)) == pytest.approx(collapse_std, rel=1e-4)
 
 
 def naive_knn_accuracy(
