@@ -227,20 +227,17 @@ def build_optimizer(
     CONSTANT_LEARNING_RATE: the loop keeps their learning rate at its peak after warmup.
     """
     constant_prefixes = tuple(f"{module}." for module in method.constant_learning_rate_modules)
-    trainable = [(name_, p) for name_, p in method.named_parameters() if p.requires_grad]
     groups = []
     for constant in (False, True):
-        members = [p for name_, p in trainable if name_.startswith(constant_prefixes) == constant]
-        if name == "lars":
-            groups += [
-                {"params": [p for p in members if p.ndim > 1], "weight_decay": weight_decay,
-                 CONSTANT_LEARNING_RATE: constant},
-                {"params": [p for p in members if p.ndim <= 1], "weight_decay": 0.0,
-                 CONSTANT_LEARNING_RATE: constant},
-            ]
+        members = [parameter for parameter_name, parameter in method.named_parameters()
+                   if parameter.requires_grad and parameter_name.startswith(constant_prefixes) == constant]
+        if name == "lars":  # weight decay (and so adaptation) for weights, not biases or norms
+            decays = [([p for p in members if p.ndim > 1], weight_decay),
+                      ([p for p in members if p.ndim <= 1], 0.0)]
         else:
-            groups.append({"params": members, "weight_decay": weight_decay, CONSTANT_LEARNING_RATE: constant})
-    groups = [group for group in groups if group["params"]]
+            decays = [(members, weight_decay)]
+        groups += [{"params": params, "weight_decay": decay, CONSTANT_LEARNING_RATE: constant}
+                   for params, decay in decays if params]
     if name == "sgd":
         return torch.optim.SGD(groups, lr=0.0, momentum=momentum)
     if name == "lars":

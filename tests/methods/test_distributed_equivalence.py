@@ -14,9 +14,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from trainables.backbones import build_backbone
 from trainables.distributed import GlobalBatchNorm, convert_batchnorm_for_distributed
-from trainables.methods import METHODS, build_method, method_parameters
+from trainables.methods import PRETRAINING_METHODS, build_method, method_parameters
 
-PRETRAINING_METHODS = sorted(name for name, method in METHODS.items() if method.pretrains)
 GLOBAL_BATCH = 8
 IMAGE_SIZE = 16
 EXTRA_SMALL = {"mocov2": {"queue_size": 32}, "swav": {"num_prototypes": 12, "num_small_crops": 2}}

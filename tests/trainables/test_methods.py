@@ -9,7 +9,7 @@ import torch
 
 from trainables.augmentations import AugmentationRecipe
 from trainables.backbones import build_backbone
-from trainables.methods import METHODS, build_method, method_parameters
+from trainables.methods import METHODS, PRETRAINING_METHODS, build_method, method_parameters
 from trainables.methods.simclr import nt_xent_loss
 from trainables.methods.simsiam import simsiam_loss
 
@@ -168,7 +168,6 @@ def small_overrides(method_name: str) -> dict[str, int]:
     }
 
 
-PRETRAINING_METHODS = sorted(name for name, method in METHODS.items() if method.pretrains)
 
 
 def test_none_is_the_only_method_that_does_not_pretrain() -> None:

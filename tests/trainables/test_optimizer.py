@@ -6,10 +6,9 @@ import torch
 
 from trainables.backbones import build_backbone
 from trainables.loop import CONSTANT_LEARNING_RATE, build_optimizer, set_learning_rates
-from trainables.methods import METHODS, build_method
+from trainables.methods import METHODS, PRETRAINING_METHODS, build_method
 from trainables.schedules import warmup_cosine
 
-PRETRAINING_METHODS = sorted(name for name, method in METHODS.items() if method.pretrains)
 WEIGHT_DECAY = 1e-4
 PEAK, TOTAL_STEPS, WARMUP_STEPS = 0.3, 100, 10
 

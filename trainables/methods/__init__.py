@@ -29,6 +29,11 @@ METHODS: dict[str, type[SSLMethod]] = {
     NoPretraining.name: NoPretraining,
 }
 
+# The methods that pretrain (all but `none`), sorted by name.
+PRETRAINING_METHODS: tuple[str, ...] = tuple(
+    sorted(name for name, method in METHODS.items() if method.pretrains)
+)
+
 
 def method_parameters(name: str) -> dict[str, Any]:
     """The method's keyword hyperparameters and their paper defaults."""
@@ -46,4 +51,4 @@ def build_method(name: str, backbone: nn.Module, feature_dim: int, overrides: di
     return METHODS[name](backbone, feature_dim, **overrides)
 
 
-__all__ = ["METHODS", "SSLMethod", "StepOutput", "build_method", "method_parameters"]
+__all__ = ["METHODS", "PRETRAINING_METHODS", "SSLMethod", "StepOutput", "build_method", "method_parameters"]

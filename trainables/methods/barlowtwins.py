@@ -33,8 +33,8 @@ def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor,
 
 class BarlowTwins(SSLMethod):
     name = "barlowtwins"
-    # The paper's LARS values (0.2 x batch/256 for weights, wd 1.5e-6); kept as the SGD default
-    # for traceability. LARS rescales each layer's step, so the best plain-SGD rate can differ.
+    # The paper's LARS values (0.2 x batch/256 for weights, wd 1.5e-6). LARS rescales each layer's
+    # step, so with optimizer=sgd the best rate can differ: sweep it.
     optimizer = "lars"  # Barlow Twins: LARS, biases and norm parameters excluded
     base_learning_rate = 0.2
     weight_decay = 1.5e-6

@@ -46,8 +46,8 @@ def ema_update(target: Iterable[torch.Tensor], online: Iterable[torch.Tensor], m
 
 class BYOL(SSLMethod):
     name = "byol"
-    # The paper's LARS values (0.2 x batch/256, wd 1.5e-6); kept as the SGD default for traceability.
-    # LARS rescales each layer's step, so the best plain-SGD rate can differ: sweep it.
+    # The paper's LARS values (0.2 x batch/256, wd 1.5e-6). LARS rescales each layer's step, so
+    # with optimizer=sgd the best rate can differ: sweep it.
     optimizer = "lars"  # BYOL: LARS, biases and norm parameters excluded
     base_learning_rate = 0.2
     weight_decay = 1.5e-6

@@ -41,8 +41,8 @@ def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, invariance_weight: float = 2
 
 class VICReg(SSLMethod):
     name = "vicreg"
-    # The paper's LARS values (0.2 x batch/256, wd 1e-6); kept as the SGD default for
-    # traceability. LARS rescales each layer's step, so the best plain-SGD rate can differ.
+    # The paper's LARS values (0.2 x batch/256, wd 1e-6). LARS rescales each layer's step, so
+    # with optimizer=sgd the best rate can differ: sweep it.
     optimizer = "lars"  # VICReg: LARS, biases and norm parameters excluded
     base_learning_rate = 0.2
     weight_decay = 1e-6
