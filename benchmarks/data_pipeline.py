@@ -9,7 +9,7 @@ p 1.0 on view 1 and 0.1 on view 2, solarization at 0.5 (128 on uint8) with p 0 a
 and produce the two views of each image, on the CPU:
 
 - cached + batched: the images are decoded and resized once into a uint8 tensor (what
-  trainables.data_cache stores; its one-off cost is printed apart), then
+  trainables.data.cache stores; its one-off cost is printed apart), then
   trainables.augmentations.augment runs on whole batches, once per view;
 - per-sample PIL: a torchvision DataLoader whose Dataset opens each JPEG, decodes it and applies
   torchvision transforms image by image (ColorJitter with hue, RandomGrayscale, GaussianBlur in
@@ -46,7 +46,7 @@ from trainables.augmentations import (
     augment,
     blur_kernel_size,
 )
-from trainables.data_pool import decode_image_files
+from trainables.data.pool import decode_image_files
 
 
 def write_synthetic_jpegs(folder: Path, count: int, width: int = 600, height: int = 450) -> list[Path]:

@@ -7,7 +7,7 @@ Both probes train the same multinomial logistic regression (full-batch Adam, lr 
 decay 1e-4, standardized features, the classifier with the best validation balanced accuracy is
 tested) on the same frozen, eval-mode backbone:
 
-- cached: features of train/val/test extracted once (trainables.evaluation.probe_linear);
+- cached: features of train/val/test extracted once (trainables.evaluation.probes.probe_linear);
 - per epoch: every epoch runs the backbone over the training images again (no_grad, eval mode)
   before the classifier step, and over the validation images to select the epoch, as a
   probe written around a DataLoader would.
@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
 from trainables.backbones import build_backbone
-from trainables.datasets import load_dataset
-from trainables.evaluation import extract_features, probe_linear
+from trainables.data import load_dataset
+from trainables.evaluation.probes import extract_features, probe_linear
 
 
 def cached_probe(backbone: torch.nn.Module, data, epochs: int) -> tuple[float, float]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from search_spaces import Search, Sweep
 from trainables.config import FIELD_TYPES, ConfigError, TrialConfig, coerce, coerce_method_param
-from trainables.datasets import DATASETS
+from trainables.data import DATASETS
 
 METHOD_PARAMS_PREFIX = "method_params."
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from trainables import metrics
 from trainables.backbones import BACKBONES
-from trainables.data_splits import SPLIT_POLICIES
-from trainables.datasets import DATASETS
+from trainables.data import DATASETS
+from trainables.data.splits import SPLIT_POLICIES
 from trainables.initializations import (
     DEAD_FILTERS,
     INITIALIZATIONS,
@@ -35,7 +35,7 @@ class TrialConfig:
     method: str = "simclr"
     init: str = "random"
     backbone: str = "cbr_nano"
-    # Companion axes of the prior (trainables/initializations.py).
+    # Companion axes of the prior (trainables/initializations/).
     norm: str = "as-is"  # "batchnorm": the BiT + SimSiam GroupNorm -> BatchNorm surgery
     weight_standardization: str = "as-is"  # "drop": BiT's StdConv2d -> plain Conv2d
     weight_scaling: str = "none"  # "frobenius": Ciga et al.'s scaling before double pretraining

@@ -23,16 +23,17 @@ from torch import nn
 from trainables import metrics
 from trainables.augmentations import AugmentationRecipe, augment
 from trainables.config import TrialConfig
-from trainables.datasets import DATASETS, ImageSplits, load_dataset
+from trainables.data import DATASETS, ImageSplits, load_dataset
 from trainables.distributed import convert_batchnorm_for_distributed
-from trainables.eval_finetune import finetune
-from trainables.eval_metrics import EvaluationResult, evaluation_metrics_to_flat_dict
-from trainables.eval_tsne import plot_tsne
 from trainables.evaluation import (
+    EvaluationResult,
     embedding_std,
+    evaluation_metrics_to_flat_dict,
     extract_features,
+    finetune,
     is_collapsed,
     knn_accuracy,
+    plot_tsne,
     probe_knn,
     probe_linear,
 )

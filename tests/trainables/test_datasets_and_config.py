@@ -7,7 +7,7 @@ from sklearn.datasets import load_digits
 
 from trainables.backbones import BACKBONES, build_backbone
 from trainables.config import ConfigError, TrialConfig, coerce_method_param
-from trainables.datasets import ImageSplits, load_dataset, stratified_split
+from trainables.data import ImageSplits, load_dataset, stratified_split
 from trainables.methods import METHODS
 
 DIGITS_COUNT = 1797

@@ -1,0 +1,331 @@
+"""python -m orchestrator.report NAME: a sweep's results from MLflow as tables, a figure and claim verdicts.
+
+    python -m orchestrator.report smoke
+    python -m orchestrator.report smoke --run-id 3f2a... --metric linear/test_accuracy --out reports/x
+
+It reads the sweep's parent run (the latest, or --run-id) and its trial child runs, writes
+report.md, pivot.csv, differences.csv and convergence.png to --out (default ./reports/NAME/),
+logs them on the parent run under the artifact path "report", and prints the Markdown.
+
+Only finished trials enter a number; collapsed, failed and unfinished trials are listed apart
+(collapsed trials do enter claims about the collapse metric itself: there they are the evidence).
+The pivot shows the metric's mean ± std over seeds per combination of the sweep's axes (seed
+aside); with one seed, the std is the one the evaluation logged over its repeats (<metric>_std).
+
+Verdict rule, per paper claim (a signed contrast sum(weight x cell), see search_spaces.Claim):
+the contrast is matched over the sweep's axes the claim's cells do not name, i.e. computed per
+group of those axes and averaged over the groups (weights / number of groups).
+- Seeds vary: the contrast is computed per seed (seeds missing a cell are left out, and said);
+  its value is the mean over seeds and its spread the standard error, std / sqrt(seeds).
+- One seed: the value is the contrast of the cells' values and its spread the propagated repeat
+  std, sqrt(sum weight^2 x std^2) over the cells, std being each cell's logged <metric>_std.
+"agrees" if contrast > 2 x spread, "disagrees" if contrast < -2 x spread, otherwise
+"inconclusive given the spread"; also inconclusive, naming it, when a needed cell has no finished
+trial or the spread cannot be computed (fewer than 2 complete seeds, no logged std).
+"""
+
+import argparse
+import csv
+import io
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from orchestrator.report.plot import write_convergence_png
+from orchestrator.report.runs import (
+    ReportInputError,
+    TrialRun,
+    axis_values,
+    find_parent_run,
+    load_trials,
+    metric_histories,
+    open_client,
+    seeds_vary,
+    sweep_axes,
+    sweep_command,
+)
+from orchestrator.report.tables import (
+    Cell,
+    ClaimResult,
+    Contrast,
+    ablation_claim,
+    combinations,
+    describe,
+    evaluate_claim,
+    pivot_cell,
+)
+from orchestrator.sweep import fail
+from orchestrator.tracking import LOGGED_METRICS, resolve_tracking_uri
+from search_spaces import SWEEPS, Sweep
+from trainables import metrics
+from trainables.config import TrialConfig
+
+REPORT_ARTIFACT_PATH = "report"
+MARKDOWN_FILE, PIVOT_FILE, DIFFERENCES_FILE, CONVERGENCE_FILE = (
+    "report.md", "pivot.csv", "differences.csv", "convergence.png")
+CONVERGENCE_METRIC = metrics.KNN_VAL_ACCURACY
+COLOUR_AXIS = "init"  # convergence lines are coloured by the prior, when it varies
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m orchestrator.report",
+        description="Tables, a convergence figure and claim verdicts for a sweep's runs in MLflow.",
+    )
+    parser.add_argument("sweep", help="the sweep's name (python -m orchestrator.sweep --list)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
+                        "else sqlite:///mlflow.db here)")
+    parser.add_argument("--out", type=Path, help="output folder (default: ./reports/NAME/)")
+    parser.add_argument("--run-id", help="the parent run to report on (default: the sweep's latest)")
+    parser.add_argument("--metric", help="the pivot's metric (default: the first claim's, else "
+                        "<eval>/test_balanced_accuracy of the trials' evaluation protocol)")
+    return parser.parse_args(argv)
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    sweep: Sweep
+    tracking_uri: str
+    parent: Run
+    trials: list[TrialRun]
+    axes: list[str]  # the grid's axes without seed; the last one is the pivot's columns
+    values: dict[str, list[str]]  # axis -> its values in grid order
+    over_seeds: bool
+    metric: str
+    claims: list[ClaimResult]
+    ablation: ClaimResult | None  # last axis, first value minus second, when it has two values
+
+
+def default_metric(sweep: Sweep, trials: Sequence[TrialRun]) -> str:
+    if sweep.claims:
+        return sweep.claims[0].metric
+    protocols = Counter(trial.params.get("eval", TrialConfig.eval) for trial in trials)
+    protocol = protocols.most_common(1)[0][0] if protocols else TrialConfig.eval
+    return metrics.evaluation_metric(protocol, metrics.TEST_BALANCED_ACCURACY)
+
+
+def build_report(sweep: Sweep, tracking_uri: str, parent: Run, trials: list[TrialRun],
+                 metric: str | None) -> SweepReport:
+    axes = sweep_axes(parent, fallback=list(sweep.grid))
+    values = {axis: axis_values(parent, trials, axis) for axis in axes}
+    over_seeds = seeds_vary(parent, trials)
+    metric = metric or default_metric(sweep, trials)
+    claims = [evaluate_claim(trials, claim, axes, values, over_seeds) for claim in sweep.claims]
+    last_axis_claim = ablation_claim(axes[-1], values[axes[-1]], metric) if axes else None
+    ablation = (evaluate_claim(trials, last_axis_claim, axes, values, over_seeds)
+                if last_axis_claim else None)
+    return SweepReport(sweep, tracking_uri, parent, trials, axes, values, over_seeds, metric, claims,
+                       ablation)
+
+
+# Numbers as text -----------------------------------------------------------------------------------
+
+def number(value: float | None, signed: bool = False) -> str:
+    if value is None or not math.isfinite(value):
+        return ""
+    return f"{value:+.4f}" if signed else f"{value:.4f}"
+
+
+def cell_text(cell: Cell | None, over_seeds: bool) -> str:
+    if cell is None:
+        return "—"
+    text = number(cell.mean) + (f" ± {number(cell.std)}" if math.isfinite(cell.std) else "")
+    return f"{text} (n={cell.count})" if over_seeds else text
+
+
+def contrast_text(result: Contrast, over_seeds: bool) -> str:
+    if result.missing:
+        return "missing " + "; ".join(result.missing)
+    text = number(result.value, signed=True)
+    if math.isfinite(result.spread):
+        text += f" ± {number(result.spread)}"
+        text += f" (s.e. over {result.seeds} seeds)" if over_seeds else " (propagated repeat std)"
+    return text + (f"; {result.note}" if result.note else "")
+
+
+def spread_kind(over_seeds: bool) -> str:
+    return "standard error over seeds" if over_seeds else "propagated repeat std"
+
+
+# Tables ----------------------------------------------------------------------------------------------
+
+def pivot_table(report: SweepReport) -> tuple[list[str], list[list[Cell | None]], list[dict[str, str]]]:
+    """Column labels, cells[row][column] and the row keys: rows = all axes but the last."""
+    row_axes, column_axis = report.axes[:-1], (report.axes[-1] if report.axes else None)
+    rows = combinations(row_axes, report.values)
+    columns = [{column_axis: value} for value in report.values[column_axis]] if column_axis else [{}]
+    cells = [[pivot_cell(report.trials, {**row, **column}, report.metric, report.over_seeds)
+              for column in columns] for row in rows]
+    labels = [describe(column) if column else report.metric for column in columns]
+    return labels, cells, rows
+
+
+def pivot_csv(report: SweepReport) -> str:
+    labels, cells, rows = pivot_table(report)
+    header = [*report.axes[:-1]] + [f"{label} {part}" for label in labels for part in ("mean", "std", "n")]
+    lines = [header]
+    for row, row_cells in zip(rows, cells, strict=True):
+        line = list(row.values())
+        for cell in row_cells:
+            line += [number(cell.mean), number(cell.std), str(cell.count)] if cell else ["", "", "0"]
+        lines.append(line)
+    return to_csv(lines)
+
+
+def terms_text(report: SweepReport, result: ClaimResult, group: dict[str, str]) -> str:
+    parts = []
+    for cell, weight in result.claim.terms:
+        where = {**{key: str(value) for key, value in cell.items()}, **group}
+        mean = pivot_cell(report.trials, where, result.claim.metric, report.over_seeds)
+        parts.append(f"{weight:+g} x [{describe(where)}] {number(mean.mean) if mean else 'missing'}")
+    return " ".join(parts)
+
+
+DIFFERENCES_HEADER = ["comparison", "metric", "group", "contrast", "spread", "spread_kind", "seeds",
+                      "verdict", "terms", "missing", "note"]
+
+
+def differences_csv(report: SweepReport) -> str:
+    lines: list[list[str]] = [DIFFERENCES_HEADER]
+    for result in [*report.claims, *([report.ablation] if report.ablation else [])]:
+        claim = result.claim
+        rows = [(describe(group), contrast, "", terms_text(report, result, group))
+                for group, contrast in result.groups]
+        rows.append(("average over groups", result.overall, result.verdict.word, ""))
+        for group, contrast, word, terms in rows:
+            lines.append([claim.text, claim.metric, group, number(contrast.value, signed=True),
+                          number(contrast.spread), spread_kind(report.over_seeds), str(contrast.seeds), word,
+                          terms, "; ".join(contrast.missing), contrast.note])
+    return to_csv(lines)
+
+
+def to_csv(lines: list[list[str]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(lines)
+    return buffer.getvalue()
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    escape = [[str(cell).replace("|", "\\|") for cell in row] for row in [header, *rows]]
+    lines = ["| " + " | ".join(escape[0]) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in escape[1:]])
+
+
+# Markdown ---------------------------------------------------------------------------------------------
+
+def render_markdown(report: SweepReport) -> str:
+    statuses = Counter(trial.status for trial in report.trials)
+    parent = report.parent
+    spread = ("mean ± std over seeds, n = seeds per cell" if report.over_seeds
+              else "one seed: mean ± the std logged over the evaluation's repeats")
+    sections = [
+        f"# Sweep report: {report.sweep.name}",
+        f"{report.sweep.description}\n\nParent run `{parent.info.run_id}` ({parent.info.run_name}, "
+        f"{parent.info.status}) in `{report.tracking_uri}`; {len(report.trials)} trial(s): "
+        + ", ".join(f"{count} {status}" for status, count in sorted(statuses.items()))
+        + f". Axes: {', '.join(report.axes) or '(none)'}.",
+        "## Claims", claims_markdown(report),
+        f"## {report.metric} ({spread})", pivot_markdown(report),
+        "## Differences", differences_markdown(report),
+        f"## Convergence: {CONVERGENCE_METRIC}", f"![{CONVERGENCE_METRIC} per epoch]({CONVERGENCE_FILE})",
+        "## Collapsed, failed and unfinished trials (in no number above)", excluded_markdown(report),
+    ]
+    return "\n\n".join(sections) + "\n"
+
+
+def claims_markdown(report: SweepReport) -> str:
+    if not report.claims:
+        return "The sweep states no paper claims."
+    lines = []
+    for result in report.claims:
+        verdict = result.verdict.word + (f" ({result.verdict.reason})" if result.verdict.reason else "")
+        lines.append(f"- **{verdict}**: {result.claim.text} — {result.claim.metric} contrast "
+                     f"{contrast_text(result.overall, report.over_seeds)}")
+    return "\n".join(lines)
+
+
+def pivot_markdown(report: SweepReport) -> str:
+    labels, cells, rows = pivot_table(report)
+    return markdown_table([*report.axes[:-1], *labels],
+                          [[*row.values(), *(cell_text(cell, report.over_seeds) for cell in row_cells)]
+                           for row, row_cells in zip(rows, cells, strict=True)])
+
+
+def differences_markdown(report: SweepReport) -> str:
+    titled = []
+    if report.ablation:
+        titled.append((f"### {report.ablation.claim.text} ({report.metric})", report.ablation))
+    titled += [(f"### Claim {number}: {result.claim.text} ({result.claim.metric})", result)
+               for number, result in enumerate(report.claims, start=1)]
+    sections = []
+    for title, result in titled:
+        group_axes = list(result.groups[0][0]) if result.groups else []
+        rows = [[*group.values(), contrast_text(contrast, report.over_seeds),
+                 terms_text(report, result, group)] for group, contrast in result.groups]
+        average = ["average", *[""] * (len(group_axes) - 1)] if group_axes else []
+        rows.append([*average, contrast_text(result.overall, report.over_seeds), result.verdict.word])
+        sections.append(title + "\n\n" + markdown_table([*group_axes, "contrast", "cells"], rows))
+    return "\n\n".join(sections) or "No claims, and the last axis does not have exactly two values."
+
+
+def excluded_markdown(report: SweepReport) -> str:
+    excluded = [trial for trial in report.trials if not trial.usable]
+    if not excluded:
+        return "None."
+    rows = [[trial.name, trial.status, describe({axis: trial.params.get(axis, "?") for axis in report.axes}),
+             trial.error] for trial in excluded]
+    return markdown_table(["trial", "status", "axes", "error"], rows)
+
+
+# Files and the command line ---------------------------------------------------------------------------
+
+def colour_axis(report: SweepReport) -> str | None:
+    if len({trial.params.get(COLOUR_AXIS) for trial in report.trials}) > 1:
+        return COLOUR_AXIS
+    return report.axes[0] if report.axes else None
+
+
+def write_report(report: SweepReport, client: MlflowClient, out: Path) -> tuple[str, list[Path]]:
+    """Writes the four files to `out` and returns the Markdown and the paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    markdown = render_markdown(report)
+    paths = [out / name for name in (MARKDOWN_FILE, PIVOT_FILE, DIFFERENCES_FILE, CONVERGENCE_FILE)]
+    for path, text in zip(paths[:3], (markdown, pivot_csv(report), differences_csv(report)), strict=True):
+        path.write_text(text)
+    axis = colour_axis(report)
+    colour_values = (report.values.get(axis) or sorted({t.params.get(axis, "") for t in report.trials})
+                     if axis else [])
+    histories = metric_histories(client, report.trials, CONVERGENCE_METRIC)
+    write_convergence_png(paths[-1], report.trials, histories, CONVERGENCE_METRIC, axis, colour_values)
+    return markdown, paths
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.sweep not in SWEEPS:
+        return fail(f"unknown sweep {args.sweep!r}; valid sweeps: {', '.join(SWEEPS)}")
+    if args.metric is not None and args.metric not in LOGGED_METRICS:
+        return fail(f"unknown metric {args.metric!r}; valid metrics: {', '.join(LOGGED_METRICS)}")
+    tracking_uri = resolve_tracking_uri(args.tracking_uri)
+    try:
+        client = open_client(tracking_uri, args.sweep)
+        parent = find_parent_run(client, tracking_uri, args.sweep, args.run_id)
+        trials = load_trials(client, parent)
+        if not trials:
+            raise ReportInputError(f"parent run {parent.info.run_id} of sweep {args.sweep!r} has no trial "
+                                   f"runs; `{sweep_command(args.sweep)}` runs them")
+    except ReportInputError as error:
+        return fail(str(error))
+    report = build_report(SWEEPS[args.sweep], tracking_uri, parent, trials, args.metric)
+    markdown, paths = write_report(report, client, args.out or Path("reports") / args.sweep)
+    for path in paths:
+        client.log_artifact(parent.info.run_id, str(path), REPORT_ARTIFACT_PATH)
+    print(markdown, end="")
+    return 0
+
+

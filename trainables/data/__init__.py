@@ -1,0 +1,253 @@
+"""Datasets: the registry that maps a dataset name to uint8 image tensors with a fixed train/val/test split.
+
+This package holds the registry (`DATASETS`, `load_dataset`, here) and the pieces below it:
+`pool` (a decoded dataset before splitting, image decoding), `splits` (split policies),
+`cache` (the on-disk decoded cache), and one loader module per source family (`synthetic`,
+`cifar10`, `medmnist`, `files` for image folders and CSV layouts). Add a dataset by writing
+its loader (a function returning a `DecodedPool`) in the module of its family, or a new one,
+and adding a row to `DATASETS`.
+
+`load_dataset(name, image_size, seed, data_root)` returns `ImageSplits`: uint8 images
+(N, 3, S, S) at the trial's image size and int64 labels, split deterministically from the seed
+(policies in `trainables.data.splits`). The unlabeled pretraining set is the whole train split,
+so val and test images never reach pretraining; `label_fraction` < 1 marks a stratified subset
+of the training labels for the probe (`labeled_train_images`, `labeled_train_labels`).
+
+Layouts under `data_root` (default `data/`); a missing dataset raises DatasetNotFoundError with
+one line naming the path looked at, the layout expected and where to get it:
+
+- `digits`, `shapes`: no files (scikit-learn's 8x8 digits; procedurally generated shapes).
+- `cifar10`: `cifar10/cifar-10-batches-py/` (torchvision's python batches). From
+  https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz, or `download=True`. Default split: the
+  official test set; 10% of the official train set, stratified, is val.
+- `ham10000`: `ham10000/HAM10000_metadata.csv` (columns lesion_id, image_id, dx, ...) and
+  `ham10000/HAM10000_images_part_1/`, `ham10000/HAM10000_images_part_2/` holding `<image_id>.jpg`.
+  From https://doi.org/10.7910/DVN/DBW86T. Classes akiec, bcc, bkl, df, mel, nv, vasc. Default
+  split 60/20/20, stratified by dx and grouped by lesion_id (no lesion in two splits);
+  `split="random"` is the plain stratified random split of the BiT + SimSiam study.
+- MedMNIST v2 (`dermamnist`, `pneumoniamnist`, `breastmnist`, `bloodmnist`, `retinamnist`,
+  `pathmnist`, `octmnist`, `organamnist`): `medmnist/<name>.npz` (28 px) or `<name>_64.npz`,
+  `_128`, `_224` (the smallest size >= the image size is used). From
+  https://zenodo.org/records/10519652, or `download=True` (MD5-checked). Official splits kept.
+- `kermany_cxr` (Kermany et al., 2018, pediatric pneumonia X-rays):
+  `kermany_cxr/chest_xray/{train,test}/{NORMAL,PNEUMONIA}/*.jpeg` (a `val/` folder, 16 images
+  in the Kaggle copy, joins train). From https://data.mendeley.com/datasets/rscbjbr9sj/2.
+- `covid19_radiography`: `covid19_radiography/COVID-19_Radiography_Dataset/{COVID,Lung_Opacity,
+  Normal,Viral Pneumonia}/images/*.png` (the `masks/` folders are ignored). From
+  https://www.kaggle.com/datasets/tawsifurrahman/covid19-radiography-database. Split 60/20/20.
+- `isic2019`: `isic2019/ISIC_2019_Training_GroundTruth.csv` (image, MEL, NV, BCC, AK, BKL, DF,
+  VASC, SCC[, UNK] one-hot) and `isic2019/ISIC_2019_Training_Input/<image>.jpg`; with
+  `isic2019/ISIC_2019_Training_Metadata.csv` (image, lesion_id) present the split is grouped by
+  lesion. From https://challenge.isic-archive.com/data/#2019.
+- `idrid_grading` (IDRiD, diabetic retinopathy grade 0-4): under `idrid_grading/B. Disease
+  Grading/`, `2. Groundtruths/a. IDRiD_Training Set_Labels.csv` and `b. IDRiD_Testing Set_Labels.csv`
+  (columns "Image name", "Retinopathy grade") with images in `1. Original Images/a. Training Set/`
+  and `b. Testing Set/` as `<Image name>.jpg`. From https://idrid.grand-challenge.org. The
+  official test set is kept.
+- `imagefolder`: your own data, `data_root` itself is the dataset folder:
+  `<data_root>/<class>/*.png|jpg`, or `<data_root>/{train,val,test}/<class>/*` to keep a split.
+- `csvfolder`: your own data, `<data_root>/labels.csv` (columns image, label: a file name, with or
+  without .jpg, and a class name) and the images in `<data_root>/images/`.
+
+Every file dataset is decoded and resized once per image size into
+`<data_root>/.cache/<name>-<size>px-v1.npz` (`trainables.data.cache`), shared by every seed,
+split and trial. Unreadable images are skipped and counted in `ImageSplits.skipped_images`;
+labels outside a dataset's classes raise DatasetLabelError before anything is decoded.
+"""
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trainables.data.cache import cache_file, cached_pool
+from trainables.data.cifar10 import cifar10_pool
+from trainables.data.files import (
+    CsvLayout,
+    CsvTable,
+    ImageFolderLayout,
+    csvfolder_pool,
+    ham10000_pool,
+    imagefolder_pool,
+)
+from trainables.data.medmnist import MEDMNIST_CLASSES, medmnist_pool
+from trainables.data.pool import (
+    TEST,
+    TRAIN,
+    DatasetLabelError,
+    DatasetNotFoundError,
+    DecodedPool,
+    resize_to_uint8_rgb,
+)
+from trainables.data.splits import SPLIT_POLICIES, split_pool, stratified_split, stratified_subset
+from trainables.data.synthetic import digits_pool, shapes_pool
+
+__all__ = ["DATASETS", "DatasetLabelError", "DatasetNotFoundError", "DatasetSpec", "ImageSplits",
+           "SPLIT_POLICIES", "load_dataset", "resize_to_uint8_rgb", "stratified_split"]
+
+
+@dataclass(frozen=True)
+class ImageSplits:
+    """uint8 images (N, 3, S, S) and int64 labels of each split, plus what the loop reports.
+
+    labeled_train_indices: positions into train_* whose labels the probe may use (all of them
+    unless load_dataset got label_fraction < 1); skipped_images: unreadable files left out.
+    """
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    val_images: torch.Tensor
+    val_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    class_names: tuple[str, ...]
+    skipped_images: int = 0
+    label_fraction: float = 1.0
+    labeled_train_indices: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.labeled_train_indices is None:
+            object.__setattr__(self, "labeled_train_indices", torch.arange(len(self.train_labels)))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def labeled_train_images(self) -> torch.Tensor:
+        return self.train_images[self.labeled_train_indices]
+
+    @property
+    def labeled_train_labels(self) -> torch.Tensor:
+        return self.train_labels[self.labeled_train_indices]
+
+    def split_hash(self) -> str:
+        """A short hash of the image bytes and labels of each split and of the labelled subset."""
+        digest = hashlib.sha256()
+        for tensor in (self.train_images, self.train_labels, self.val_images, self.val_labels,
+                       self.test_images, self.test_labels, self.labeled_train_indices):
+            digest.update(tensor.contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    description: str
+    build: Callable[[int, Path, bool], DecodedPool]  # (image_size, data_root, download) -> pool
+    cache_from_size: int | None = 0  # cache the pool on disk at image sizes >= this; None: never
+    # A cheap look (no decoding) at whether the files are under data_root; bundled data: always.
+    on_disk: Callable[[Path], bool] = lambda data_root: True
+    # True when the images have no up/down orientation (dermoscopy, pathology, blood smears,
+    # fundus, the randomly rotated shapes): pretraining and fine-tuning then flip them vertically
+    # too. Radiographs, ultrasound and natural images keep their orientation.
+    vertical_flip: bool = False
+
+
+def _exists(relative: str) -> Callable[[Path], bool]:
+    return lambda data_root: (Path(data_root) / relative).exists()
+
+
+MEDMNIST_WITHOUT_ORIENTATION = ("dermamnist", "pathmnist", "bloodmnist", "retinamnist")
+
+
+def _medmnist(name: str) -> DatasetSpec:
+    return DatasetSpec(f"MedMNIST v2 {name} ({len(MEDMNIST_CLASSES[name])} classes), official split",
+                       partial(medmnist_pool, name),
+                       on_disk=lambda data_root: any((Path(data_root) / "medmnist").glob(f"{name}*.npz")),
+                       vertical_flip=name in MEDMNIST_WITHOUT_ORIENTATION)
+
+
+KERMANY_CXR = ImageFolderLayout(
+    "kermany_cxr", "kermany_cxr/chest_xray", "https://data.mendeley.com/datasets/rscbjbr9sj/2",
+    class_names=("NORMAL", "PNEUMONIA"), merge_val_into_train=True,
+)
+COVID19_RADIOGRAPHY = ImageFolderLayout(
+    "covid19_radiography", "covid19_radiography/COVID-19_Radiography_Dataset",
+    "https://www.kaggle.com/datasets/tawsifurrahman/covid19-radiography-database",
+    class_names=("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"), image_subfolder="images",
+)
+ISIC2019 = CsvLayout(
+    "isic2019", "isic2019", "https://challenge.isic-archive.com/data/#2019",
+    tables=(CsvTable("ISIC_2019_Training_GroundTruth.csv", "ISIC_2019_Training_Input"),),
+    id_column="image", one_hot_columns=("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC"),
+    groups_csv="ISIC_2019_Training_Metadata.csv", group_column="lesion_id",
+)
+IDRID_GRADING = CsvLayout(
+    "idrid_grading", "idrid_grading/B. Disease Grading", "https://idrid.grand-challenge.org",
+    tables=(
+        CsvTable("2. Groundtruths/a. IDRiD_Training Set_Labels.csv",
+                 "1. Original Images/a. Training Set", TRAIN),
+        CsvTable("2. Groundtruths/b. IDRiD_Testing Set_Labels.csv",
+                 "1. Original Images/b. Testing Set", TEST),
+    ),
+    id_column="Image name", label_column="Retinopathy grade", class_names=("0", "1", "2", "3", "4"),
+)
+IMAGEFOLDER = ImageFolderLayout("imagefolder", "", "your own data: one folder per class")
+CSVFOLDER = CsvLayout("csvfolder", "", "your own data: a labels CSV and an image folder",
+                      tables=(CsvTable("labels.csv", "images"),), id_column="image", label_column="label")
+
+DATASETS: dict[str, DatasetSpec] = {
+    "digits": DatasetSpec("scikit-learn's bundled 8x8 digits, upsampled (offline)",
+                          lambda size, root, download: digits_pool(size), cache_from_size=None),
+    "shapes": DatasetSpec("6 procedurally generated shapes on textured, coloured backgrounds (offline)",
+                          lambda size, root, download: shapes_pool(size), cache_from_size=96,
+                          vertical_flip=True),
+    "cifar10": DatasetSpec("CIFAR-10 via torchvision, official test set", cifar10_pool,
+                           on_disk=_exists("cifar10/cifar-10-batches-py")),
+    "ham10000": DatasetSpec("HAM10000 dermoscopy, 7 classes, split grouped by lesion", ham10000_pool,
+                            on_disk=_exists("ham10000/HAM10000_metadata.csv"), vertical_flip=True),
+    **{name: _medmnist(name) for name in MEDMNIST_CLASSES},
+    "kermany_cxr": DatasetSpec("Kermany pediatric chest X-rays, normal vs pneumonia",
+                               partial(imagefolder_pool, KERMANY_CXR),
+                               on_disk=_exists(KERMANY_CXR.directory)),
+    "covid19_radiography": DatasetSpec("COVID-19 Radiography Database, 4 classes",
+                                       partial(imagefolder_pool, COVID19_RADIOGRAPHY),
+                                       on_disk=_exists(COVID19_RADIOGRAPHY.directory)),
+    "isic2019": DatasetSpec("ISIC 2019 dermoscopy, 8 classes", partial(csvfolder_pool, ISIC2019),
+                            on_disk=_exists(ISIC2019.directory), vertical_flip=True),
+    "idrid_grading": DatasetSpec("IDRiD diabetic retinopathy grades 0-4",
+                                 partial(csvfolder_pool, IDRID_GRADING),
+                                 on_disk=_exists(IDRID_GRADING.directory), vertical_flip=True),
+    "imagefolder": DatasetSpec("data_root/<class>/*.png|jpg", partial(imagefolder_pool, IMAGEFOLDER)),
+    "csvfolder": DatasetSpec("data_root/labels.csv + data_root/images/", partial(csvfolder_pool, CSVFOLDER)),
+}
+
+
+def load_dataset(name: str, image_size: int, seed: int, data_root: str | Path = "data", *,
+                 split: str = "default", label_fraction: float = 1.0, download: bool = False,
+                 cache: bool = True) -> ImageSplits:
+    """The train/val/test splits of a registered dataset at `image_size`, fixed by `seed`.
+
+    split: a policy of SPLIT_POLICIES ("default": the dataset's protocol, "random": stratified
+    60/20/20); label_fraction: the stratified share of training labels the probe sees;
+    download: fetch a missing dataset where the source allows it; cache: reuse the decoded pool.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
+    if split not in SPLIT_POLICIES:
+        raise ValueError(f"unknown split policy {split!r}; valid policies: {', '.join(SPLIT_POLICIES)}")
+    if not 0 < label_fraction <= 1:
+        raise ValueError(f"bad label_fraction {label_fraction}; it must be in (0, 1]")
+    spec, root = DATASETS[name], Path(data_root)
+    build = partial(spec.build, image_size, root, download)
+    if cache and spec.cache_from_size is not None and image_size >= spec.cache_from_size:
+        pool = cached_pool(cache_file(root, name, image_size), build)
+    else:
+        pool = build()
+    train, val, test = split_pool(pool.labels, pool.official_split, pool.groups, split, seed)
+    if np.intersect1d(train, test).size or np.intersect1d(val, test).size or np.intersect1d(train, val).size:
+        raise RuntimeError(f"the {split!r} split of {name} overlaps; this is a bug")
+    labels = torch.as_tensor(pool.labels, dtype=torch.int64)
+    train, val, test = (torch.as_tensor(indices, dtype=torch.int64) for indices in (train, val, test))
+    labeled = stratified_subset(pool.labels[train.numpy()], label_fraction, seed)
+    return ImageSplits(
+        train_images=pool.images[train], train_labels=labels[train],
+        val_images=pool.images[val], val_labels=labels[val],
+        test_images=pool.images[test], test_labels=labels[test],
+        class_names=pool.class_names, skipped_images=pool.skipped_images,
+        label_fraction=label_fraction, labeled_train_indices=torch.as_tensor(labeled, dtype=torch.int64),
+    )

@@ -1,0 +1,25 @@
+"""Evaluation: how good a pretrained backbone's features are, by the protocols of the seed studies.
+
+`probes` extracts frozen features once and runs the linear and kNN probes (repeated over label
+subsets, best-on-validation classifier tested) plus the collapse metric and the per-epoch kNN
+monitor; `finetuning` trains a copy of the whole network; `losses` holds the focal loss and class
+weights they share; `metrics` turns predictions into an `EvaluationResult` and its flat metric
+names; `tsne` draws the test embeddings. Add a protocol as a module here that returns an
+`EvaluationResult`, then name it in `trainables.metrics.PREFIXES` and call it from
+`trainables.loop.evaluate`.
+"""
+
+from trainables.evaluation.finetuning import finetune
+from trainables.evaluation.metrics import EvaluationResult, evaluation_metrics_to_flat_dict
+from trainables.evaluation.probes import (
+    embedding_std,
+    extract_features,
+    is_collapsed,
+    knn_accuracy,
+    probe_knn,
+    probe_linear,
+)
+from trainables.evaluation.tsne import plot_tsne
+
+__all__ = ["EvaluationResult", "embedding_std", "evaluation_metrics_to_flat_dict", "extract_features",
+           "finetune", "is_collapsed", "knn_accuracy", "plot_tsne", "probe_knn", "probe_linear"]

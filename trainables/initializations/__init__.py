@@ -1,0 +1,189 @@
+"""Initializations: the "prior weights" axis and its companion axes.
+
+`build_initialized_backbone` is the one entry point: it builds a backbone, initializes it (a row
+of `INITIALIZATIONS`), then applies the companion axes in this order: CIFAR stem, `norm`,
+`weight_standardization`, `dead_filters`, `weight_scaling`. Dead filters come before scaling:
+after scaling a layer to norm 1 most of its filters would be below the 0.1 threshold. Pure torch
+and timm; everything random is drawn from a generator seeded with `seed`.
+
+The package holds the registry (here) and what it draws on: `pretrained` (supervised ImageNet
+and BiT weights from a local file, the Hugging Face cache or timm), `ssl_checkpoint` (published
+SSL checkpoints for double pretraining), `transfer` (Mean-Var init, weight transfusion, slim) and
+`surgery` (norm replacement, weight standardization, Frobenius scaling, dead filters). Add an
+initialization by writing its function in the module it belongs to and adding a row to
+`INITIALIZATIONS`.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from trainables.backbones import backbone_spec, build_backbone, use_cifar_stem
+from trainables.initializations import surgery
+from trainables.initializations.pretrained import (
+    MissingWeightsError,
+    load_supervised_weights,
+    supervised_weights,
+)
+from trainables.initializations.ssl_checkpoint import load_ssl_checkpoint
+from trainables.initializations.transfer import mean_var_init, slim, transfuse
+
+__all__ = ["DEAD_FILTERS", "INITIALIZATIONS", "NORMS", "WEIGHT_SCALINGS", "WEIGHT_STANDARDIZATIONS",
+           "MissingWeightsError", "build_initialized_backbone", "check_combination"]
+
+NORMS = ("as-is", "batchnorm", "groupnorm")
+WEIGHT_STANDARDIZATIONS = ("as-is", "drop", "bake")
+WEIGHT_SCALINGS = ("none", "frobenius")
+DEAD_FILTERS = ("keep", "random", "copy")
+
+
+@dataclass(frozen=True)
+class InitRequest:
+    backbone: str
+    weights_dir: str | None
+    weights_path: str | None
+    seed: int
+
+
+@dataclass(frozen=True)
+class InitializationSpec:
+    description: str
+    build: Callable[[InitRequest], tuple[nn.Module, str]]  # -> (backbone with a standard stem, report)
+    needs_bit: bool = False  # only for resnetv2_50x1_bit
+
+
+def _random(request: InitRequest) -> tuple[nn.Module, str]:
+    return build_backbone(request.backbone)[0], "random: the framework's default initialization"
+
+
+def _supervised(init: str) -> Callable[[InitRequest], tuple[nn.Module, str]]:
+    def build(request: InitRequest) -> tuple[nn.Module, str]:
+        weights = supervised_weights(init, request.backbone)
+        return load_supervised_weights(weights, request.weights_dir, request.weights_path)
+    return build
+
+
+_imagenet = _supervised("imagenet")
+
+
+def _ssl_imagenet(request: InitRequest) -> tuple[nn.Module, str]:
+    location = request.weights_path
+    if not location:
+        raise MissingWeightsError(
+            f"ssl-imagenet weights for {request.backbone} not given: set weights_path to the local file or "
+            "URL of an SSL checkpoint trained on ImageNet with this backbone (e.g. SimCLR's, SwAV's, BYOL's)"
+        )
+    model = build_backbone(request.backbone)[0]
+    return model, load_ssl_checkpoint(model, location)
+
+
+def _mean_var(request: InitRequest) -> tuple[nn.Module, str]:
+    pretrained, loaded = _imagenet(request)
+    model, report = mean_var_init(pretrained)
+    return model, f"{loaded}; {report}"
+
+
+def _transfusion(blocks: int) -> Callable[[InitRequest], tuple[nn.Module, str]]:
+    def build(request: InitRequest) -> tuple[nn.Module, str]:
+        pretrained, loaded = _imagenet(request)  # first: missing weights fail before any building
+        torch.manual_seed(request.seed)  # the random blocks are those of init "random" with this seed
+        random = build_backbone(request.backbone)[0]
+        model, report = transfuse(pretrained, random, backbone_spec(request.backbone), blocks)
+        return model, f"{loaded}; transfusion-{blocks}: {report}"
+    return build
+
+
+def _slim(request: InitRequest) -> tuple[nn.Module, str]:
+    pretrained, loaded = _imagenet(request)
+    torch.manual_seed(request.seed)
+    random_slim = build_backbone(request.backbone, slim=True)[0]
+    model, report = slim(pretrained, random_slim, backbone_spec(request.backbone))
+    return model, f"{loaded}; {report}"
+
+
+INITIALIZATIONS: dict[str, InitializationSpec] = {
+    "random": InitializationSpec("the framework's default initialization", _random),
+    "imagenet": InitializationSpec(
+        "supervised ImageNet-1k weights (resnets: timm's <name>.tv_in1k; resnetv2_50x1_bit: BiT-S; "
+        "CBR: a local <name>.in1k file, no public weights)", _imagenet),
+    "bit-m": InitializationSpec("BiT-M: Big Transfer's ImageNet-21k weights (resnetv2_50x1_bit.goog_in21k)",
+                                _supervised("bit-m"), needs_bit=True),
+    "bit-s": InitializationSpec("BiT-S: Big Transfer's ImageNet-1k weights (BiT-S-R50x1.npz)",
+                                _supervised("bit-s"), needs_bit=True),
+    "ssl-imagenet": InitializationSpec(
+        "double pretraining (Ciga et al.): an SSL checkpoint trained on ImageNet, from weights_path",
+        _ssl_imagenet),
+    "meanvar": InitializationSpec(
+        "Transfusion's Mean-Var init: each tensor i.i.d. from N(mean, var) of the ImageNet tensor",
+        _mean_var),
+    **{
+        f"transfusion-{blocks}": InitializationSpec(
+            f"Transfusion's weight transfusion: ImageNet weights for blocks 1-{blocks} (stem in block 1), "
+            "random after", _transfusion(blocks))
+        for blocks in range(1, 5)
+    },
+    "slim": InitializationSpec(
+        "Transfusion's Slim: ImageNet blocks 1-2, blocks 3-4 random with half the channels", _slim),
+}
+
+
+def check_combination(
+    backbone: str, init: str, norm: str = "as-is", weight_standardization: str = "as-is",
+    weight_scaling: str = "none", dead_filters: str = "keep", cifar_stem: bool = False,
+) -> None:
+    """Raise ValueError naming the bad value and the valid ones, or the pair that does not go together."""
+    spec = backbone_spec(backbone)
+    for axis, value, valid in (("init", init, INITIALIZATIONS), ("norm", norm, NORMS),
+                               ("weight_standardization", weight_standardization, WEIGHT_STANDARDIZATIONS),
+                               ("weight_scaling", weight_scaling, WEIGHT_SCALINGS),
+                               ("dead_filters", dead_filters, DEAD_FILTERS)):
+        if value not in valid:
+            raise ValueError(f"unknown {axis} {value!r}; valid values: {', '.join(valid)}")
+    if INITIALIZATIONS[init].needs_bit and backbone != "resnetv2_50x1_bit":
+        raise ValueError(f"init {init!r} is BiT's weights: it needs resnetv2_50x1_bit, not {backbone!r}")
+    if cifar_stem and not spec.has_stem:
+        raise ValueError(f"cifar_stem applies to the resnets only; backbone {backbone!r} has no stem")
+
+
+def build_initialized_backbone(
+    backbone: str,
+    init: str,
+    *,
+    norm: str = "as-is",
+    weight_standardization: str = "as-is",
+    weight_scaling: str = "none",
+    dead_filters: str = "keep",
+    weights_dir: str | None = None,
+    weights_path: str | None = None,
+    cifar_stem: bool = False,
+    seed: int = 0,
+) -> tuple[nn.Module, int, str]:
+    """Return (backbone, feature dimension, a one-paragraph report of what was loaded and changed).
+
+    weights_dir: where `<timm tag>.safetensors|.pth|.npz` files are looked for (see init_pretrained);
+    weights_path: one file or URL that wins over it (required for ssl-imagenet).
+    Raises ValueError for a bad value or pair, MissingWeightsError when the weights are not there.
+    The global torch generator is left as it was.
+    """
+    check_combination(backbone, init, norm, weight_standardization, weight_scaling, dead_filters, cifar_stem)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model, report = INITIALIZATIONS[init].build(InitRequest(backbone, weights_dir, weights_path, seed))
+        reports = [report]
+        if cifar_stem:
+            use_cifar_stem(model)
+            reports.append("cifar_stem: 3x3 stride-1 stem conv at random init, no max-pool")
+        if norm == "batchnorm":
+            reports.append(surgery.group_norm_to_batch_norm(model))
+        elif norm == "groupnorm":
+            reports.append(surgery.batch_norm_to_group_norm(model))
+        if weight_standardization != "as-is":
+            reports.append(surgery.drop_weight_standardization(model, bake=weight_standardization == "bake"))
+        if dead_filters != "keep":
+            reports.append(surgery.replace_dead_filters(model, dead_filters))
+        if weight_scaling == "frobenius":
+            reports.append(surgery.scale_by_frobenius_norm(model))
+    feature_dim = int(model.num_features)
+    return model, feature_dim, f"{backbone} ({feature_dim} features). " + ". ".join(reports) + "."

@@ -1,0 +1,225 @@
+"""Pretrained weights: which file each (init, backbone) needs, where it is looked for, how it loads.
+
+Where weights come from, first match wins:
+  1. `weights_path`: a file (or an http(s) URL, cached in torch's hub folder);
+  2. `<weights_dir>/<name>.safetensors|.pth|.npz`, where <name> is the timm pretrained tag (e.g.
+     `resnet50.tv_in1k`, `resnetv2_50x1_bit.goog_in21k`) or, for weights timm does not list, the
+     name `supervised_weights` gives (`BiT-S-R50x1`, BiT's published name; `cbr_tiny.in1k`). BiT's
+     published `BiT-M-R50x1.npz` is accepted too. `.npz` means BiT's format, read by timm's loader;
+  3. timm's own loading (the Hugging Face hub cache, or a download when the network is allowed).
+     With HF_HUB_OFFLINE=1 nothing touches the network: only the hub cache is read.
+Failing all three raises `MissingWeightsError` with one line naming the weights and where to put them.
+"""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import timm
+import torch
+from timm.models import load_state_dict
+from torch import nn
+
+from trainables.backbones import backbone_spec
+
+BIT_S_URL = "https://storage.googleapis.com/bit_models/BiT-S-R50x1.npz"
+
+
+class MissingWeightsError(RuntimeError):
+    """Pretrained weights are neither on disk nor reachable; the message says where to put them."""
+
+
+@dataclass(frozen=True)
+class PretrainedWeights:
+    init: str  # the init these weights serve, for messages
+    backbone: str
+    name: str  # the timm pretrained tag when timm knows the weights; the local file stem otherwise
+    published_file_names: tuple[str, ...] = ()  # accepted in weights_dir besides <name>.<suffix>
+    in_timm: bool = False  # timm.create_model(name, pretrained=True) can fetch them
+    url: str | None = None  # where to download them when timm does not list them
+
+    @property
+    def suffixes(self) -> tuple[str, ...]:
+        """The preferred suffix first; .npz (BiT's format) only for the BiT backbone."""
+        if self.url and self.url.endswith(".npz"):
+            return (".npz", ".pth", ".safetensors")
+        bit_format = (".npz",) if self.backbone.startswith("resnetv2") else ()
+        return (".pth", ".safetensors", *bit_format)
+
+    @property
+    def file_names(self) -> tuple[str, ...]:
+        return (*(self.name + suffix for suffix in self.suffixes), *self.published_file_names)
+
+
+_BIT_S = dict(name="BiT-S-R50x1", url=BIT_S_URL)  # timm lists no BiT-S: its published file name
+
+
+def supervised_weights(init: str, backbone: str) -> PretrainedWeights:
+    """The supervised weights behind `imagenet`, `bit-s` and `bit-m` (and the transfer inits).
+
+    For resnetv2_50x1_bit "imagenet" means BiT-S, BiT's supervised ImageNet-1k weights. The CBR
+    networks have no public ImageNet weights: train one and give the file.
+    """
+    if init in ("bit-m", "bit-s") and backbone != "resnetv2_50x1_bit":
+        raise ValueError(f"init {init!r} is BiT's weights: it needs resnetv2_50x1_bit, not {backbone!r}")
+    if init == "bit-m":
+        return PretrainedWeights(init, backbone, "resnetv2_50x1_bit.goog_in21k",
+                                 published_file_names=("BiT-M-R50x1.npz",), in_timm=True)
+    if init == "bit-s" or backbone == "resnetv2_50x1_bit":
+        return PretrainedWeights(init, backbone, **_BIT_S)
+    if backbone in ("resnet18", "resnet50"):
+        return PretrainedWeights(init, backbone, f"{backbone}.tv_in1k", in_timm=True)
+    backbone_spec(backbone)  # an unknown name fails here with the valid ones
+    return PretrainedWeights(init, backbone, f"{backbone}.in1k")
+
+
+def load_supervised_weights(
+    weights: PretrainedWeights, weights_dir: str | None, weights_path: str | None
+) -> tuple[nn.Module, str]:
+    """Build the backbone (standard stem, full width) with the weights loaded exactly; and a report."""
+    found = _local_file(weights, weights_dir, weights_path)
+    if found is None:
+        found = _hub_cache_file(weights) if _offline() else None
+    if found is None:
+        return _download_through_timm(weights, weights_dir)
+    if found.suffix == ".npz":
+        return _load_npz(weights, found)
+    model = _build(weights.backbone)
+    state_dict = load_state_dict(str(found))  # also unwraps "state_dict"/"model" and strips "module."
+    dropped = [key for key in state_dict if key.split(".")[0] in _classifier_names(model)]
+    for key in dropped:
+        del state_dict[key]
+    _load_exactly(model, state_dict, found)
+    return model, (
+        f"{weights.init}: loaded all {len(state_dict)} tensors of {weights.name} from {found} exactly"
+        + (f"; classifier dropped ({', '.join(dropped)})" if dropped else "")
+    )
+
+
+def _build(backbone: str) -> nn.Module:
+    spec = backbone_spec(backbone)
+    if spec.timm_name is not None:
+        return timm.create_model(spec.timm_name, pretrained=False, num_classes=0)
+    return spec.build(False)
+
+
+def _classifier_names(model: nn.Module) -> set[str]:
+    classifier = getattr(model, "pretrained_cfg", {}).get("classifier") or "fc"
+    return {classifier.split(".")[0], "fc", "classifier"}
+
+
+def _load_exactly(model: nn.Module, state_dict: dict[str, torch.Tensor], source: Path) -> None:
+    expected = model.state_dict()
+    # Older checkpoints (torchvision's first ResNets) have no BatchNorm step counters: harmless.
+    missing = [key for key in expected if key not in state_dict and not key.endswith("num_batches_tracked")]
+    unexpected = [key for key in state_dict if key not in expected]
+    mismatched = [key for key in state_dict
+                  if key in expected and state_dict[key].shape != expected[key].shape]
+    if missing or unexpected or mismatched:
+        raise ValueError(
+            f"{source} does not fit {type(model).__name__}: {len(missing)} missing keys {missing[:3]}, "
+            f"{len(unexpected)} unexpected keys {unexpected[:3]}, {len(mismatched)} shape mismatches "
+            f"{mismatched[:3]}; is it the right file?"
+        )
+    model.load_state_dict(state_dict, strict=False)
+
+
+def _load_npz(weights: PretrainedWeights, path: Path) -> tuple[nn.Module, str]:
+    """BiT's published .npz through timm's own ResNetV2 loader (`_load_weights`)."""
+    spec = backbone_spec(weights.backbone)
+    if spec.timm_name is None or not spec.timm_name.startswith("resnetv2"):
+        raise ValueError(f"{path}: .npz files are BiT's format and load into resnetv2 backbones only")
+    model = timm.create_model(spec.timm_name, pretrained=True, num_classes=0,
+                              pretrained_cfg_overlay=dict(file=str(path), custom_load=True))
+    return model, f"{weights.init}: loaded {weights.name} from BiT .npz {path} (timm's loader; head unused)"
+
+
+def _local_file(weights: PretrainedWeights, weights_dir: str | None, weights_path: str | None) -> Path | None:
+    if weights_path:
+        path = cached_url(weights_path, weights) if is_url(weights_path) else Path(weights_path)
+        if not path.is_file():
+            raise MissingWeightsError(f"{_what(weights)} not found at weights_path {weights_path}")
+        return path
+    if weights_dir:
+        for file_name in weights.file_names:
+            if (Path(weights_dir) / file_name).is_file():
+                return Path(weights_dir) / file_name
+    return None
+
+
+def _hub_cache_file(weights: PretrainedWeights) -> Path | None:
+    """The weights in the Hugging Face hub cache, or in torch's hub folder for a URL, if there."""
+    if weights.in_timm:
+        from huggingface_hub import try_to_load_from_cache
+
+        for file_name in ("model.safetensors", "pytorch_model.bin"):
+            cached = try_to_load_from_cache(f"timm/{weights.name}", file_name)
+            if isinstance(cached, str):
+                return Path(cached)
+    if weights.url:
+        cached_path = _torch_hub_path(weights.url)
+        return cached_path if cached_path.is_file() else None
+    return None
+
+
+def _download_through_timm(weights: PretrainedWeights, weights_dir: str | None) -> tuple[nn.Module, str]:
+    if _offline() or not (weights.in_timm or weights.url):
+        raise MissingWeightsError(_missing_message(weights, weights_dir))
+    try:
+        if weights.in_timm:
+            model = timm.create_model(weights.name, pretrained=True, num_classes=0)
+        else:
+            model = timm.create_model(
+                backbone_spec(weights.backbone).timm_name, pretrained=True, num_classes=0,
+                pretrained_cfg_overlay=dict(url=weights.url, hf_hub_id=None, custom_load=True),
+            )
+    except Exception as error:  # any failure to fetch means the same to the user
+        message = f"{_missing_message(weights, weights_dir)} ({type(error).__name__})"
+        raise MissingWeightsError(message) from error
+    return model, f"{weights.init}: loaded {weights.name} through timm (hub cache or download)"
+
+
+def _missing_message(weights: PretrainedWeights, weights_dir: str | None) -> str:
+    where = weights_dir or "<weights_dir>"
+    first, *suffixes = weights.suffixes
+    others = ", ".join([*suffixes, *weights.published_file_names])
+    if not (weights.in_timm or weights.url):
+        how = "train them yourself (no public download)"
+    else:
+        how = "unset HF_HUB_OFFLINE to download them" if _offline() else "check the network for the download"
+    return (f"{_what(weights)} not found: put the file at {where}/{weights.name}{first} (or {others}), "
+            f"set weights_path, or {how}; see trainables/initializations/pretrained.py")
+
+
+def _what(weights: PretrainedWeights) -> str:
+    source = "timm tag" if weights.in_timm else "file name"
+    return f"{weights.init} weights for {weights.backbone} ({source} {weights.name})"
+
+
+def cached_url(url: str, weights: PretrainedWeights | None = None) -> Path:
+    """A local copy of `url` in torch's hub folder, downloaded unless offline."""
+    path = _torch_hub_path(url)
+    if not path.is_file():
+        if _offline():
+            what = _what(weights) if weights else "weights"
+            raise MissingWeightsError(f"{what} at {url} not in {path.parent} and HF_HUB_OFFLINE is set")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(url, str(path))
+        except Exception as error:  # no network, a wrong address: the same to the user
+            what = _what(weights) if weights else "weights"
+            raise MissingWeightsError(f"{what} could not be downloaded from {url} ({error})") from error
+    return path
+
+
+def _torch_hub_path(url: str) -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+def is_url(location: str) -> bool:
+    return location.startswith(("http://", "https://"))
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
