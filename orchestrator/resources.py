@@ -1,11 +1,31 @@
-"""Per-trial resources and concurrency, derived from what the Ray cluster has.
+"""Per-trial resources and concurrency, derived from the cluster the sweep can have.
 
 Each Tune trial runs a driver that waits while its TorchTrainer gathers all of its workers at
 once. If drivers hold CPUs the workers need, trials can wait on each other forever; so the
 driver asks for no CPU and concurrency is capped so that every running trial's workers fit.
+
+On an autoscaling cluster the plan is made for the nodes the autoscaler may start, not for the
+nodes that happen to be up: a cluster that starts with no workers still plans N trials at once,
+their pending resource requests make the autoscaler add nodes, and idle nodes go away again.
+Without an autoscaler the plan is made for the resources present now.
 """
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+
+class PlanningError(ValueError):
+    """The sweep cannot be placed on this cluster; the message names the reason and the fix."""
+
+
+@dataclass(frozen=True)
+class NodeType:
+    """A kind of node the cluster has or may start: its resources and at most how many of it."""
+
+    name: str
+    cpus: int
+    gpus: int
+    max_count: int
 
 
 @dataclass(frozen=True)
@@ -14,6 +34,7 @@ class ResourcePlan:
     cpus_per_worker: int
     gpus_per_worker: int
     max_concurrent_trials: int
+    capacity: str = ""  # what the plan was made for, in words
 
     @property
     def use_gpu(self) -> bool:
@@ -21,35 +42,50 @@ class ResourcePlan:
 
     def describe(self) -> str:
         device = f"{self.gpus_per_worker} GPU + " if self.use_gpu else ""
+        planned_for = f" ({self.capacity})" if self.capacity else ""
         return (f"{self.num_workers} worker(s) x ({device}{self.cpus_per_worker} CPU) per trial, "
-                f"up to {self.max_concurrent_trials} trial(s) at once")
+                f"up to {self.max_concurrent_trials} trial(s) at once{planned_for}")
 
 
-def plan_resources(cluster: dict[str, float], num_workers: int, num_trials: int,
+def present_nodes(cluster: Mapping[str, float]) -> list[NodeType]:
+    """The resources present now, as one node (no autoscaler: nothing more will come)."""
+    return [NodeType("present", int(cluster.get("CPU", 0)), int(cluster.get("GPU", 0)), max_count=1)]
+
+
+def plan_resources(nodes: Sequence[NodeType], num_workers: int, num_trials: int,
                    max_concurrent: int | None = None, cpus_per_worker: int | None = None) -> ResourcePlan:
     """Resources for each trial's workers and how many trials can run at once without deadlock.
 
-    With GPUs, each worker gets one GPU and an even share of the CPUs per GPU; without, each
-    worker gets `cpus_per_worker` CPUs (default 1, so a 2-core machine runs two trials at once).
+    With GPUs, each worker gets one GPU and the CPUs per GPU of the GPU node types less one (for
+    the node's other processes); without, `cpus_per_worker` CPUs (default 1, so a 2-core machine
+    runs two trials at once). Worker slots are counted per node, since a worker cannot span two.
     """
-    total_cpus = int(cluster.get("CPU", 0))
-    total_gpus = int(cluster.get("GPU", 0))
-    if total_cpus < 1:
-        raise RuntimeError(f"the Ray cluster reports {total_cpus} CPUs; a trial needs at least one")
-    if total_gpus > 0:
-        gpus_per_worker = 1
-        cpus_per_worker = cpus_per_worker or max(1, total_cpus // total_gpus - 1)
-        fits = min(total_gpus // num_workers, total_cpus // (num_workers * cpus_per_worker))
-    else:
-        gpus_per_worker = 0
-        cpus_per_worker = cpus_per_worker or 1
-        fits = total_cpus // (num_workers * cpus_per_worker)
-    if fits < 1:
-        raise RuntimeError(
-            f"one trial needs {num_workers} worker(s) x {cpus_per_worker} CPU"
-            + (" + 1 GPU" if gpus_per_worker else "")
-            + f" but the cluster has {total_cpus} CPU / {total_gpus} GPU; "
-            "lower num_workers or --cpus-per-worker"
+    gpu_nodes = [node for node in nodes if node.gpus > 0 and node.max_count > 0]
+    usable = gpu_nodes or [node for node in nodes if node.cpus > 0 and node.max_count > 0]
+    if not usable:
+        raise PlanningError(
+            "the Ray cluster has no CPUs or GPUs and no autoscaler node type that could add them; "
+            "start worker nodes, or give --cluster-config the autoscaler's config (max_workers > 0)"
         )
+    gpus_per_worker = 1 if gpu_nodes else 0
+    if cpus_per_worker is None:
+        cpus_per_worker = min(max(1, node.cpus // node.gpus - 1) for node in gpu_nodes) if gpu_nodes else 1
+
+    def slots(node: NodeType) -> int:
+        by_cpu = node.cpus // cpus_per_worker
+        return min(node.gpus, by_cpu) if gpus_per_worker else by_cpu
+
+    total_slots = sum(slots(node) * node.max_count for node in usable)
+    shape = f"{cpus_per_worker} CPU" + (" + 1 GPU" if gpus_per_worker else "")
+    if total_slots == 0:
+        sizes = ", ".join(f"{node.name}: {node.cpus} CPU / {node.gpus} GPU" for node in usable)
+        raise PlanningError(f"a worker needs {shape}, which fits no node type ({sizes}); "
+                            "lower --cpus-per-worker or add a larger node type")
+    fits = total_slots // num_workers
+    if fits < 1:
+        raise PlanningError(f"one trial needs {num_workers} worker(s) x {shape} but the cluster can hold "
+                            f"{total_slots} such worker(s) at most; lower num_workers or add nodes")
+    capacity = " + ".join(f"{node.max_count} x {node.name}" for node in usable if slots(node))
     concurrent = min(fits, num_trials, max_concurrent or fits)
-    return ResourcePlan(num_workers, cpus_per_worker, gpus_per_worker, max(1, concurrent))
+    return ResourcePlan(num_workers, cpus_per_worker, gpus_per_worker, max(1, concurrent),
+                        capacity=f"{total_slots} worker slot(s) on {capacity}")

@@ -13,9 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from orchestrator.cluster import ClusterError, ClusterShape, check_storage, cluster_shape, connect
+from orchestrator.datasets import decode_datasets, share
 from orchestrator.estimates import gpu_hours
 from orchestrator.grid import Grid, apply_overrides, short, substitute_missing_datasets
-from orchestrator.resources import ResourcePlan, plan_resources
+from orchestrator.resources import PlanningError, ResourcePlan, plan_resources
 from search_spaces import SWEEPS
 from trainables import metrics
 from trainables.config import ConfigError, TrialConfig
@@ -44,6 +46,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
                         "else sqlite:///mlflow.db here)")
     parser.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    parser.add_argument("--cluster-config", metavar="FILE",
+                        help="the autoscaler's cluster config (e.g. cluster.yaml) to plan for its node types "
+                        "and maximum counts; default: ~/ray_bootstrap_config.yaml on a `ray up` head node")
     parser.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
     parser.add_argument("--cpus-per-worker", type=int, help="CPUs per Ray Train worker")
     parser.add_argument("--storage-path", default="ray_results",
@@ -83,39 +88,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"smoke: dataset {substitution}")
 
     address = args.address or os.environ.get("RAY_ADDRESS")
-    if args.dry_run:
-        plan = make_plan(grid, local_resources() if address is None else cluster_resources(address), args)
-        print_trial_table(args.sweep, grid, plan)
-        return 0
-    return run(args, grid, address, substitutions)
+    try:
+        if args.dry_run:
+            if address is not None:
+                connect(address)
+            plan, shape = make_plan(grid, args, live=address is not None)
+            print_trial_table(args.sweep, grid, plan, shape)
+            return 0
+        return run(args, grid, address, substitutions)
+    except (ClusterError, PlanningError) as error:
+        return fail(str(error))
 
 
-def make_plan(grid: Grid, resources: dict[str, float], args: argparse.Namespace) -> ResourcePlan:
+def make_plan(grid: Grid, args: argparse.Namespace, live: bool) -> tuple[ResourcePlan, ClusterShape]:
+    """The plan for the cluster the sweep can have: the autoscaler's node types where there is
+    one (stated with --cluster-config, or found), else the resources present (`live`) or local."""
+    shape = cluster_shape(args.cluster_config, live=live)
     configs = grid.trial_configs()
-    return plan_resources(resources, num_workers=max(c.num_workers for c in configs),
+    plan = plan_resources(shape.nodes, num_workers=max(c.num_workers for c in configs),
                           num_trials=len(configs), max_concurrent=args.max_concurrent,
                           cpus_per_worker=args.cpus_per_worker)
+    return plan, shape
 
 
-def local_resources() -> dict[str, float]:
-    """What a local Ray would see, without starting one."""
-    import torch
-
-    return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
-
-
-def cluster_resources(address: str | None) -> dict[str, float]:
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(address=address)
-    return ray.cluster_resources()
-
-
-def print_trial_table(sweep_name: str, grid: Grid, plan: ResourcePlan) -> None:
+def print_trial_table(sweep_name: str, grid: Grid, plan: ResourcePlan, shape: ClusterShape) -> None:
     configs = grid.trial_configs()
     axes = list(grid.axes)
-    print(f"sweep {sweep_name}: {grid.num_trials} trial(s); {plan.describe()}")
+    print(f"sweep {sweep_name}: {grid.num_trials} trial(s); {plan.describe()}; planned from {shape.source}")
     if grid.params:
         print("fixed: " + ", ".join(f"{k}={v}" for k, v in grid.params.items()))
     if grid.search:
@@ -156,10 +155,19 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
 
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     tracking_uri = resolve_tracking_uri(args.tracking_uri)
-    storage_path = str(Path(args.storage_path).expanduser().resolve())
-    plan = make_plan(grid, cluster_resources(address), args)
-    print_trial_table(args.sweep, grid, plan)
+    storage_path = args.storage_path if "://" in args.storage_path else \
+        str(Path(args.storage_path).expanduser().resolve())
+    try:  # before Ray starts: a missing or unreadable dataset is one line, and nothing has begun
+        decoded = decode_datasets(grid.trial_configs())
+    except (OSError, ValueError) as error:
+        return fail(" ".join(str(error).split()))
+    connect(address)
+    plan, shape = make_plan(grid, args, live=True)
+    check_storage(storage_path, shape)
+    print_trial_table(args.sweep, grid, plan, shape)
     print(f"MLflow: {tracking_uri} (experiment {args.sweep!r}); Ray storage: {storage_path}")
+    shared_data = share(decoded)
+    del decoded  # the object store holds them now
 
     tracker = SweepTracker(tracking_uri, args.sweep)
     if args.resume:
@@ -174,7 +182,7 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
     failed = True
     try:
         results = run_tune(args.sweep, grid, plan, storage_path, tracker.trial_logger(grid.method_params),
-                           args.resume)
+                           args.resume, shared_data)
         rows, failed = summarize(results, grid.display_axes)
         print(f"\nsweep {args.sweep}: final metrics (test_* from each trial's evaluation protocol)")
         header = ["trial", *grid.display_axes, *TABLE_HEADER]

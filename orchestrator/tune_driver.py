@@ -5,6 +5,7 @@ the Tune trial id (stable across `Tuner.restore`, so a restarted trial finds its
 and `TuneReportCallback` forwards rank 0's reports to Tune.
 """
 
+import functools
 import os
 import re
 from typing import Any
@@ -17,6 +18,7 @@ from ray.train.torch import TorchTrainer
 from ray.tune.experiment import Trial
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from orchestrator.datasets import DataKey
 from orchestrator.grid import Grid, nest, short, with_method_params
 from orchestrator.resources import ResourcePlan
 from orchestrator.tracking import MlflowTrialLogger
@@ -29,13 +31,17 @@ DRIVER_MEMORY_BYTES = 64 * 1024**2
 
 
 def build_trainer(config: TrialConfig, run_name: str, storage_path: str, plan: ResourcePlan,
-                  callbacks: list | None = None) -> TorchTrainer:
-    """The TorchTrainer of one trial. The same run name and storage path resume its checkpoints."""
+                  callbacks: list | None = None, shared_data: ray.ObjectRef | None = None) -> TorchTrainer:
+    """The TorchTrainer of one trial. The same run name and storage path resume its checkpoints.
+
+    `shared_data`: the trial's splits in the object store (orchestrator.datasets), so workers on
+    any node train without reading data_root; None: each worker loads the dataset itself.
+    """
     resources_per_worker = {"CPU": plan.cpus_per_worker}
     if plan.use_gpu:
         resources_per_worker["GPU"] = plan.gpus_per_worker
     return TorchTrainer(
-        train_loop_per_worker,
+        functools.partial(train_loop_per_worker, shared_data=shared_data),
         train_loop_config=config.to_dict(),
         scaling_config=ray.train.ScalingConfig(
             num_workers=config.num_workers, use_gpu=plan.use_gpu, resources_per_worker=resources_per_worker
@@ -50,12 +56,13 @@ def build_trainer(config: TrialConfig, run_name: str, storage_path: str, plan: R
 
 
 def run_trial(config: dict[str, Any], storage_path: str, plan: ResourcePlan,
-              method_params: dict[str, dict[str, Any]]) -> None:
+              method_params: dict[str, dict[str, Any]], shared_data: dict[DataKey, ray.ObjectRef]) -> None:
     """The Tune trainable: validate the trial's config, then run its TorchTrainer to the end."""
     trial_config = TrialConfig.from_dict(with_method_params(config, method_params))
     trial_id = ray.tune.get_context().get_trial_id()
     trainer = build_trainer(trial_config, f"trial_{trial_id}", storage_path, plan,
-                            callbacks=[TuneReportCallback()])
+                            callbacks=[TuneReportCallback()],
+                            shared_data=shared_data.get(DataKey.of(trial_config)))
     trainer.fit()
 
 
@@ -117,10 +124,11 @@ def experiment_path(storage_path: str, sweep_name: str) -> str:
 
 
 def run_tune(sweep_name: str, grid: Grid, plan: ResourcePlan, storage_path: str,
-             logger: MlflowTrialLogger, resume: bool) -> tune.ResultGrid:
+             logger: MlflowTrialLogger, resume: bool,
+             shared_data: dict[DataKey, ray.ObjectRef]) -> tune.ResultGrid:
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, storage_path=storage_path, plan=plan,
-                             method_params=grid.method_params),
+                             method_params=grid.method_params, shared_data=shared_data),
         # The driver only waits on its workers: it holds no CPU they could need. Tune refuses
         # an empty request, so it asks for a little memory instead.
         resources={"CPU": 0, "memory": DRIVER_MEMORY_BYTES},

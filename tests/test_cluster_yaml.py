@@ -26,6 +26,37 @@ def test_cluster_yaml_has_a_gpu_worker_type_and_installs_this_project() -> None:
     assert any("pip install" in command for command in config["setup_commands"])
 
 
+def test_gpu_workers_start_at_zero_with_a_spot_type_and_stated_resources() -> None:
+    config = yaml.safe_load(CLUSTER_YAML.read_text())
+    workers = {name: spec for name, spec in config["available_node_types"].items()
+               if name != config["head_node_type"]}
+    assert all(spec["min_workers"] == 0 for spec in workers.values())
+    assert all(spec["resources"]["GPU"] >= 1 and spec["resources"]["CPU"] >= 2 for spec in workers.values())
+    assert any(spec["node_config"].get("InstanceMarketOptions", {}).get("MarketType") == "spot"
+               for spec in workers.values())
+    assert config["max_workers"] >= sum(spec["max_workers"] for spec in workers.values())
+
+
+def test_mlflow_and_the_dashboard_listen_on_localhost_only_and_no_data_travels() -> None:
+    config = yaml.safe_load(CLUSTER_YAML.read_text())
+    commands = " ".join(config["head_setup_commands"] + config["head_start_ray_commands"])
+    assert "0.0.0.0" not in CLUSTER_YAML.read_text()
+    assert "mlflow server" in commands and "--host 127.0.0.1" in commands
+    assert "--dashboard-host=127.0.0.1" in commands
+    assert "data/" in config["rsync_exclude"]
+
+
+def test_the_sweep_plans_for_the_whole_autoscaling_cluster_from_this_file() -> None:
+    from orchestrator.cluster import cluster_shape
+    from orchestrator.resources import plan_resources
+
+    shape = cluster_shape(str(CLUSTER_YAML), live=False)
+    plan = plan_resources(shape.nodes, num_workers=1, num_trials=24)
+    # 16 single-GPU workers (8 on-demand + 8 spot), 7 CPUs each (8 per GPU less one).
+    assert (plan.max_concurrent_trials, plan.gpus_per_worker, plan.cpus_per_worker) == (16, 1, 7)
+    assert shape.autoscaling and shape.multi_machine
+
+
 def test_schema_check_rejects_a_broken_config() -> None:
     schema_path = Path(ray.__file__).parent / "autoscaler" / "ray-schema.json"
     config = yaml.safe_load(CLUSTER_YAML.read_text())

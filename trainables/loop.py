@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import ray
 import ray.train
 import ray.train.torch
 import timm.optim
@@ -57,7 +58,10 @@ class TrainingState:
     embedding_dim: int = 1
 
 
-def train_loop_per_worker(config_dict: dict) -> None:
+def train_loop_per_worker(config_dict: dict, shared_data: ray.ObjectRef | None = None) -> None:
+    """One worker's whole trial. `shared_data` holds the trial's splits in Ray's object store
+    (ImageSplits.to_arrays), decoded once by the sweep's driver; without it the worker loads the
+    dataset from `data_root` itself."""
     config = TrialConfig.from_dict(config_dict)
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
@@ -65,8 +69,11 @@ def train_loop_per_worker(config_dict: dict) -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     torch.manual_seed(config.seed)
 
-    data = load_dataset(config.dataset, config.image_size, config.seed, config.data_root,
-                        split=config.split, download=config.download)
+    if shared_data is not None:
+        data = ImageSplits.from_arrays(ray.get(shared_data))
+    else:
+        data = load_dataset(config.dataset, config.image_size, config.seed, config.data_root,
+                            split=config.split, download=config.download)
     state = build_training_state(config, world_size, device)
     restore_latest_checkpoint(state)
 

@@ -1,12 +1,19 @@
-"""Resource planning: every running trial's workers fit in the cluster at once."""
+"""Resource planning: every running trial's workers fit in the cluster the sweep can have."""
 
 import pytest
 
-from orchestrator.resources import plan_resources
+from orchestrator.cluster import (
+    ClusterError,
+    check_storage,
+    cluster_shape,
+    mount_type,
+    read_autoscaler_config,
+)
+from orchestrator.resources import NodeType, PlanningError, plan_resources, present_nodes
 
 
 def test_two_cpus_run_two_single_worker_trials_at_once() -> None:
-    plan = plan_resources({"CPU": 2.0}, num_workers=1, num_trials=4)
+    plan = plan_resources(present_nodes({"CPU": 2.0}), num_workers=1, num_trials=4)
     assert (plan.cpus_per_worker, plan.gpus_per_worker, plan.max_concurrent_trials) == (1, 0, 2)
 
 
@@ -15,25 +22,94 @@ def test_concurrency_never_oversubscribes_cpus() -> None:
         for workers in (1, 2, 3):
             for cpus_per_worker in (1, 2):
                 try:
-                    plan = plan_resources({"CPU": cpus}, workers, 100, cpus_per_worker=cpus_per_worker)
-                except RuntimeError:
+                    plan = plan_resources(present_nodes({"CPU": cpus}), workers, 100,
+                                          cpus_per_worker=cpus_per_worker)
+                except PlanningError:
                     assert workers * cpus_per_worker > cpus
                     continue
                 assert plan.max_concurrent_trials * workers * plan.cpus_per_worker <= cpus
 
 
 def test_gpus_one_per_worker_and_concurrency_by_gpu_count() -> None:
-    plan = plan_resources({"CPU": 32.0, "GPU": 4.0}, num_workers=2, num_trials=10)
+    plan = plan_resources(present_nodes({"CPU": 32.0, "GPU": 4.0}), num_workers=2, num_trials=10)
     assert plan.gpus_per_worker == 1 and plan.use_gpu
     assert plan.max_concurrent_trials == 2
     assert plan.max_concurrent_trials * 2 * plan.cpus_per_worker <= 32
 
 
 def test_max_concurrent_and_trial_count_cap_concurrency() -> None:
-    assert plan_resources({"CPU": 16.0}, 1, num_trials=3).max_concurrent_trials == 3
-    assert plan_resources({"CPU": 16.0}, 1, num_trials=30, max_concurrent=5).max_concurrent_trials == 5
+    assert plan_resources(present_nodes({"CPU": 16.0}), 1, num_trials=3).max_concurrent_trials == 3
+    assert plan_resources(present_nodes({"CPU": 16.0}), 1, num_trials=30,
+                          max_concurrent=5).max_concurrent_trials == 5
 
 
 def test_a_trial_larger_than_the_cluster_is_a_clear_error() -> None:
-    with pytest.raises(RuntimeError, match="2 worker"):
-        plan_resources({"CPU": 1.0}, num_workers=2, num_trials=1)
+    with pytest.raises(PlanningError, match="2 worker"):
+        plan_resources(present_nodes({"CPU": 1.0}), num_workers=2, num_trials=1)
+
+
+def test_an_autoscaling_cluster_with_no_workers_up_plans_for_its_node_types() -> None:
+    head = NodeType("head", cpus=0, gpus=0, max_count=1)
+    workers = NodeType("gpu_worker", cpus=8, gpus=1, max_count=8)
+    plan = plan_resources([head, workers], num_workers=1, num_trials=24)
+    assert (plan.max_concurrent_trials, plan.cpus_per_worker, plan.gpus_per_worker) == (8, 7, 1)
+    # Two GPUs per worker node: two workers per node, each with half the CPUs less one.
+    plan = plan_resources([head, NodeType("big", cpus=16, gpus=2, max_count=3)], num_workers=2, num_trials=24)
+    assert (plan.max_concurrent_trials, plan.cpus_per_worker) == (3, 7)
+
+
+def test_cpu_only_nodes_serve_cpu_workers_and_are_ignored_beside_gpu_nodes() -> None:
+    cpu_nodes = NodeType("cpu", cpus=4, gpus=0, max_count=2)
+    assert plan_resources([cpu_nodes], 1, 100).max_concurrent_trials == 8
+    plan = plan_resources([cpu_nodes, NodeType("gpu", cpus=4, gpus=1, max_count=1)], 1, 100)
+    assert (plan.max_concurrent_trials, plan.gpus_per_worker) == (1, 1)
+
+
+def test_a_worker_that_fits_no_node_type_and_an_empty_cluster_are_planning_errors() -> None:
+    with pytest.raises(PlanningError, match="fits no node type"):
+        plan_resources([NodeType("small", cpus=2, gpus=0, max_count=4)], 1, 1, cpus_per_worker=4)
+    with pytest.raises(PlanningError, match="no CPUs or GPUs"):
+        plan_resources([NodeType("head", cpus=0, gpus=0, max_count=1)], 1, 1)
+
+
+def test_autoscaler_config_gives_node_types_capped_by_the_cluster_max(tmp_path) -> None:
+    config = tmp_path / "autoscaler.yaml"
+    config.write_text("""
+max_workers: 3
+head_node_type: head
+provider: {type: aws}
+available_node_types:
+  head: {resources: {CPU: 0}, node_config: {}}
+  gpu: {resources: {CPU: 8, GPU: 1}, min_workers: 0, max_workers: 8, node_config: {}}
+""")
+    nodes, provider = read_autoscaler_config(config)
+    assert provider == "aws"
+    assert {node.name: node.max_count for node in nodes} == {"head": 1, "gpu": 3}
+    shape = cluster_shape(str(config), live=False)
+    assert shape.autoscaling and shape.multi_machine
+    assert plan_resources(shape.nodes, 1, 10).max_concurrent_trials == 3
+
+
+def test_a_worker_type_without_stated_resources_is_a_clear_error(tmp_path) -> None:
+    config = tmp_path / "autoscaler.yaml"
+    config.write_text("head_node_type: h\navailable_node_types:\n  h: {resources: {}}\n"
+                      "  w: {resources: {}, max_workers: 2}\n")
+    with pytest.raises(ClusterError, match="'w'.*states no CPU/GPU"):
+        read_autoscaler_config(config)
+    with pytest.raises(ClusterError, match="cannot read node types"):
+        read_autoscaler_config(tmp_path / "missing.yaml")
+
+
+def test_local_storage_is_refused_only_where_trials_run_on_other_machines(tmp_path) -> None:
+    config = tmp_path / "autoscaler.yaml"
+    config.write_text("head_node_type: h\nprovider: {type: aws}\navailable_node_types:\n"
+                      "  h: {resources: {CPU: 0}}\n  w: {resources: {CPU: 4, GPU: 1}, max_workers: 2}\n")
+    multi = cluster_shape(str(config), live=False)
+    assert mount_type(tmp_path) not in ("nfs", "nfs4")  # a local disk here
+    with pytest.raises(PlanningError, match="local disk.*s3://"):
+        check_storage(str(tmp_path / "ray_results"), multi)
+    check_storage("s3://bucket/ssl-priors", multi)  # a URI every node reaches
+    check_storage(str(tmp_path), cluster_shape(None, live=False))  # this machine alone
+    fake = tmp_path / "fake.yaml"
+    fake.write_text(config.read_text().replace("aws", "fake_multinode"))
+    check_storage(str(tmp_path), cluster_shape(str(fake), live=False))  # all nodes on this machine

@@ -1,13 +1,7 @@
 """A trial restarted with the same run name continues from its last checkpoint, not from zero."""
 
 import json
-import os
-import sys
 from pathlib import Path
-
-import pytest
-import ray
-import ray.train
 
 from orchestrator.resources import ResourcePlan
 from orchestrator.tune_driver import build_trainer
@@ -15,55 +9,32 @@ from trainables import metrics
 from trainables.config import TrialConfig
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    ray.init(num_cpus=2)
-    yield
-    ray.shutdown()
-
-
-class RecordReports(ray.train.UserCallback):
-    """Appends rank 0's every report to a JSON-lines file (callbacks run in the controller)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-
-    def after_report(self, run_context, metrics, checkpoint) -> None:
-        with open(self.path, "a") as handle:
-            handle.write(json.dumps(metrics[0]) + "\n")
-
-
 def trained_epochs(path: Path) -> list[int]:
     reports = [json.loads(line) for line in path.read_text().splitlines()]
     return [report[metrics.EPOCH] for report in reports if metrics.PRETRAIN_LOSS in report]
 
 
-# The callback runs in Ray's controller process, which cannot import this test module.
-ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-
-def run(config: dict, run_name: str, storage: Path, log: Path):
+def run(config: dict, run_name: str, storage: Path, log: Path, record_reports: type):
     plan = ResourcePlan(num_workers=1, cpus_per_worker=1, gpus_per_worker=0, max_concurrent_trials=1)
     trainer = build_trainer(TrialConfig.from_dict(config), run_name, str(storage), plan,
-                            callbacks=[RecordReports(log)])
+                            callbacks=[record_reports(log)])
     return trainer.fit()
 
 
-def test_restarted_trial_continues_from_the_saved_epoch(local_ray, tmp_path: Path) -> None:
+def test_restarted_trial_continues_from_the_saved_epoch(local_ray, record_reports, tmp_path: Path) -> None:
     common = {"method": "simsiam", "image_size": 16, "batch_size": 128, "probe_epochs": 5,
               "method_params": {"projection_dim": 128, "predictor_hidden_dim": 32}}
 
-    first = run({**common, "epochs": 2}, "trial_x", tmp_path, tmp_path / "first.jsonl")
+    first = run({**common, "epochs": 2}, "trial_x", tmp_path, tmp_path / "first.jsonl", record_reports)
     assert trained_epochs(tmp_path / "first.jsonl") == [1, 2]
 
     # The same run name and storage: Ray Train hands the loop its latest checkpoint.
-    second = run({**common, "epochs": 4}, "trial_x", tmp_path, tmp_path / "second.jsonl")
+    second = run({**common, "epochs": 4}, "trial_x", tmp_path, tmp_path / "second.jsonl", record_reports)
     assert trained_epochs(tmp_path / "second.jsonl") == [3, 4]
     assert second.checkpoint.path != first.checkpoint.path
     final_report = json.loads((tmp_path / "second.jsonl").read_text().splitlines()[-1])
     assert 0.1 < final_report[metrics.LINEAR_TEST_ACCURACY] <= 1.0
 
     # A different run name starts from scratch.
-    run({**common, "epochs": 1}, "trial_y", tmp_path, tmp_path / "fresh.jsonl")
+    run({**common, "epochs": 1}, "trial_y", tmp_path, tmp_path / "fresh.jsonl", record_reports)
     assert trained_epochs(tmp_path / "fresh.jsonl") == [1]

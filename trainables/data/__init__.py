@@ -56,10 +56,12 @@ labels outside a dataset's classes raise DatasetLabelError before anything is de
 """
 
 import hashlib
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -109,6 +111,11 @@ class ImageSplits:
     label_fraction: float = 1.0
     labeled_train_indices: torch.Tensor | None = None
 
+    TENSOR_FIELDS: ClassVar[tuple[str, ...]] = (
+        "train_images", "train_labels", "val_images", "val_labels", "test_images", "test_labels",
+        "labeled_train_indices",
+    )
+
     def __post_init__(self) -> None:
         if self.labeled_train_indices is None:
             object.__setattr__(self, "labeled_train_indices", torch.arange(len(self.train_labels)))
@@ -124,6 +131,24 @@ class ImageSplits:
     @property
     def labeled_train_labels(self) -> torch.Tensor:
         return self.train_labels[self.labeled_train_indices]
+
+    def to_arrays(self) -> dict[str, Any]:
+        """Plain numpy arrays and values, for Ray's object store: numpy arrays are stored once
+        per node and read in place (zero-copy) by every worker there; torch tensors would not be."""
+        arrays: dict[str, Any] = {name: getattr(self, name).numpy() for name in self.TENSOR_FIELDS}
+        return {**arrays, "class_names": self.class_names, "skipped_images": self.skipped_images,
+                "label_fraction": self.label_fraction}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, Any]) -> "ImageSplits":
+        """The splits over arrays from `to_arrays`, sharing their memory (the object store's
+        arrays are read-only: nothing here writes into them, every batch is a gathered copy)."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            tensors = {name: torch.from_numpy(arrays[name]) for name in cls.TENSOR_FIELDS}
+        return cls(**tensors, class_names=tuple(arrays["class_names"]),
+                   skipped_images=int(arrays["skipped_images"]),
+                   label_fraction=float(arrays["label_fraction"]))
 
     def split_hash(self) -> str:
         """A short hash of the image bytes and labels of each split and of the labelled subset."""
