@@ -70,11 +70,12 @@ def trial_name(trial: Trial, axes: list[str]) -> str:
     """Deterministic and readable: the axis values, then the trial's index in the sweep.
 
     (Tune's trial id is "<random experiment prefix>_<index>"; the prefix is left out so that a
-    re-run names its trials the same way. Ray Train run names keep the whole id.)
+    re-run names its trials the same way. Ray Train run names keep the whole id.) Characters that
+    are unsafe in a folder name become "-"; "+" is safe and stays, or 1e+12 would read as 1e-12.
     """
     values = "_".join(f"{axis.split('.')[-1]}={short(lookup(trial.config, axis))}" for axis in axes)
     index = trial.trial_id.rsplit("_", 1)[-1]
-    return re.sub(r"[^A-Za-z0-9_.=-]", "-", f"{values}_{index}".strip("_"))
+    return re.sub(r"[^A-Za-z0-9_.=+-]", "-", f"{values}_{index}".strip("_"))
 
 
 def lookup(config: dict[str, Any], flat_key: str) -> Any:

@@ -6,6 +6,7 @@ It lives here, beside the code that consumes it, so workers never import the orc
 """
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,44 @@ from trainables.methods.base import HEAD_NORMS
 
 class ConfigError(ValueError):
     """A bad trial config: the message names the key and the allowed values."""
+
+
+@dataclass(frozen=True)
+class NumberRange:
+    """The values a numeric setting allows. NaN and infinities are never allowed: a NaN learning
+    rate or temperature would not fail until the loss is NaN, minutes into a trial on a cluster."""
+
+    minimum: float | None = None
+    maximum: float | None = None
+    minimum_included: bool = True
+    maximum_included: bool = True
+
+    def __contains__(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.minimum is not None and not (value >= self.minimum if self.minimum_included
+                                             else value > self.minimum):
+            return False
+        return self.maximum is None or (value <= self.maximum if self.maximum_included
+                                        else value < self.maximum)
+
+    def describe(self) -> str:
+        """'>= 1', '> 0', 'in [0, 1)', or '' when any finite number will do."""
+        if self.minimum is not None and self.maximum is not None:
+            return (f"in {'[' if self.minimum_included else '('}{self.minimum:g}, "
+                    f"{self.maximum:g}{']' if self.maximum_included else ')'}")
+        if self.minimum is not None:
+            return f"{'>=' if self.minimum_included else '>'} {self.minimum:g}"
+        if self.maximum is not None:
+            return f"{'<=' if self.maximum_included else '<'} {self.maximum:g}"
+        return ""
+
+
+AT_LEAST_ONE = NumberRange(minimum=1)
+NOT_NEGATIVE = NumberRange(minimum=0)
+POSITIVE = NumberRange(minimum=0, minimum_included=False)
+FRACTION = NumberRange(minimum=0, maximum=1)
+ANY_FINITE = NumberRange()
 
 
 @dataclass(frozen=True)
@@ -112,22 +151,14 @@ class TrialConfig:
                 raise ConfigError(
                     f"bad value {getattr(self, key)!r} for {key}; valid values: {', '.join(registry)}"
                 )
-        for key in ("batch_size", "image_size", "epochs", "num_workers", "knn_k", "probe_epochs",
-                    "probe_repeats", "finetune_epochs"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"bad value {getattr(self, key)!r} for {key}; it must be >= 1")
-        if self.image_size < 16:
-            raise ConfigError(f"bad value {self.image_size} for image_size; it must be >= 16")
+        for key, allowed in NUMBER_RANGES.items():
+            check_range(key, getattr(self, key), allowed)
         if self.batch_size < 2 * self.num_workers:
             raise ConfigError(
                 f"bad value {self.batch_size} for batch_size; each of the {self.num_workers} "
                 "workers needs at least 2 images per step"
             )
-        if not 0 < self.label_fraction <= 1:
-            raise ConfigError(f"bad value {self.label_fraction} for label_fraction; it must be in (0, 1]")
-        if self.focal_gamma < 0:
-            raise ConfigError(f"bad value {self.focal_gamma} for focal_gamma; it must be >= 0")
-        if not 0 <= self.warmup_epochs < self.epochs:
+        if not self.warmup_epochs < self.epochs:
             raise ConfigError(f"bad value {self.warmup_epochs} for warmup_epochs; it must be in [0, epochs)")
         try:
             check_combination(self.backbone, self.init, self.norm, self.weight_standardization,
@@ -138,12 +169,13 @@ class TrialConfig:
             raise ConfigError(f"bad value {self.method_params['head_norm']!r} for method_params.head_norm; "
                               f"valid values: {', '.join(HEAD_NORMS)}")
         allowed = method_parameters(self.method)
-        for name in self.method_params:
+        for name, value in self.method_params.items():
             if name not in allowed:
                 raise ConfigError(
                     f"unknown method_params key {name!r} for method {self.method}; "
                     f"valid keys: {', '.join(allowed) or '(none)'}"
                 )
+            check_range(f"method_params.{name}", value, method_param_range(name))
 
 
 CHOICES: dict[str, typing.Iterable[str]] = {
@@ -163,6 +195,66 @@ CHOICES: dict[str, typing.Iterable[str]] = {
 # Choices whose None means "the method's paper value".
 DEFAULTS_FROM_METHOD = ("optimizer",)
 FIELD_TYPES: dict[str, Any] = typing.get_type_hints(TrialConfig)
+
+# Every int and float field of TrialConfig, and what it allows (None, where the type allows it,
+# means the method's paper value and is not checked).
+NUMBER_RANGES: dict[str, NumberRange] = {
+    "batch_size": AT_LEAST_ONE,
+    "image_size": NumberRange(minimum=16),
+    "epochs": AT_LEAST_ONE,
+    "seed": NOT_NEGATIVE,  # numpy's generators refuse negative seeds
+    "learning_rate": POSITIVE,
+    "weight_decay": NOT_NEGATIVE,
+    "momentum": NumberRange(minimum=0, maximum=1, maximum_included=False),  # 1 never forgets a gradient
+    "warmup_epochs": NOT_NEGATIVE,  # and < epochs, checked in TrialConfig.validate
+    "num_workers": AT_LEAST_ONE,
+    "knn_k": AT_LEAST_ONE,
+    "probe_epochs": AT_LEAST_ONE,
+    "probe_repeats": AT_LEAST_ONE,
+    "label_fraction": NumberRange(minimum=0, maximum=1, minimum_included=False),
+    "focal_gamma": NOT_NEGATIVE,
+    "finetune_epochs": AT_LEAST_ONE,
+    "finetune_learning_rate": POSITIVE,
+}
+
+# The numeric hyperparameters of trainables/methods/, by name (a name means the same in every
+# method that has it). A new float hyperparameter that is missing here must still be finite.
+METHOD_PARAM_RANGES: dict[str, NumberRange] = {
+    "projection_dim": AT_LEAST_ONE,
+    "projection_hidden_dim": AT_LEAST_ONE,
+    "predictor_hidden_dim": AT_LEAST_ONE,
+    "temperature": POSITIVE,  # the logits are divided by it
+    "base_momentum": FRACTION,  # BYOL's target EMA
+    "encoder_momentum": FRACTION,  # MoCo's key encoder EMA
+    "off_diagonal_weight": NOT_NEGATIVE,  # Barlow Twins' lambda
+    "invariance_weight": NOT_NEGATIVE,  # VICReg's lambda, mu and nu
+    "variance_weight": NOT_NEGATIVE,
+    "covariance_weight": NOT_NEGATIVE,
+    "queue_size": AT_LEAST_ONE,  # MoCo's negatives
+    "num_prototypes": AT_LEAST_ONE,
+    "sinkhorn_epsilon": POSITIVE,  # Sinkhorn divides the scores by it
+    "sinkhorn_iterations": AT_LEAST_ONE,
+    "num_small_crops": NOT_NEGATIVE,
+    "freeze_prototypes_epochs": NOT_NEGATIVE,
+    "queue_length": NOT_NEGATIVE,  # 0: SwAV without a queue
+}
+
+
+def method_param_range(name: str) -> NumberRange:
+    return METHOD_PARAM_RANGES.get(name, ANY_FINITE)
+
+
+def check_range(label: str, value: Any, allowed: NumberRange) -> None:
+    """A ConfigError naming `label` and the allowed range unless the number `value` is in it.
+
+    None (a method default) and non-numbers (checked as choices elsewhere) pass.
+    """
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    if value not in allowed:
+        kind = "an integer" if isinstance(value, int) else "a finite number"
+        requirement = f"{kind} {allowed.describe()}".rstrip()
+        raise ConfigError(f"bad value {value!r} for {label}; it must be {requirement}")
 
 
 def convert(value: Any, target: type, label: str) -> Any:
@@ -188,7 +280,8 @@ def convert(value: Any, target: type, label: str) -> Any:
 
 
 def coerce(key: str, value: Any) -> Any:
-    """Convert a value (possibly a command-line string) to the declared type of `key`."""
+    """Convert a value (possibly a command-line string) to the declared type of `key`, and check
+    that a number is in its range (so `--set learning_rate=nan` fails before anything starts)."""
     declared = FIELD_TYPES[key]
     if key == "method_params":
         if not isinstance(value, dict):
@@ -198,14 +291,18 @@ def coerce(key: str, value: Any) -> Any:
     if optional and (value is None or (isinstance(value, str) and value.lower() == "none")):
         return None
     target = next(t for t in (typing.get_args(declared) or (declared,)) if t is not type(None))
-    return convert(value, target, key)
+    converted = convert(value, target, key)
+    check_range(key, converted, NUMBER_RANGES.get(key, ANY_FINITE))
+    return converted
 
 
 def coerce_method_param(method: str, name: str, value: Any) -> Any:
-    """Convert a method hyperparameter to the type of its paper default."""
+    """Convert a method hyperparameter to the type of its paper default, and check its range."""
     allowed = method_parameters(method)
     if name not in allowed:
         raise ConfigError(
             f"unknown method_params key {name!r} for method {method}; valid keys: {', '.join(allowed)}"
         )
-    return convert(value, type(allowed[name]), f"method_params.{name}")
+    converted = convert(value, type(allowed[name]), f"method_params.{name}")
+    check_range(f"method_params.{name}", converted, method_param_range(name))
+    return converted

@@ -1,12 +1,16 @@
 """The command line: listing, dry runs, and one-line errors with exit code 2 for bad input."""
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from orchestrator.sweep import main
 from search_spaces import SWEEPS
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_list_shows_every_sweep_with_a_description(capsys: pytest.CaptureFixture[str]) -> None:
@@ -67,3 +71,29 @@ def test_set_with_one_value_fixes_a_grid_axis(capsys: pytest.CaptureFixture[str]
     assert main(["smoke", "--dry-run", "--set", "method=simsiam"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line[:1].isdigit()]
     assert len(rows) == 2  # the two batch sizes
+
+
+@pytest.mark.parametrize(
+    ("override", "expected_words"),
+    [
+        ("learning_rate=nan", ["learning_rate", "finite", "> 0"]),
+        ("learning_rate=inf", ["learning_rate", "finite", "> 0"]),
+        ("learning_rate=-1", ["learning_rate", "> 0"]),
+        ("momentum=1", ["momentum", "[0, 1)"]),
+        ("method_params.temperature=0", ["method_params.temperature", "> 0"]),
+    ],
+)
+def test_a_bad_number_is_one_error_line_exit_2_even_in_a_dry_run(override: str, expected_words: list[str],
+                                                                  tmp_path: Path) -> None:
+    # Without RAY_ADDRESS a dry run plans on local resources and connects to no Ray.
+    environment = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    completed = subprocess.run([sys.executable, "-m", "orchestrator.sweep", "smoke", "--dry-run", "--set",
+                                override], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                               env=environment)
+    assert completed.returncode == 2, completed.stdout
+    assert completed.stdout == ""
+    error_lines = completed.stderr.strip().splitlines()
+    assert len(error_lines) == 1, error_lines
+    assert error_lines[0].startswith("error: ")
+    for word in expected_words:
+        assert word in error_lines[0]

@@ -6,7 +6,8 @@ Layout: `<data_root>/medmnist/<name>.npz` (28 px) and/or `<name>_64.npz`, `<name
 smallest size >= the requested image size (downsampling keeps detail), else the largest there.
 The official train/val/test split is kept. With download=True a missing file is fetched from
 Zenodo (record 10519652) and its MD5 checked against MEDMNIST_MD5, the values published in the
-medmnist package (medmnist/info.py, v3.0.2).
+medmnist package (medmnist/info.py, v3.0.2). A file that is there but does not read back (an
+interrupted copy) raises CorruptDatasetFileError, one line naming it and saying what to do.
 """
 
 import hashlib
@@ -14,6 +15,7 @@ import logging
 import os
 import tempfile
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,7 @@ from trainables.data.pool import (
     TEST,
     TRAIN,
     VAL,
+    CorruptDatasetFileError,
     DatasetNotFoundError,
     DecodedPool,
     check_labels,
@@ -145,16 +148,46 @@ def find_medmnist_file(name: str, image_size: int, data_root: Path, download: bo
     )
 
 
+# What np.load and reading an npz member raise for a truncated or damaged file (a missing
+# member is a KeyError): "File is not a zip file", "Bad CRC-32", "No data left in file", ...
+UNREADABLE_NPZ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)
+
+
+def corrupt_medmnist_file(name: str, path: Path, error: BaseException) -> CorruptDatasetFileError:
+    """The one-line error for a MedMNIST file that does not read back: which file, and what to do."""
+    return CorruptDatasetFileError(
+        name, path, f"{type(error).__name__}: {error}",
+        f"delete it and run again with download=true (the new copy's MD5 is checked), or copy it "
+        f"again from {MEDMNIST_URL.format(file_name=path.name)}",
+    )
+
+
 def medmnist_pool(name: str, image_size: int, data_root: Path, download: bool) -> DecodedPool:
-    """The official train/val/test images of one MedMNIST dataset, resized to image_size."""
+    """The official train/val/test images of one MedMNIST dataset, resized to image_size.
+
+    A file that does not read back is a CorruptDatasetFileError naming it: an interrupted copy
+    otherwise surfaces as numpy's "BadZipFile: File is not a zip file", which names nothing.
+    """
     path = find_medmnist_file(name, image_size, data_root, download)
     class_names = MEDMNIST_CLASSES[name]
     images, labels, parts = [], [], []
-    with np.load(path) as stored:
+    try:
+        stored = np.load(path)
+    except UNREADABLE_NPZ_ERRORS as error:
+        raise corrupt_medmnist_file(name, path, error) from error
+
+    def read(key: str) -> np.ndarray:
+        # Members are decompressed and CRC-checked only here, so damage can show up this late.
+        try:
+            return stored[key]
+        except UNREADABLE_NPZ_ERRORS as error:
+            raise corrupt_medmnist_file(name, path, error) from error
+
+    with stored:
         for part, key in ((TRAIN, "train"), (VAL, "val"), (TEST, "test")):
-            part_labels = stored[f"{key}_labels"].reshape(-1).astype(np.int64)
+            part_labels = read(f"{key}_labels").reshape(-1).astype(np.int64)
             check_labels(part_labels, class_names, f"{path} ({key}_labels)")
-            images.append(resize_to_uint8_rgb(stored[f"{key}_images"], image_size, max_value=255.0))
+            images.append(resize_to_uint8_rgb(read(f"{key}_images"), image_size, max_value=255.0))
             labels.append(part_labels)
             parts.append(np.full(len(part_labels), part, dtype=np.int8))
     return DecodedPool(torch.cat(images), np.concatenate(labels), class_names,

@@ -30,7 +30,26 @@ class DatasetNotFoundError(FileNotFoundError):
     def __init__(self, dataset: str, path: Path | str, layout: str, source: str) -> None:
         message = f"dataset {dataset!r} not found at {path}: expected {layout}; get it from {source}"
         super().__init__(" ".join(message.split()))
-        self.dataset, self.path = dataset, str(path)
+        self.dataset, self.path, self.layout, self.source = dataset, str(path), layout, source
+
+    def __reduce__(self) -> tuple[type, tuple[str, str, str, str]]:
+        # Pickle (Ray sends a worker's exception to the driver this way) would otherwise call
+        # __init__ with the message alone and raise a TypeError in place of this error.
+        return type(self), (self.dataset, self.path, self.layout, self.source)
+
+
+class CorruptDatasetFileError(ValueError):
+    """A dataset file that is there but does not read back (a truncated download, a damaged disk);
+    str() is one line: which file, what went wrong, and what to do about it."""
+
+    def __init__(self, dataset: str, path: Path | str, problem: str, remedy: str) -> None:
+        message = f"dataset {dataset!r}: {path} is corrupt ({problem}); {remedy}"
+        super().__init__(" ".join(message.split()))
+        self.dataset, self.path, self.problem, self.remedy = dataset, str(path), problem, remedy
+
+    def __reduce__(self) -> tuple[type, tuple[str, str, str, str]]:
+        # As DatasetNotFoundError: unpickling calls __init__ with these four, not the message.
+        return type(self), (self.dataset, self.path, self.problem, self.remedy)
 
 
 class DatasetLabelError(ValueError):

@@ -1,0 +1,59 @@
+"""Trial names: the axis values as they are, signs and exponents included, then the trial index.
+
+No Ray here: trial_name is a pure function of a trial's config and id, and ray.init is made to
+fail so that this file can never join a running cluster.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import ray
+
+from orchestrator.tune_driver import trial_name
+
+
+@dataclass
+class StandInTrial:
+    """What trial_name reads of a Tune Trial."""
+
+    config: dict[str, Any] = field(default_factory=dict)
+    trial_id: str = "a1b2c_00003"
+
+
+@pytest.fixture(autouse=True)
+def no_ray(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a trial name test started Ray")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    yield
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (1e12, "learning_rate=1e+12_00003"),
+        (1e-12, "learning_rate=1e-12_00003"),
+        (-0.5, "learning_rate=-0.5_00003"),
+        (0.123456, "learning_rate=0.123_00003"),
+    ],
+)
+def test_a_number_keeps_its_sign_and_its_exponents_sign(value: float, expected: str) -> None:
+    assert trial_name(StandInTrial({"learning_rate": value}), ["learning_rate"]) == expected
+
+
+def test_names_join_axes_use_the_last_part_of_a_nested_key_and_drop_the_random_prefix() -> None:
+    trial = StandInTrial({"method": "simclr", "method_params": {"temperature": 2e+20}}, "f00ba_00012")
+    name = trial_name(trial, ["method", "method_params.temperature"])
+    assert name == "method=simclr_temperature=2e+20_00012"
+
+
+def test_characters_unsafe_in_folder_names_become_dashes() -> None:
+    trial = StandInTrial({"weights_path": "ckpt/{method} v2:1.pth"})
+    assert trial_name(trial, ["weights_path"]) == "weights_path=ckpt--method--v2-1.pth_00003"
+
+
+def test_without_axes_the_name_is_the_index() -> None:
+    assert trial_name(StandInTrial(), []) == "00003"
