@@ -8,6 +8,7 @@
 import argparse
 import math
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +25,8 @@ from trainables.config import ConfigError, TrialConfig
 
 EXIT_BAD_INPUT = 2
 EXIT_TRIALS_FAILED = 1
+# A preemptible node or an OOM kill takes a worker now and then: restart from the last checkpoint.
+DEFAULT_MAX_FAILURES = 2
 # Final table columns: the trial's own evaluation protocol's metrics, then the last epoch's.
 TABLE_EVALUATION_METRICS = (metrics.TEST_ACCURACY, metrics.TEST_BALANCED_ACCURACY,
                             metrics.TEST_MACRO_F1, metrics.TEST_AUC)
@@ -53,6 +56,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--cpus-per-worker", type=int, help="CPUs per Ray Train worker")
     parser.add_argument("--storage-path", default="ray_results",
                         help="where Ray keeps trial state and checkpoints (shared storage on a cluster)")
+    parser.add_argument("--max-failures", type=int, default=DEFAULT_MAX_FAILURES, metavar="N",
+                        help="restarts of a trial's workers from its last checkpoint after a lost worker "
+                        f"or node (default {DEFAULT_MAX_FAILURES}; 0: fail the trial)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the sweep's last run from its checkpoints")
     return parser.parse_args(argv)
@@ -76,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(f"unknown sweep {args.sweep!r}; valid sweeps: {', '.join(SWEEPS)}")
     if args.max_concurrent is not None and args.max_concurrent < 1:
         return fail(f"bad --max-concurrent {args.max_concurrent}; it must be >= 1")
+    if args.max_failures < 0:
+        return fail(f"bad --max-failures {args.max_failures}; it must be >= 0")
     try:
         grid = apply_overrides(SWEEPS[args.sweep], args.set, smoke=args.smoke)
         substitutions: list[str] = []
@@ -171,7 +179,14 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
 
     tracker = SweepTracker(tracking_uri, args.sweep)
     if args.resume:
-        tracker.resume_parent()
+        try:
+            tracker.resume_parent()
+        except RuntimeError as error:  # no earlier run of this sweep in this store
+            ray.shutdown()
+            return fail(str(error))
+        repaired = tracker.close_unfinished_trials()  # left RUNNING by a crashed driver
+        if repaired:
+            print(f"resume: {repaired} trial run(s) left RUNNING by an earlier driver continue now")
     else:
         tracker.start_parent(args.sweep, {"sweep": args.sweep, "axes": ",".join(grid.display_axes),
                                           **flatten({"grid": grid.axes, "fixed": grid.params})})
@@ -179,11 +194,15 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
         if substitutions:
             tracker.client.set_tag(tracker.parent_run_id, "smoke_dataset_substitutions",
                                    "; ".join(substitutions))
-    failed = True
+    status = "FAILED"  # unless the sweep gets to its end
+    interruption = Interruption()
     try:
-        results = run_tune(args.sweep, grid, plan, storage_path, tracker.trial_logger(grid.method_params),
-                           args.resume, shared_data)
-        rows, failed = summarize(results, grid.display_axes)
+        with interruption:
+            results = run_tune(args.sweep, grid, plan, storage_path,
+                               tracker.trial_logger(grid.method_params), args.resume, shared_data,
+                               max_failures=args.max_failures)
+        rows, failed = summarize(results, grid.display_axes, interrupted=interruption.signal is not None)
+        status = "KILLED" if interruption.signal else "FAILED" if failed else "FINISHED"
         print(f"\nsweep {args.sweep}: final metrics (test_* from each trial's evaluation protocol)")
         header = ["trial", *grid.display_axes, *TABLE_HEADER]
         print_table(header, rows)
@@ -191,12 +210,58 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
             if result.error is not None:
                 print(f"failed: {trial_display_name(result)}: {error_line(Path(result.path) / 'error.txt')}")
         tracker.client.log_text(tracker.parent_run_id, table_csv(header, rows), "summary.csv")
-        if grid.search:
+        if grid.search and not interruption.signal:
             report_best(results, grid, tracker)
+    except KeyboardInterrupt:  # a second Ctrl-C: stop at once
+        interruption.signal = interruption.signal or signal.SIGINT
+        status = "KILLED"
     finally:
-        tracker.finish_parent(failed)
+        if status != "FINISHED":
+            tracker.close_unfinished_trials()
+        tracker.finish_parent(status)
         ray.shutdown()
-    return EXIT_TRIALS_FAILED if failed else 0
+    if interruption.signal:
+        name = signal.Signals(interruption.signal).name
+        print(f"interrupted ({name}): unfinished trials are marked KILLED in MLflow; continue from their "
+              f"last epoch with: python -m orchestrator.sweep {args.sweep} --resume (and the same options)",
+              file=sys.stderr)
+        return 128 + interruption.signal
+    return EXIT_TRIALS_FAILED if status == "FAILED" else 0
+
+
+class Interruption:
+    """SIGINT (Ctrl-C) or SIGTERM during the sweep: the first asks Tune to stop the trials and save
+    the experiment, so --resume continues it; a second SIGINT stops at once. `signal` records which.
+
+    Tune's own SIGINT handler would stop it just as well but leaves no trace of the interruption,
+    so Tune's is off (TUNE_DISABLE_SIGINT_HANDLER) and this one calls the handler Tune keeps on
+    SIGUSR1 for the same graceful stop.
+    """
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "Interruption":
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+        self._previous = {number: signal.signal(number, self._handle)
+                          for number in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+    def _handle(self, number: int, frame: Any) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = number
+        print(f"\n{signal.Signals(number).name}: stopping the trials and saving the sweep's state "
+              "(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+        tune_stop = signal.getsignal(signal.SIGUSR1)
+        if not callable(tune_stop):  # Tune is not running yet (or any more)
+            raise KeyboardInterrupt
+        tune_stop(signal.SIGUSR1, frame)
 
 
 def report_best(results: Any, grid: Grid, tracker: Any) -> None:
@@ -217,7 +282,7 @@ def trial_display_name(result: Any) -> str:
     return Path(result.path).name.rsplit("_", 2)[0] if result.path else "?"
 
 
-def summarize(results: Any, axes: list[str]) -> tuple[list[list[str]], bool]:
+def summarize(results: Any, axes: list[str], interrupted: bool = False) -> tuple[list[list[str]], bool]:
     rows, any_failed = [], False
     for result in sorted(results, key=lambda r: str(r.path).rsplit("_", 1)[-1]):
         trial = trial_display_name(result)
@@ -227,7 +292,7 @@ def summarize(results: Any, axes: list[str]) -> tuple[list[list[str]], bool]:
         elif result_metrics.get(metrics.COLLAPSED, 0.0) >= 0.5:
             status = "collapsed"
         elif not any(name in result_metrics for name in metrics.FINAL):
-            status = "stopped"
+            status = "interrupted" if interrupted else "stopped"
         else:
             status = "finished"
         protocol = result.config.get("eval", TrialConfig.eval)

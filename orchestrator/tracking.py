@@ -34,6 +34,7 @@ ROLE_SWEEP, ROLE_TRIAL = "sweep", "trial"
 TAG_STATUS = "trial_status"
 STATUS_FINISHED, STATUS_COLLAPSED, STATUS_FAILED = "finished", "collapsed", "failed"
 STATUS_STOPPED = "stopped"
+STATUS_RUNNING, STATUS_INTERRUPTED = "running", "interrupted"
 TAG_ERROR = "error"
 LOGGED_METRICS = (*metrics.PER_EPOCH, *metrics.FINAL)
 
@@ -107,8 +108,22 @@ class SweepTracker:
         self.client.update_run(self.parent_run_id, status="RUNNING")
         return self.parent_run_id
 
-    def finish_parent(self, failed: bool) -> None:
-        self.client.set_terminated(self.parent_run_id, status="FAILED" if failed else "FINISHED")
+    def finish_parent(self, status: str) -> None:
+        """End the parent run as FINISHED, FAILED or KILLED (interrupted)."""
+        self.client.set_terminated(self.parent_run_id, status=status)
+
+    def close_unfinished_trials(self) -> int:
+        """Mark the parent's children still RUNNING as KILLED, tagged interrupted: their trials were
+        stopped (Ctrl-C) or their driver died (kill -9), and --resume continues them. Returns how many."""
+        unfinished = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.{MLFLOW_PARENT_RUN_ID} = '{self.parent_run_id}' and "
+                          "attributes.status = 'RUNNING'",
+        )
+        for run in unfinished:
+            self.client.set_tag(run.info.run_id, TAG_STATUS, STATUS_INTERRUPTED)
+            self.client.set_terminated(run.info.run_id, status=RunStatus.to_string(RunStatus.KILLED))
+        return len(unfinished)
 
     def trial_logger(self, method_params: dict[str, dict[str, Any]]) -> "MlflowTrialLogger":
         return MlflowTrialLogger(self.tracking_uri, self.experiment_id, self.sweep_name, self.parent_run_id,
@@ -126,10 +141,16 @@ class MlflowTrialLogger(Callback):
         self.sweep_name = sweep_name
         self.parent_run_id = parent_run_id
         self._run_ids: dict[str, str] = {}
+        self._logged: dict[str, set[tuple[str, int]]] = {}  # run id -> (metric, step) already in MLflow
 
     @property
     def client(self) -> MlflowClient:
         return MlflowClient(self.tracking_uri)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune saves this callback with the experiment; a restored copy must look its runs and
+        # their logged steps up again in MLflow, not trust what they were at the last save.
+        return {**self.__dict__, "_run_ids": {}, "_logged": {}}
 
     def run_id(self, trial: Trial) -> str:
         if trial.trial_id in self._run_ids:
@@ -140,9 +161,13 @@ class MlflowTrialLogger(Callback):
                           f"tags.{MLFLOW_PARENT_RUN_ID} = '{self.parent_run_id}'",
             max_results=1,
         )
-        if found:
+        if found:  # a resumed or retried trial: its run goes on, without the last attempt's verdict
             run_id = found[0].info.run_id
             self.client.update_run(run_id, status="RUNNING")
+            if TAG_ERROR in found[0].data.tags:
+                self.client.delete_tag(run_id, TAG_ERROR)
+            self._logged[run_id] = {(name, point.step) for name in LOGGED_METRICS
+                                    for point in self.client.get_metric_history(run_id, name)}
         else:
             run_id = self.client.create_run(
                 self.experiment_id,
@@ -151,6 +176,8 @@ class MlflowTrialLogger(Callback):
             ).info.run_id
             config = TrialConfig.from_dict(with_method_params(trial.config, self.method_params))
             log_params(self.client, run_id, resolved_params(config))
+            self._logged[run_id] = set()
+        self.client.set_tag(run_id, TAG_STATUS, STATUS_RUNNING)
         self._run_ids[trial.trial_id] = run_id
         return run_id
 
@@ -164,11 +191,17 @@ class MlflowTrialLogger(Callback):
         final = any(name in result for name in metrics.FINAL)
         # The final result repeats the last epoch's kNN accuracy for Tune; MLflow has it already.
         names = metrics.FINAL if final else metrics.PER_EPOCH
+        run_id = self.run_id(trial)
+        # An epoch reported again after a restore (see trainables.loop) is already here: each
+        # (metric, step) is logged once, so every curve has each epoch exactly once.
+        seen = self._logged[run_id]
         logged = [Metric(name, float(result[name]), timestamp, step)
                   for name in names
-                  if isinstance(result.get(name), int | float) and math.isfinite(result[name])]
+                  if isinstance(result.get(name), int | float) and math.isfinite(result[name])
+                  and (name, step) not in seen]
         if logged:
-            self.client.log_batch(self.run_id(trial), metrics=logged)
+            self.client.log_batch(run_id, metrics=logged)
+            seen.update((metric.key, step) for metric in logged)
         if metrics.SPLIT_HASH in result:
             self.client.set_tag(self.run_id(trial), metrics.SPLIT_HASH, str(result[metrics.SPLIT_HASH]))
         if CHECKPOINT_PATH_KEY in result and any(name in result for name in metrics.FINAL):

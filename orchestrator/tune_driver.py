@@ -28,14 +28,18 @@ from trainables.loop import train_loop_per_worker
 
 TRAIN_RUNS_FOLDER = "train_runs"
 DRIVER_MEMORY_BYTES = 64 * 1024**2
+HEAD_NODE_RESOURCE = "node:__internal_head__"  # Ray gives the head node 1 of it
 
 
 def build_trainer(config: TrialConfig, run_name: str, storage_path: str, plan: ResourcePlan,
-                  callbacks: list | None = None, shared_data: ray.ObjectRef | None = None) -> TorchTrainer:
+                  callbacks: list | None = None, shared_data: ray.ObjectRef | None = None,
+                  max_failures: int = 0) -> TorchTrainer:
     """The TorchTrainer of one trial. The same run name and storage path resume its checkpoints.
 
     `shared_data`: the trial's splits in the object store (orchestrator.datasets), so workers on
     any node train without reading data_root; None: each worker loads the dataset itself.
+    `max_failures`: how often a lost worker (preemption, OOM kill, crash) restarts the worker
+    group from the latest checkpoint before the trial fails.
     """
     resources_per_worker = {"CPU": plan.cpus_per_worker}
     if plan.use_gpu:
@@ -50,19 +54,21 @@ def build_trainer(config: TrialConfig, run_name: str, storage_path: str, plan: R
             name=run_name,
             storage_path=os.path.join(storage_path, TRAIN_RUNS_FOLDER),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
             callbacks=callbacks or [],
         ),
     )
 
 
 def run_trial(config: dict[str, Any], storage_path: str, plan: ResourcePlan,
-              method_params: dict[str, dict[str, Any]], shared_data: dict[DataKey, ray.ObjectRef]) -> None:
+              method_params: dict[str, dict[str, Any]], shared_data: dict[DataKey, ray.ObjectRef],
+              max_failures: int = 0) -> None:
     """The Tune trainable: validate the trial's config, then run its TorchTrainer to the end."""
     trial_config = TrialConfig.from_dict(with_method_params(config, method_params))
     trial_id = ray.tune.get_context().get_trial_id()
     trainer = build_trainer(trial_config, f"trial_{trial_id}", storage_path, plan,
                             callbacks=[TuneReportCallback()],
-                            shared_data=shared_data.get(DataKey.of(trial_config)))
+                            shared_data=shared_data.get(DataKey.of(trial_config)), max_failures=max_failures)
     trainer.fit()
 
 
@@ -125,14 +131,16 @@ def experiment_path(storage_path: str, sweep_name: str) -> str:
 
 
 def run_tune(sweep_name: str, grid: Grid, plan: ResourcePlan, storage_path: str,
-             logger: MlflowTrialLogger, resume: bool,
-             shared_data: dict[DataKey, ray.ObjectRef]) -> tune.ResultGrid:
+             logger: MlflowTrialLogger, resume: bool, shared_data: dict[DataKey, ray.ObjectRef],
+             max_failures: int = 0) -> tune.ResultGrid:
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, storage_path=storage_path, plan=plan,
-                             method_params=grid.method_params, shared_data=shared_data),
+                             method_params=grid.method_params, shared_data=shared_data,
+                             max_failures=max_failures),
         # The driver only waits on its workers: it holds no CPU they could need. Tune refuses
-        # an empty request, so it asks for a little memory instead.
-        resources={"CPU": 0, "memory": DRIVER_MEMORY_BYTES},
+        # an empty request, so it asks for a little memory instead; and a sliver of the head
+        # node, so that no driver is lost with a preempted worker node (its workers restart).
+        resources={"CPU": 0, "memory": DRIVER_MEMORY_BYTES, HEAD_NODE_RESOURCE: 0.001},
     )
     if resume:
         tuner = tune.Tuner.restore(experiment_path(storage_path, sweep_name), trainable,

@@ -56,6 +56,7 @@ class TrainingState:
     step: int = 0
     collapse_std: float = float("nan")  # of the last finished epoch
     embedding_dim: int = 1
+    epoch_metrics: dict = dataclasses.field(default_factory=dict)  # the last finished epoch's report
 
 
 def train_loop_per_worker(config_dict: dict, shared_data: ray.ObjectRef | None = None) -> None:
@@ -75,7 +76,11 @@ def train_loop_per_worker(config_dict: dict, shared_data: ray.ObjectRef | None =
         data = load_dataset(config.dataset, config.image_size, config.seed, config.data_root,
                             split=config.split, download=config.download)
     state = build_training_state(config, world_size, device)
-    restore_latest_checkpoint(state)
+    if restore_latest_checkpoint(state) and state.epoch_metrics:
+        # The restored epoch's report may never have reached Tune (the driver or a worker died
+        # between the checkpoint and the report): report it again. The MLflow logger keeps each
+        # epoch once, so the history has every epoch exactly once either way.
+        ray.train.report(state.epoch_metrics)
 
     local_batch_size = config.batch_size // world_size
     steps_per_epoch = len(data.train_images) // config.batch_size
@@ -154,6 +159,7 @@ def train_loop_per_worker(config_dict: dict, shared_data: ray.ObjectRef | None =
             print(f"[{config.method} batch {config.batch_size}] epoch {epoch}/{config.epochs} "
                   + " ".join(f"{k}={v:.4g}" for k, v in epoch_metrics.items() if k != metrics.EPOCH),
                   flush=True)
+        state.epoch_metrics = epoch_metrics
         report_with_checkpoint(epoch_metrics, state, rank)
 
     final_metrics = {metrics.EPOCH: state.epoch}
@@ -263,25 +269,28 @@ def set_learning_rates(optimizer: torch.optim.Optimizer, step: int, total_steps:
     return warmup_cosine(step, total_steps, warmup_steps, peak)
 
 
-def restore_latest_checkpoint(state: TrainingState) -> None:
-    """Continue from the latest checkpoint Ray Train holds for this run name, if any."""
+def restore_latest_checkpoint(state: TrainingState) -> bool:
+    """Continue from the latest checkpoint Ray Train holds for this run name, if any (True then)."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
-        return
+        return False
     with checkpoint.as_directory() as directory:
         saved = torch.load(Path(directory) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     state.method.load_state_dict(saved["method"])
     state.optimizer.load_state_dict(saved["optimizer"])
     for key in ("epoch", "step", "collapse_std", "embedding_dim"):
         setattr(state, key, saved[key])
+    state.epoch_metrics = saved.get("epoch_metrics", {})
     print(f"resumed from checkpoint at epoch {state.epoch} (step {state.step})", flush=True)
+    return True
 
 
 def save_state(state: TrainingState, directory: Path) -> None:
     torch.save(
         {"method": state.method.state_dict(), "optimizer": state.optimizer.state_dict(),
          "epoch": state.epoch, "step": state.step,
-         "collapse_std": state.collapse_std, "embedding_dim": state.embedding_dim},
+         "collapse_std": state.collapse_std, "embedding_dim": state.embedding_dim,
+         "epoch_metrics": state.epoch_metrics},
         directory / CHECKPOINT_FILE,
     )
 

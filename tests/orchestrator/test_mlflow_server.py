@@ -68,7 +68,7 @@ def populate(tracking_uri: str) -> dict:
         client.set_terminated(run_id, status=status.upper())
         children[name] = {"run_id": run_id, "params": flatten(config), "status": status, "knn": history,
                           "method": method}
-    tracker.finish_parent(failed=True)
+    tracker.finish_parent("FAILED")
     return {"experiment_id": tracker.experiment_id, "parent": parent, "children": children}
 
 

@@ -85,7 +85,7 @@ def start_parent(tracking_uri: str, sweep: Sweep) -> tuple[MlflowClient, str, st
     tracker = SweepTracker(tracking_uri, sweep.name)
     parent = tracker.start_parent(sweep.name, {"sweep": sweep.name, "axes": ",".join(sweep.grid),
                                                **flatten({"grid": sweep.grid, "fixed": sweep.params})})
-    tracker.finish_parent(failed=False)
+    tracker.finish_parent("FINISHED")
     return tracker.client, tracker.experiment_id, parent
 
 

@@ -1,0 +1,79 @@
+"""The MLflow trial logger on a real SQLite store: each epoch once, recovered runs clean, unfinished
+runs closed. Trials are small stand-ins with the attributes the logger reads from Tune's Trial."""
+
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from orchestrator.tracking import TAG_ERROR, TAG_STATUS, SweepTracker
+from trainables import metrics
+
+
+@dataclass
+class StandInTrial:
+    trial_id: str
+    config: dict = field(default_factory=lambda: {"method": "simclr", "epochs": 3})
+    error_file: str | None = None
+    last_result: dict = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"trial_{self.trial_id}"
+
+
+def epoch_result(epoch: int) -> dict:
+    return {metrics.EPOCH: epoch, metrics.PRETRAIN_LOSS: 1.0 / epoch, metrics.KNN_VAL_ACCURACY: 0.5}
+
+
+def steps(client: MlflowClient, run_id: str, name: str = metrics.PRETRAIN_LOSS) -> list[int]:
+    return sorted(point.step for point in client.get_metric_history(run_id, name))
+
+
+def test_a_failed_trial_resumed_by_a_new_driver_logs_each_epoch_once_and_ends_clean(tmp_path: Path) -> None:
+    tracker = SweepTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "smoke")
+    tracker.start_parent("smoke", {"sweep": "smoke"})
+    trial = StandInTrial("abc_00000", error_file=str(tmp_path / "error.txt"))
+    (tmp_path / "error.txt").write_text("Traceback ...\nRuntimeError: the node went away\n")
+
+    logger = tracker.trial_logger({})
+    logger.on_trial_start(0, [], trial)
+    for epoch in (1, 2):
+        logger.on_trial_result(0, [], trial, epoch_result(epoch))
+    logger.on_trial_error(0, [], trial)
+    run_id = logger.run_id(trial)
+    assert tracker.client.get_run(run_id).data.tags[TAG_ERROR] == "RuntimeError: the node went away"
+
+    # A new driver (--resume): Tune restores the pickled logger; the trial re-reports epoch 2
+    # (its checkpoint's epoch), then goes on.
+    restored = pickle.loads(pickle.dumps(logger))
+    restored.on_trial_start(0, [], trial)
+    for epoch in (2, 3):
+        restored.on_trial_result(0, [], trial, epoch_result(epoch))
+    trial.last_result = {metrics.LINEAR_TEST_ACCURACY: 0.9}
+    restored.on_trial_complete(0, [], trial)
+
+    run = tracker.client.get_run(run_id)
+    assert restored.run_id(trial) == run_id  # the same run, not a duplicate
+    assert steps(tracker.client, run_id) == [1, 2, 3]
+    assert steps(tracker.client, run_id, metrics.KNN_VAL_ACCURACY) == [1, 2, 3]
+    assert run.info.status == "FINISHED" and run.data.tags[TAG_STATUS] == "finished"
+    assert TAG_ERROR not in run.data.tags
+
+
+def test_closing_an_interrupted_sweep_kills_only_its_running_trials(tmp_path: Path) -> None:
+    tracker = SweepTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "smoke")
+    tracker.start_parent("smoke", {"sweep": "smoke"})
+    logger = tracker.trial_logger({})
+    running, finished = StandInTrial("abc_00000"), StandInTrial("abc_00001")
+    for trial in (running, finished):
+        logger.on_trial_start(0, [], trial)
+    finished.last_result = {metrics.LINEAR_TEST_ACCURACY: 0.9}
+    logger.on_trial_complete(0, [], finished)
+
+    assert tracker.close_unfinished_trials() == 1
+    tracker.finish_parent("KILLED")
+    killed = tracker.client.get_run(logger.run_id(running))
+    assert killed.info.status == "KILLED" and killed.data.tags[TAG_STATUS] == "interrupted"
+    assert tracker.client.get_run(logger.run_id(finished)).info.status == "FINISHED"
+    assert tracker.client.get_run(tracker.parent_run_id).info.status == "KILLED"
