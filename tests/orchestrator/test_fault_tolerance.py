@@ -6,6 +6,7 @@ so the test can find that Ray's processes (and only those) by their environment.
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,10 +30,12 @@ SWEEP_ARGUMENTS = ["smoke", "--set", "method=simclr", "--set", f"epochs={EPOCHS}
 
 @pytest.fixture
 def ray_tmpdir(ray_process_reaper) -> Iterator[Path]:
-    """A short private RAY_TMPDIR; every process that still has it in its environment is killed after."""
+    """A short private RAY_TMPDIR; every process that still has it in its environment is killed after,
+    and the folder removed."""
     root = Path(tempfile.mkdtemp(prefix="rayft", dir="/tmp"))
     yield root
     ray_process_reaper(str(root))
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def start_sweep(workdir: Path, ray_tmpdir: Path, *extra: str) -> subprocess.Popen:
