@@ -43,7 +43,14 @@ def test_mlflow_and_the_dashboard_listen_on_localhost_only_and_no_data_travels()
     assert "0.0.0.0" not in CLUSTER_YAML.read_text()
     assert "mlflow server" in commands and "--host 127.0.0.1" in commands
     assert "--dashboard-host=127.0.0.1" in commands
-    assert "data/" in config["rsync_exclude"]
+    assert "/data/" in config["rsync_exclude"]
+    # rsync matches an unanchored pattern at any depth: none may name a folder of the code.
+    code_folders = {path.name for package in ("orchestrator", "trainables", "search_spaces")
+                    for path in (CLUSTER_YAML.parent / package).glob("**/") if path.is_dir()}
+    assert "data" in code_folders
+    for pattern in config["rsync_exclude"]:
+        if not pattern.startswith(("/", "**/")):
+            assert pattern.strip("/") not in code_folders, pattern
 
 
 def test_the_sweep_plans_for_the_whole_autoscaling_cluster_from_this_file() -> None:
