@@ -2,9 +2,9 @@
 
 - `connect` joins the cluster named by --address / $RAY_ADDRESS (or starts a local Ray) and
   turns Ray's connection failures into one line naming the fix.
-- `node_types` says which nodes the sweep can plan for: the autoscaler's node types and their
-  maximum counts (from its config file, or from the GCS where the autoscaler reports it there),
-  or, without an autoscaler, the resources present now.
+- `cluster_shape` says which nodes the sweep can plan for: the autoscaler's node types and
+  their maximum counts (from its config file, or from the GCS where the autoscaler reports it
+  there), or, without an autoscaler, the resources present now.
 - `check_storage` refuses, before anything starts, a storage path that other nodes cannot reach.
 """
 
@@ -90,8 +90,8 @@ def _check_reachable(address: str, timeout_seconds: float = 5.0) -> None:
 def read_autoscaler_config(path: Path) -> tuple[list[NodeType], str]:
     """Node types and maximum counts from a cluster-launcher / autoscaler config file.
 
-    The head counts once; each worker type up to its max_workers, all of them together up to the
-    config's max_workers. Returns the node types and the provider type.
+    The head counts once; each worker type up to its own max_workers and the config's (each type
+    is capped alone: the sum over types is not). Returns the node types and the provider type.
     """
     try:
         config = yaml.safe_load(path.expanduser().read_text())
