@@ -5,6 +5,8 @@
 - `cluster_shape` says which nodes the sweep can plan for: the autoscaler's node types and
   their maximum counts (from its config file, or from the GCS where the autoscaler reports it
   there), or, without an autoscaler, the resources present now.
+- `gpu_memory` says how much memory one GPU of a node type has: the one place that maps AWS
+  instance types, and Ray's accelerator types, to GPU memory.
 - `check_storage` refuses, before anything starts, a storage path that other nodes cannot reach.
 """
 
@@ -28,6 +30,28 @@ SHARED_FILE_SYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "lustre", "gpfs", "beegfs"
                        "cephfs", "fuse.s3fs", "fuse.gcsfuse", "fuse.juicefs", "fuse.mountpoint-s3",
                        "fuse.sshfs", "efs", "9p", "virtiofs")
 
+
+# Memory of one GPU as nvidia-smi reports it (memory.total, MiB: less than the marketing GB), by
+# the AWS instance family of a node type's InstanceType and by Ray's `accelerator_type:` resource.
+# A node type states its own, for other clouds and instance types, with a label:
+#     labels: {gpu-memory-gib: "24"}
+GPU_MEMORY_LABEL = "gpu-memory-gib"
+GPU_MEMORY_MIB_BY_INSTANCE_FAMILY = {
+    "g4dn": 15360,  # NVIDIA T4 16 GB
+    "g5": 23028,  # NVIDIA A10G 24 GB
+    "g6": 23034,  # NVIDIA L4 24 GB
+    "g6e": 46068,  # NVIDIA L40S 48 GB
+    "p3": 16160,  # NVIDIA V100 16 GB
+    "p3dn": 32510,  # NVIDIA V100 32 GB
+    "p4d": 40960,  # NVIDIA A100 40 GB
+    "p4de": 81920,  # NVIDIA A100 80 GB
+    "p5": 81559,  # NVIDIA H100 80 GB
+    "p5e": 143771,  # NVIDIA H200 141 GB
+    "p5en": 143771,
+}
+GPU_MEMORY_MIB_BY_ACCELERATOR = {"T4": 15360, "A10G": 23028, "L4": 23034, "L40S": 46068, "V100": 16160,
+                                 "A100-40G": 40960, "A100-80G": 81920, "H100": 81559, "H200": 143771}
+MIB = 1024**2
 
 ADDRESS_FIX = ("check --address or $RAY_ADDRESS (the head's host:6379; `ray status` on the head shows it), "
                "or omit both to run on this machine")
@@ -108,8 +132,35 @@ def read_autoscaler_config(path: Path) -> tuple[list[NodeType], str]:
         if name != head and count > 0 and not {"CPU", "GPU"} & set(resources):
             raise ClusterError(f"node type {name!r} in {path} states no CPU/GPU resources; add "
                                f"resources: {{CPU: ..., GPU: ...}} to it so the sweep can plan for it")
-        nodes.append(NodeType(name, int(resources.get("CPU", 0)), int(resources.get("GPU", 0)), count))
+        nodes.append(NodeType(name, int(resources.get("CPU", 0)), int(resources.get("GPU", 0)), count,
+                              gpu_memory_bytes=gpu_memory(name, spec, path)))
     return nodes, str((config.get("provider") or {}).get("type", ""))
+
+
+def gpu_memory(name: str, spec: Mapping[str, Any], path: Path) -> int | None:
+    """Bytes of one GPU of a node type: its `gpu-memory-gib` label, else its AWS instance family,
+    else its `accelerator_type:` resource; None where none of them says."""
+    label = (spec.get("labels") or {}).get(GPU_MEMORY_LABEL)
+    if label is not None:
+        try:
+            return int(float(label) * 1024**3)
+        except ValueError:
+            raise ClusterError(f"node type {name!r} in {path} has {GPU_MEMORY_LABEL}: {label!r}; "
+                               "state the GiB of one GPU as a number, e.g. \"24\"") from None
+    instance = str((spec.get("node_config") or {}).get("InstanceType", ""))
+    family = instance.split(".")[0]
+    if family in GPU_MEMORY_MIB_BY_INSTANCE_FAMILY:
+        return GPU_MEMORY_MIB_BY_INSTANCE_FAMILY[family] * MIB
+    return accelerator_memory(spec.get("resources") or {})
+
+
+def accelerator_memory(resources: Mapping[str, float]) -> int | None:
+    """Bytes of one GPU from Ray's `accelerator_type:NAME` resource, where the table knows NAME."""
+    for key in resources:
+        accelerator = key.removeprefix("accelerator_type:")
+        if key.startswith("accelerator_type:") and accelerator in GPU_MEMORY_MIB_BY_ACCELERATOR:
+            return GPU_MEMORY_MIB_BY_ACCELERATOR[accelerator] * MIB
+    return None
 
 
 def reported_node_types() -> list[NodeType] | None:
@@ -120,7 +171,8 @@ def reported_node_types() -> list[NodeType] | None:
     if config is None or not config.node_group_configs:
         return None
     return [NodeType(group.name, int(group.resources.get("CPU", 0)), int(group.resources.get("GPU", 0)),
-                     group.max_count if group.max_count >= 0 else 2**31)
+                     group.max_count if group.max_count >= 0 else 2**31,
+                     gpu_memory_bytes=accelerator_memory(group.resources))
             for group in config.node_group_configs]
 
 
@@ -143,10 +195,11 @@ def cluster_shape(cluster_config: str | None, live: bool) -> ClusterShape:
             return ClusterShape(reported, autoscaling=True, multi_machine=True,
                                 source="the autoscaler's node groups")
         hosts = {node["NodeManagerAddress"] for node in ray.nodes() if node["Alive"]}
-        return ClusterShape(present_nodes(ray.cluster_resources()), autoscaling=False,
+        resources = ray.cluster_resources()
+        return ClusterShape(present_nodes(resources, accelerator_memory(resources)), autoscaling=False,
                             multi_machine=len(hosts) > 1, source="the resources present now")
-    return ClusterShape(present_nodes(local_resources()), autoscaling=False, multi_machine=False,
-                        source="this machine")
+    return ClusterShape(present_nodes(local_resources(), local_gpu_memory()), autoscaling=False,
+                        multi_machine=False, source="this machine")
 
 
 def local_resources() -> dict[str, float]:
@@ -154,6 +207,14 @@ def local_resources() -> dict[str, float]:
     import torch
 
     return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+
+
+def local_gpu_memory() -> int | None:
+    """Bytes of this machine's smallest GPU, None without one."""
+    import torch
+
+    sizes = [torch.cuda.get_device_properties(index).total_memory for index in range(torch.cuda.device_count())]
+    return min(sizes) if sizes else None
 
 
 def check_storage(storage_path: str, shape: ClusterShape) -> None:

@@ -26,6 +26,7 @@ class NodeType:
     cpus: int
     gpus: int
     max_count: int
+    gpu_memory_bytes: int | None = None  # of one GPU; None: not known (orchestrator/cluster.py)
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class ResourcePlan:
     gpus_per_worker: int
     max_concurrent_trials: int
     capacity: str = ""  # what the plan was made for, in words
+    worker_slots: int = 0  # workers the whole cluster can hold at once: the most one trial can have
+    gpu_memory_bytes: int | None = None  # of the smallest GPU a worker may get; None: not known
 
     @property
     def use_gpu(self) -> bool:
@@ -47,9 +50,10 @@ class ResourcePlan:
                 f"up to {self.max_concurrent_trials} trial(s) at once{planned_for}")
 
 
-def present_nodes(cluster: Mapping[str, float]) -> list[NodeType]:
+def present_nodes(cluster: Mapping[str, float], gpu_memory_bytes: int | None = None) -> list[NodeType]:
     """The resources present now, as one node (no autoscaler: nothing more will come)."""
-    return [NodeType("present", int(cluster.get("CPU", 0)), int(cluster.get("GPU", 0)), max_count=1)]
+    return [NodeType("present", int(cluster.get("CPU", 0)), int(cluster.get("GPU", 0)), max_count=1,
+                     gpu_memory_bytes=gpu_memory_bytes)]
 
 
 def plan_resources(nodes: Sequence[NodeType], num_workers: int, num_trials: int,
@@ -87,5 +91,8 @@ def plan_resources(nodes: Sequence[NodeType], num_workers: int, num_trials: int,
                             f"{total_slots} such worker(s) at most; lower num_workers or add nodes")
     capacity = " + ".join(f"{node.max_count} x {node.name}" for node in usable if slots(node))
     concurrent = min(fits, num_trials, max_concurrent or fits)
+    memories = [node.gpu_memory_bytes for node in usable if slots(node) and gpus_per_worker]
+    gpu_memory = min(memories) if memories and None not in memories else None  # type: ignore[type-var]
     return ResourcePlan(num_workers, cpus_per_worker, gpus_per_worker, max(1, concurrent),
-                        capacity=f"{total_slots} worker slot(s) on {capacity}")
+                        capacity=f"{total_slots} worker slot(s) on {capacity}", worker_slots=total_slots,
+                        gpu_memory_bytes=gpu_memory)

@@ -18,6 +18,7 @@ from orchestrator.cluster import ClusterError, ClusterShape, check_storage, clus
 from orchestrator.datasets import decode_datasets, share
 from orchestrator.estimates import gpu_hours
 from orchestrator.grid import Grid, apply_overrides, short, substitute_missing_datasets
+from orchestrator.memory import GIB, sized_trials
 from orchestrator.resources import PlanningError, ResourcePlan, plan_resources
 from search_spaces import SWEEPS
 from trainables import metrics
@@ -116,6 +117,11 @@ def make_plan(grid: Grid, args: argparse.Namespace, live: bool) -> tuple[Resourc
     plan = plan_resources(shape.nodes, num_workers=max(c.num_workers for c in configs),
                           num_trials=len(configs), max_concurrent=args.max_concurrent,
                           cpus_per_worker=args.cpus_per_worker)
+    # Trials spread over more GPUs where their memory asks for it: plan for the widest.
+    widest = max(config.num_workers for config, _ in sized_trials(configs, plan))
+    if widest > plan.num_workers:
+        plan = plan_resources(shape.nodes, num_workers=widest, num_trials=len(configs),
+                              max_concurrent=args.max_concurrent, cpus_per_worker=args.cpus_per_worker)
     return plan, shape
 
 
@@ -131,15 +137,28 @@ def print_trial_table(sweep_name: str, grid: Grid, plan: ResourcePlan, shape: Cl
         print(f"search: Optuna TPE + ASHA on {grid.search.metric} ({grid.search.mode}), "
               f"{grid.num_samples} sample(s) per row over {space}")
     hours = [gpu_hours(config) for config in configs]
+    sized = sized_trials(configs, plan)
+    memory_columns = ["checkpointing", "GiB/GPU"] if plan.use_gpu else []
     rows = [[str(i), *(str(flat_value(c.to_dict(), a)) for a in axes),
              str(c.num_workers), str(plan.cpus_per_worker * c.num_workers),
-             str(plan.gpus_per_worker * c.num_workers), "?" if h is None else f"{h * grid.num_samples:.3g}"]
-            for i, (c, h) in enumerate(zip(configs, hours, strict=True))]
-    print_table(["trial", *axes, "workers", "CPUs", "GPUs", "est. GPU-h"], rows)
+             str(plan.gpus_per_worker * c.num_workers), "?" if h is None else f"{h * grid.num_samples:.3g}",
+             *([("on" if c.activation_checkpointing else "off"), f"{m.total / GIB:.1f}"] if m else [])]
+            for i, ((c, m), h) in enumerate(zip(sized, hours, strict=True))]
+    print_table(["trial", *axes, "workers", "CPUs", "GPUs", "est. GPU-h", *memory_columns], rows)
+    if plan.use_gpu:
+        print(memory_line(plan))
     known = [h * grid.num_samples for h in hours if h is not None]
     print(f"estimated total: {sum(known):.1f} GPU-hours on A100-class GPUs"
           + (f" ({len(hours) - len(known)} row(s) of unknown size)" if len(known) < len(hours) else "")
           + "; see orchestrator/estimates.py")
+
+
+def memory_line(plan: ResourcePlan) -> str:
+    if plan.gpu_memory_bytes is None:
+        return ("GiB/GPU: estimated peak per GPU (orchestrator/memory.py), not checked: the GPUs' memory is "
+                "unknown; state it in the node type (labels: {gpu-memory-gib: \"24\"})")
+    return (f"GiB/GPU: estimated peak per GPU (bf16 training; orchestrator/memory.py); every trial fits the "
+            f"{plan.gpu_memory_bytes / GIB:.1f} GiB GPUs, spread over workers and checkpointed where needed")
 
 
 def flat_value(config: dict[str, Any], flat_key: str) -> Any:
@@ -199,7 +218,7 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
     try:
         with interruption:
             results = run_tune(args.sweep, grid, plan, storage_path,
-                               tracker.trial_logger(grid.method_params), args.resume, shared_data,
+                               tracker.trial_logger(grid.method_params, plan), args.resume, shared_data,
                                max_failures=args.max_failures)
         rows, failed = summarize(results, grid.display_axes, interrupted=interruption.signal is not None)
         status = "KILLED" if interruption.signal else "FAILED" if failed else "FINISHED"

@@ -21,6 +21,8 @@ from ray.tune.experiment import Trial
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
 from orchestrator.grid import with_method_params
+from orchestrator.memory import sized_trial
+from orchestrator.resources import ResourcePlan
 from trainables import metrics
 from trainables.config import TrialConfig
 from trainables.loop import ARTIFACTS_FOLDER
@@ -125,17 +127,20 @@ class SweepTracker:
             self.client.set_terminated(run.info.run_id, status=RunStatus.to_string(RunStatus.KILLED))
         return len(unfinished)
 
-    def trial_logger(self, method_params: dict[str, dict[str, Any]]) -> "MlflowTrialLogger":
+    def trial_logger(self, method_params: dict[str, dict[str, Any]],
+                     plan: ResourcePlan | None = None) -> "MlflowTrialLogger":
         return MlflowTrialLogger(self.tracking_uri, self.experiment_id, self.sweep_name, self.parent_run_id,
-                                 method_params)
+                                 method_params, plan)
 
 
 class MlflowTrialLogger(Callback):
     """Tune callback: one child run per trial, nested under the sweep's parent run."""
 
     def __init__(self, tracking_uri: str, experiment_id: str, sweep_name: str, parent_run_id: str,
-                 method_params: dict[str, dict[str, Any]] | None = None) -> None:
+                 method_params: dict[str, dict[str, Any]] | None = None,
+                 plan: ResourcePlan | None = None) -> None:
         self.method_params = method_params or {}
+        self.plan = plan  # trials run sized to its GPUs (orchestrator/memory.py): log them so
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
         self.sweep_name = sweep_name
@@ -175,6 +180,8 @@ class MlflowTrialLogger(Callback):
                       TAG_TRIAL_ID: trial.trial_id, TAG_SWEEP: self.sweep_name, TAG_ROLE: ROLE_TRIAL},
             ).info.run_id
             config = TrialConfig.from_dict(with_method_params(trial.config, self.method_params))
+            if self.plan is not None:
+                config = sized_trial(config, self.plan)
             log_params(self.client, run_id, resolved_params(config))
             self._logged[run_id] = set()
         self.client.set_tag(run_id, TAG_STATUS, STATUS_RUNNING)

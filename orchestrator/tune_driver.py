@@ -20,6 +20,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from orchestrator.datasets import DataKey
 from orchestrator.grid import Grid, nest, short, with_method_params
+from orchestrator.memory import sized_trial
 from orchestrator.resources import ResourcePlan
 from orchestrator.tracking import MlflowTrialLogger
 from trainables import metrics
@@ -64,7 +65,7 @@ def run_trial(config: dict[str, Any], storage_path: str, plan: ResourcePlan,
               method_params: dict[str, dict[str, Any]], shared_data: dict[DataKey, ray.ObjectRef],
               max_failures: int = 0) -> None:
     """The Tune trainable: validate the trial's config, then run its TorchTrainer to the end."""
-    trial_config = TrialConfig.from_dict(with_method_params(config, method_params))
+    trial_config = sized_trial(TrialConfig.from_dict(with_method_params(config, method_params)), plan)
     trial_id = ray.tune.get_context().get_trial_id()
     trainer = build_trainer(trial_config, f"trial_{trial_id}", storage_path, plan,
                             callbacks=[TuneReportCallback()],

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import timm
 import torch
+import torch.utils.checkpoint
 from timm.layers import StdConv2d
 from torch import nn
 
@@ -42,9 +43,21 @@ class CBRNetwork(nn.Module):
             *(ConvBatchNormReLU(channels[i], channels[i + 1], kernel_size) for i in range(len(widths)))
         )
         self.num_features = widths[-1]
+        self.grad_checkpointing = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block's activations in the backward pass instead of keeping them (timm's
+        interface): only the blocks' inputs stay in memory between forward and backward."""
+        self.grad_checkpointing = enable
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.blocks(images).mean(dim=(2, 3))
+        features = images
+        for block in self.blocks:
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                features = torch.utils.checkpoint.checkpoint(block, features, use_reentrant=False)
+            else:
+                features = block(features)
+        return features.mean(dim=(2, 3))
 
 
 def _half_after_block_two(widths: tuple[int, ...]) -> tuple[int, ...]:

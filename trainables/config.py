@@ -99,6 +99,9 @@ class TrialConfig:
     momentum: float = 0.9
     warmup_epochs: int = 0
     num_workers: int = 1
+    # Recompute activations in the backward pass instead of keeping them (trainables/checkpointing.py);
+    # the sweep's planner switches it on where a trial fits the GPUs no other way.
+    activation_checkpointing: bool = False
     knn_k: int = 20
     # Evaluation after pretraining: linear probe on frozen features, kNN, or full fine-tuning.
     eval: str = "linear"

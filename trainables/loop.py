@@ -23,6 +23,7 @@ from torch import nn
 
 from trainables import metrics
 from trainables.augmentations import AugmentationRecipe, augment
+from trainables.checkpointing import enable_activation_checkpointing
 from trainables.config import TrialConfig
 from trainables.data import DATASETS, ImageSplits, load_dataset
 from trainables.distributed import convert_batchnorm_for_distributed
@@ -210,6 +211,8 @@ def build_training_state(config: TrialConfig, world_size: int, device: torch.dev
         # BatchNorm statistics must be those of the global batch, as on one worker.
         method = convert_batchnorm_for_distributed(method, device)
     method = method.to(device, memory_format=memory_format(device))
+    if config.activation_checkpointing:  # after the BatchNorm conversion: its hooks go on the new layers
+        enable_activation_checkpointing(method.backbone)
     model = method
     if world_size > 1:
         # Buffers are not broadcast from rank 0: SyncBatchNorm already agrees, and per-process
