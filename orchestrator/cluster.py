@@ -213,7 +213,8 @@ def local_gpu_memory() -> int | None:
     """Bytes of this machine's smallest GPU, None without one."""
     import torch
 
-    sizes = [torch.cuda.get_device_properties(index).total_memory for index in range(torch.cuda.device_count())]
+    sizes = [torch.cuda.get_device_properties(index).total_memory
+             for index in range(torch.cuda.device_count())]
     return min(sizes) if sizes else None
 
 

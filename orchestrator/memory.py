@@ -120,7 +120,8 @@ def _frozen_items(mapping: dict) -> tuple:
     return tuple(sorted(mapping.items()))
 
 
-def trial_activation_profile(config: TrialConfig, checkpointing: bool, pretraining: bool) -> ActivationProfile:
+def trial_activation_profile(config: TrialConfig, checkpointing: bool,
+                             pretraining: bool) -> ActivationProfile:
     """The activation profile of the trial's pretraining step (every view through the backbone,
     then the method's heads and loss), or with `pretraining=False` of its fine-tuning step (the
     backbone on one view at the image size)."""
@@ -129,7 +130,8 @@ def trial_activation_profile(config: TrialConfig, checkpointing: bool, pretraini
         return backbone_profile(config.backbone, config.image_size, config.cifar_stem, slim, checkpointing)
     params = _frozen_items(config.method_params)
     sizes = view_sizes(config.method, params, config.image_size)
-    views = [backbone_profile(config.backbone, size, config.cifar_stem, slim, checkpointing) for size in sizes]
+    views = [backbone_profile(config.backbone, size, config.cifar_stem, slim, checkpointing)
+             for size in sizes]
     heads = heads_profile(config.method, params, config.backbone, config.cifar_stem, slim)
     return ActivationProfile(
         per_image=sum(view.per_image for view in views) + heads.per_image,
@@ -312,8 +314,8 @@ def size_trial(config: TrialConfig, gpu_memory_bytes: float, max_workers: int,
         for count in counts:
             estimate = estimate_memory(config, count, checkpointing)
             if estimate.total <= gpu_memory_bytes:
-                return dataclasses.replace(config, num_workers=count, activation_checkpointing=checkpointing), \
-                    estimate
+                sized = dataclasses.replace(config, num_workers=count, activation_checkpointing=checkpointing)
+                return sized, estimate
     smallest = min((estimate_memory(config, count, True) for count in counts), key=lambda e: e.total)
     spread = "" if config.eval == "finetune" and smallest.busiest == "evaluation" else \
         f" even on {smallest.num_workers} GPU(s)"
@@ -331,13 +333,15 @@ def size_trials(configs: Sequence[TrialConfig], gpu_memory_bytes: float | None,
     sized = []
     for index, config in enumerate(configs):
         if gpu_memory_bytes is None:
-            sized.append((config, estimate_memory(config, config.num_workers, config.activation_checkpointing)))
+            estimate = estimate_memory(config, config.num_workers, config.activation_checkpointing)
+            sized.append((config, estimate))
         else:
             sized.append(size_trial(config, gpu_memory_bytes, max_workers, label=f"trial {index}"))
     return sized
 
 
-def sized_trials(configs: Sequence[TrialConfig], plan: ResourcePlan) -> list[tuple[TrialConfig, MemoryEstimate | None]]:
+def sized_trials(configs: Sequence[TrialConfig],
+                 plan: ResourcePlan) -> list[tuple[TrialConfig, MemoryEstimate | None]]:
     """Every trial as it will run on the plan's cluster, with its per-GPU estimate: sized to the
     GPUs (size_trial) where their memory is known, as configured (with an estimate) where it is
     not, and as configured without an estimate on a cluster without GPUs."""
