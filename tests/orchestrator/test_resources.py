@@ -90,6 +90,32 @@ available_node_types:
     assert plan_resources(shape.nodes, 1, 10).max_concurrent_trials == 3
 
 
+def test_gpu_memory_of_a_node_type_from_its_label_instance_type_or_accelerator(tmp_path) -> None:
+    config = tmp_path / "autoscaler.yaml"
+    config.write_text("""
+head_node_type: head
+provider: {type: aws}
+available_node_types:
+  head: {resources: {CPU: 0}, node_config: {InstanceType: m6i.2xlarge}}
+  a10g: {resources: {CPU: 8, GPU: 1}, max_workers: 2, node_config: {InstanceType: g5.12xlarge}}
+  stated: {resources: {CPU: 8, GPU: 1}, max_workers: 2, labels: {gpu-memory-gib: "48"},
+           node_config: {InstanceType: g5.2xlarge}}
+  by_accelerator: {resources: {CPU: 8, GPU: 1, "accelerator_type:H100": 1}, max_workers: 1, node_config: {}}
+  unknown: {resources: {CPU: 8, GPU: 1}, max_workers: 1, node_config: {InstanceType: x9.large}}
+""")
+    memory = {node.name: node.gpu_memory_bytes for node in read_autoscaler_config(config)[0]}
+    assert memory == {"head": None, "a10g": 23028 * 2**20, "stated": 48 * 2**30,
+                      "by_accelerator": 81559 * 2**20, "unknown": None}
+    # The plan sizes for the smallest GPU a worker may land on; unknown anywhere means unknown.
+    nodes = read_autoscaler_config(config)[0]
+    known = [node for node in nodes if node.name != "unknown"]
+    assert plan_resources(known, 1, 1).gpu_memory_bytes == 23028 * 2**20
+    assert plan_resources(nodes, 1, 1).gpu_memory_bytes is None
+    config.write_text(config.read_text().replace('"48"', '"lots"'))
+    with pytest.raises(ClusterError, match="gpu-memory-gib.*'lots'"):
+        read_autoscaler_config(config)
+
+
 def test_a_worker_type_without_stated_resources_is_a_clear_error(tmp_path) -> None:
     config = tmp_path / "autoscaler.yaml"
     config.write_text("head_node_type: h\navailable_node_types:\n  h: {resources: {}}\n"
