@@ -91,7 +91,7 @@ class ActivationProfile:
         output and input alive at once (2 x the largest tensor) and, with checkpointing, one
         block's activations recomputed."""
         working = 2 * self.largest_per_image + (self.segment_per_image if checkpointing else 0.0)
-        return self.kept(batch) + (working + self.input_per_image) * batch
+        return self.kept(batch) + working * batch
 
 
 @dataclass(frozen=True)
@@ -111,9 +111,6 @@ class MemoryEstimate:
     @property
     def busiest(self) -> str:
         return "pretraining" if self.pretraining >= self.evaluation else "evaluation"
-
-    def describe(self) -> str:
-        return f"{self.total / GIB:.1f} GiB"
 
 
 def _frozen_items(mapping: dict) -> tuple:
@@ -281,6 +278,7 @@ def estimate_memory(config: TrialConfig, num_workers: int, checkpointing: bool) 
         profile = trial_activation_profile(config, checkpointing, pretraining=True)
         local_batch = config.batch_size // num_workers
         activations = profile.peak(local_batch, checkpointing) * BF16_ACTIVATION_FACTOR
+        activations += profile.input_per_image * local_batch  # the views stay fp32
         pretraining = states + trainable * BYTES_AUTOCAST_WEIGHT_CACHE + activations
     else:  # `none`: the method is built and moved to the GPU, nothing trains it
         states = (trainable + frozen) * 4 + buffers
@@ -291,6 +289,7 @@ def estimate_memory(config: TrialConfig, num_workers: int, checkpointing: bool) 
     if config.eval == "finetune":  # fp32, the whole batch on rank 0, a trained copy of the backbone
         finetuning = backbone_parameters * BYTES_PER_TRAINABLE_PARAMETER
         finetuning += backbone_profile.peak(config.batch_size, checkpointing)
+        finetuning += backbone_profile.input_per_image * config.batch_size
         evaluation = max(evaluation, states + finetuning)
     fixed = CUDA_CONTEXT_BYTES + WORKSPACE_BYTES + (NCCL_BYTES if distributed else 0)
     return MemoryEstimate(num_workers, checkpointing, pretraining, evaluation, fixed)
