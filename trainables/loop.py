@@ -23,6 +23,7 @@ from torch import nn
 
 from trainables import metrics
 from trainables.augmentations import AugmentationRecipe, augment
+from trainables.batches import TrainingBatches
 from trainables.config import TrialConfig
 from trainables.data import DATASETS, ImageSplits, load_dataset
 from trainables.distributed import convert_batchnorm_for_distributed
@@ -82,7 +83,6 @@ def train_loop_per_worker(config_dict: dict, shared_data: ray.ObjectRef | None =
         # epoch once, so the history has every epoch exactly once either way.
         ray.train.report(state.epoch_metrics)
 
-    local_batch_size = config.batch_size // world_size
     steps_per_epoch = len(data.train_images) // config.batch_size
     if steps_per_epoch == 0:
         raise ValueError(
@@ -97,6 +97,7 @@ def train_loop_per_worker(config_dict: dict, shared_data: ray.ObjectRef | None =
     view_specs = [spec._replace(recipe=with_dataset_flips(spec.recipe, config.dataset))
                   for spec in state.method.views(config.image_size)]
     epochs = range(state.epoch + 1, config.epochs + 1) if state.method.pretrains else range(0)
+    batches = TrainingBatches(data.train_images, device, config.batch_size, world_size, rank)
 
     if state.epoch == 0:
         # Epoch 0 is the initialization itself: where each prior starts on the kNN curve.
@@ -113,13 +114,9 @@ def train_loop_per_worker(config_dict: dict, shared_data: ray.ObjectRef | None =
         state.model.train()
         # Same permutation on every worker, each takes its own slice: one global batch per step.
         epoch_seed = config.seed * 10_007 + epoch
-        order = torch.randperm(len(data.train_images), generator=torch.Generator().manual_seed(epoch_seed))
         augmentation_generator = torch.Generator(device=device).manual_seed(epoch_seed * 1_000 + rank)
         loss_sum, collapse_sum = torch.zeros((), device=device), torch.zeros((), device=device)
-        for batch_index in range(steps_per_epoch):
-            global_batch = order[batch_index * config.batch_size:(batch_index + 1) * config.batch_size]
-            local_batch = global_batch[rank * local_batch_size:(rank + 1) * local_batch_size]
-            images = data.train_images[local_batch].to(device, non_blocking=True)
+        for images in batches.epoch(epoch_seed):
             views = [
                 augment(images, spec.recipe, augmentation_generator, output_size=spec.size)
                 .to(memory_format=memory_format(device))
