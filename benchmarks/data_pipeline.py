@@ -115,13 +115,18 @@ def per_sample_rate(paths: list[Path], image_size: int, views: Views, batch_size
 
 
 def batched_rate(cached: torch.Tensor, views: Views, batch_size: int) -> float:
-    generator = torch.Generator().manual_seed(0)
+    """Two-view images per second of the batched pipeline on `cached`'s device (on a GPU the uint8
+    images are already there, as trainables.batches keeps a split that fits)."""
+    device = cached.device
+    generator = torch.Generator(device=device).manual_seed(0)
     start = time.perf_counter()
-    order = torch.randperm(len(cached), generator=generator)
+    order = torch.randperm(len(cached), generator=generator, device=device)
     for begin in range(0, len(cached), batch_size):
         batch = cached[order[begin:begin + batch_size]]
         first, second = (augment(batch, recipe, generator) for recipe in views)
         assert first.shape == second.shape == batch.shape
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return len(cached) / (time.perf_counter() - start)
 
 
@@ -139,10 +144,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="torch intra-op threads for the batched pipeline")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="where the batched pipeline runs (the PIL pipeline always uses the CPUs)")
     arguments = parser.parse_args()
     torch.set_num_threads(arguments.threads)
+    device = torch.device(arguments.device)
     views = (BYOL_VIEW_1, BYOL_VIEW_2)
-    print(f"CPU, {arguments.workers} cores/workers, torch threads {torch.get_num_threads()}, "
+    load = open("/proc/loadavg").read().split()[0] if os.path.exists("/proc/loadavg") else "?"
+    print(f"batched on {device}; PIL on the CPU with {arguments.workers} workers ({os.cpu_count()} cores), "
+          f"torch threads {torch.get_num_threads()}, load average {load} at the start, "
           f"{arguments.images} JPEGs 600x450, two views per image, median of {arguments.repeats}")
     header = f"{'size':>5} {'decode once (s)':>16} {'cached+batched':>15} {'PIL 0 workers':>14} " \
              f"{f'PIL {arguments.workers} workers':>15} {'ratio vs best PIL':>18}"
@@ -155,7 +165,7 @@ def main() -> None:
             decode_seconds = time.perf_counter() - start
             assert readable.all()
             batch_size, repeats = arguments.batch_size, arguments.repeats
-            batched = median_rate(partial(batched_rate, cached, views, batch_size), repeats)
+            batched = median_rate(partial(batched_rate, cached.to(device), views, batch_size), repeats)
             rates = [median_rate(partial(per_sample_rate, paths, size, views, batch_size, workers), repeats)
                      for workers in (0, arguments.workers)]
             print(f"{size:>5} {decode_seconds:>16.2f} {batched:>13.0f}/s {rates[0]:>12.0f}/s "

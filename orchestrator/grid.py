@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from search_spaces import Search, Sweep
+from trainables import metrics
 from trainables.config import FIELD_TYPES, ConfigError, TrialConfig, coerce, coerce_method_param
 from trainables.data import DATASETS
 
@@ -105,10 +106,29 @@ def apply_overrides(sweep: Sweep, overrides: list[str], smoke: bool = False) -> 
         if key not in FIELD_TYPES and not key.startswith(METHOD_PARAMS_PREFIX):
             raise ConfigError(f"unknown searched key {key!r} in sweep {sweep.name}; valid keys: "
                               f"{', '.join(FIELD_TYPES)}")
+    if search:
+        params = with_monitor_for_search(search, axes, params, sweep.name)
     grid = Grid(axes=axes, params=params, method_params=sweep.method_params, search=search,
                 num_samples=num_samples)
     grid.trial_configs()  # validate every trial now: nothing starts with a bad config
     return grid
+
+
+def with_monitor_for_search(search: Search, axes: dict[str, list[Any]], params: dict[str, Any],
+                            sweep_name: str) -> dict[str, Any]:
+    """A search on the kNN monitor monitors every epoch (knn_every=1).
+
+    Tune refuses a result without the metric its scheduler and searcher read (strict metric
+    checking), and OptunaSearch reads it from every result; ASHA alone would skip such results.
+    So an epoch without a kNN value cannot reach a search that decides on it.
+    """
+    if search.metric != metrics.KNN_VAL_ACCURACY:
+        return params
+    chosen = axes.get("knn_every") or [params.get("knn_every", 1)]
+    if any(value != 1 for value in chosen):
+        raise ConfigError(f"bad value {chosen[0] if len(chosen) == 1 else chosen!r} for knn_every in sweep "
+                          f"{sweep_name}: its search decides on {search.metric} every epoch; use knn_every=1")
+    return {**params, "knn_every": 1}
 
 
 def typed_value(key: str, raw: str, axes: dict[str, list[Any]], params: dict[str, Any]) -> Any:

@@ -36,6 +36,7 @@ mask: selecting a subset would need its size on the host, a sync point every vie
 """
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 
@@ -95,12 +96,19 @@ class ColorParameters:
     apply_solarize: torch.Tensor
 
 
+@functools.cache
+def constant(values: tuple, device: torch.device) -> torch.Tensor:
+    """A float tensor of these values on `device`, made once: building it from Python numbers on
+    a GPU is a blocking host-to-device copy, a sync point each time. Never modify it in place."""
+    return torch.tensor(values, device=device)
+
+
 def normalize(images: torch.Tensor) -> torch.Tensor:
     """uint8 or [0, 1] float images -> ImageNet-normalized float images."""
     if images.dtype == torch.uint8:
         images = images.float() / 255
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    mean = constant(IMAGENET_MEAN, images.device).view(1, 3, 1, 1)
+    std = constant(IMAGENET_STD, images.device).view(1, 3, 1, 1)
     return (images - mean) / std
 
 
@@ -222,8 +230,8 @@ def hue_rotation(hue: torch.Tensor) -> torch.Tensor:
     gray axis: RGB -> YIQ, rotate (I, Q) clockwise (red -> yellow -> green, the direction of
     HSV hue), back to RGB. Luma and gray pixels are unchanged; rotations compose additively."""
     device = hue.device
-    to_yiq = torch.tensor(RGB_TO_YIQ, device=device)
-    from_yiq = torch.tensor(YIQ_TO_RGB, device=device)
+    to_yiq = constant(RGB_TO_YIQ, device)
+    from_yiq = constant(YIQ_TO_RGB, device)
     angle = 2 * math.pi * hue
     cos, sin = angle.cos(), angle.sin()
     rotation = torch.zeros(hue.shape[0], 3, 3, device=device)
@@ -239,7 +247,7 @@ def color_affine(parameters: ColorParameters, mean_gray: torch.Tensor) -> tuple[
     applies), then grayscale (when it applies), all unclamped. `mean_gray` (N,) is the mean luma
     of each input image; after brightness it is brightness * mean_gray (luma is linear)."""
     device = mean_gray.device
-    luma = torch.tensor(LUMA_WEIGHTS, device=device)
+    luma = constant(LUMA_WEIGHTS, device)
     identity = torch.eye(3, device=device)
     ones = torch.ones(3, device=device)
     to_gray = torch.outer(ones, luma)  # every channel <- the pixel's luma
@@ -261,7 +269,7 @@ def color_affine(parameters: ColorParameters, mean_gray: torch.Tensor) -> tuple[
 
 def _mean_gray(images: torch.Tensor) -> torch.Tensor:
     """(N,) mean luma of each image: per-channel means (one reduction), then the luma weights."""
-    return images.mean(dim=(2, 3)) @ torch.tensor(LUMA_WEIGHTS, device=images.device)
+    return images.mean(dim=(2, 3)) @ constant(LUMA_WEIGHTS, images.device)
 
 
 def _apply_affine(
@@ -318,8 +326,8 @@ def augment(
         _blur_selected_(crops, apply_blur, sigma)
     parameters = draw_color_parameters(count, recipe, generator, device)
     matrix, offset = color_affine(parameters, mean_gray)
-    mean = torch.tensor(IMAGENET_MEAN, device=device)
-    std = torch.tensor(IMAGENET_STD, device=device)
+    mean = constant(IMAGENET_MEAN, device)
+    std = constant(IMAGENET_STD, device)
     # normalize(clamp(A x / 255 + b)) = clamp(A' x + b', (0 - mean) / std, (1 - mean) / std).
     matrix = matrix / (255 * std.view(1, 3, 1))
     offset = (offset - mean) / std

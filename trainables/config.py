@@ -25,6 +25,7 @@ from trainables.initializations import (
 )
 from trainables.methods import METHODS, method_parameters
 from trainables.methods.base import HEAD_NORMS
+from trainables.monitoring import DEFAULT_KNN_EVERY
 
 
 class ConfigError(ValueError):
@@ -103,6 +104,7 @@ class TrialConfig:
     # the sweep's planner switches it on where a trial fits the GPUs no other way.
     activation_checkpointing: bool = False
     knn_k: int = 20
+    knn_every: int = DEFAULT_KNN_EVERY  # the kNN monitor's period in epochs (also epoch 0 and the last)
     # Evaluation after pretraining: linear probe on frozen features, kNN, or full fine-tuning.
     eval: str = "linear"
     probe_epochs: int = 100
@@ -212,6 +214,7 @@ NUMBER_RANGES: dict[str, NumberRange] = {
     "warmup_epochs": NOT_NEGATIVE,  # and < epochs, checked in TrialConfig.validate
     "num_workers": AT_LEAST_ONE,
     "knn_k": AT_LEAST_ONE,
+    "knn_every": AT_LEAST_ONE,
     "probe_epochs": AT_LEAST_ONE,
     "probe_repeats": AT_LEAST_ONE,
     "label_fraction": NumberRange(minimum=0, maximum=1, minimum_included=False),

@@ -23,6 +23,7 @@ from torch import nn
 
 from trainables import metrics
 from trainables.augmentations import AugmentationRecipe, augment
+from trainables.batches import TrainingBatches
 from trainables.checkpointing import enable_activation_checkpointing
 from trainables.config import TrialConfig
 from trainables.data import DATASETS, ImageSplits, load_dataset
@@ -41,6 +42,8 @@ from trainables.evaluation import (
 )
 from trainables.initializations import build_initialized_backbone
 from trainables.methods import SSLMethod, build_method
+from trainables.methods.base import StepOutput, ViewSpec
+from trainables.monitoring import KNN_REFERENCE_IMAGES, is_monitored_epoch, knn_reference_indices
 from trainables.schedules import scaled_learning_rate, warmup_cosine
 
 CHECKPOINT_FILE = "state.pt"
@@ -83,7 +86,6 @@ def train_loop_per_worker(config_dict: dict, shared_data: ray.ObjectRef | None =
         # epoch once, so the history has every epoch exactly once either way.
         ray.train.report(state.epoch_metrics)
 
-    local_batch_size = config.batch_size // world_size
     steps_per_epoch = len(data.train_images) // config.batch_size
     if steps_per_epoch == 0:
         raise ValueError(
@@ -98,6 +100,7 @@ def train_loop_per_worker(config_dict: dict, shared_data: ray.ObjectRef | None =
     view_specs = [spec._replace(recipe=with_dataset_flips(spec.recipe, config.dataset))
                   for spec in state.method.views(config.image_size)]
     epochs = range(state.epoch + 1, config.epochs + 1) if state.method.pretrains else range(0)
+    batches = TrainingBatches(data.train_images, device, config.batch_size, world_size, rank)
 
     if state.epoch == 0:
         # Epoch 0 is the initialization itself: where each prior starts on the kNN curve.
@@ -106,7 +109,7 @@ def train_loop_per_worker(config_dict: dict, shared_data: ray.ObjectRef | None =
                            metrics.SKIPPED_IMAGES: data.skipped_images}
         if rank == 0:
             backbone = state.method.backbone
-            initial_metrics[metrics.KNN_VAL_ACCURACY] = monitor_knn(backbone, data, config, device)
+            initial_metrics.update(timed_monitor(backbone, data, config, device))
         ray.train.report(initial_metrics)
 
     for epoch in epochs:
@@ -114,28 +117,12 @@ def train_loop_per_worker(config_dict: dict, shared_data: ray.ObjectRef | None =
         state.model.train()
         # Same permutation on every worker, each takes its own slice: one global batch per step.
         epoch_seed = config.seed * 10_007 + epoch
-        order = torch.randperm(len(data.train_images), generator=torch.Generator().manual_seed(epoch_seed))
         augmentation_generator = torch.Generator(device=device).manual_seed(epoch_seed * 1_000 + rank)
         loss_sum, collapse_sum = torch.zeros((), device=device), torch.zeros((), device=device)
-        for batch_index in range(steps_per_epoch):
-            global_batch = order[batch_index * config.batch_size:(batch_index + 1) * config.batch_size]
-            local_batch = global_batch[rank * local_batch_size:(rank + 1) * local_batch_size]
-            images = data.train_images[local_batch].to(device, non_blocking=True)
-            views = [
-                augment(images, spec.recipe, augmentation_generator, output_size=spec.size)
-                .to(memory_format=memory_format(device))
-                for spec in view_specs
-            ]
+        for images in batches.epoch(epoch_seed):
             learning_rate = set_learning_rates(state.optimizer, state.step, total_steps,
                                                config.warmup_epochs * steps_per_epoch, peak_learning_rate)
-            with mixed_precision(device):
-                output = state.model(views)
-            state.optimizer.zero_grad(set_to_none=True)
-            output.loss.backward()
-            state.method.before_optimizer_step(epoch)
-            state.optimizer.step()
-            state.step += 1
-            state.method.after_optimizer_step(state.step / total_steps)
+            output = train_step(state, images, view_specs, augmentation_generator, epoch, total_steps)
             loss_sum += output.loss.detach()  # no .item(): that would be a sync point every step
             collapse_sum += embedding_std(output.embedding)
         epoch_loss = (loss_sum / steps_per_epoch).item()
@@ -156,7 +143,8 @@ def train_loop_per_worker(config_dict: dict, shared_data: ray.ObjectRef | None =
             metrics.PRETRAIN_EPOCH_SECONDS: time.perf_counter() - started,
         }
         if rank == 0:
-            epoch_metrics[metrics.KNN_VAL_ACCURACY] = monitor_knn(state.method.backbone, data, config, device)
+            if is_monitored_epoch(epoch, config.epochs, config.knn_every):  # else no kNN value this epoch
+                epoch_metrics.update(timed_monitor(state.method.backbone, data, config, device))
             print(f"[{config.method} batch {config.batch_size}] epoch {epoch}/{config.epochs} "
                   + " ".join(f"{k}={v:.4g}" for k, v in epoch_metrics.items() if k != metrics.EPOCH),
                   flush=True)
@@ -175,6 +163,24 @@ def train_loop_per_worker(config_dict: dict, shared_data: ray.ObjectRef | None =
             save_state(state, Path(directory))
             checkpoint = ray.train.Checkpoint.from_directory(directory)
         ray.train.report(final_metrics, checkpoint=checkpoint)
+
+
+def train_step(state: TrainingState, images: torch.Tensor, view_specs: list[ViewSpec],
+               generator: torch.Generator, epoch: int, total_steps: int) -> StepOutput:
+    """One optimizer step on a uint8 batch already on the device: augment each view, forward,
+    backward, step. No host-device sync: the loss stays on the device."""
+    device = images.device
+    views = [augment(images, spec.recipe, generator, output_size=spec.size)
+             .to(memory_format=memory_format(device)) for spec in view_specs]
+    with mixed_precision(device):
+        output = state.model(views)
+    state.optimizer.zero_grad(set_to_none=True)
+    output.loss.backward()
+    state.method.before_optimizer_step(epoch)
+    state.optimizer.step()
+    state.step += 1
+    state.method.after_optimizer_step(state.step / total_steps)
+    return output
 
 
 def with_dataset_flips(recipe: AugmentationRecipe, dataset: str) -> AugmentationRecipe:
@@ -308,12 +314,23 @@ def report_with_checkpoint(epoch_metrics: dict, state: TrainingState, rank: int)
         ray.train.report(epoch_metrics, checkpoint=checkpoint)
 
 
-def monitor_knn(backbone: nn.Module, data: ImageSplits, config: TrialConfig, device: torch.device) -> float:
-    """kNN accuracy on the validation split: the convergence curves' metric."""
-    train_features = extract_features(backbone, data.train_images, device=device)
+def monitor_knn(backbone: nn.Module, data: ImageSplits, config: TrialConfig, device: torch.device,
+                reference_size: int | None = KNN_REFERENCE_IMAGES) -> float:
+    """kNN accuracy on the validation split against the monitor's reference subset of the training
+    split (trainables.monitoring; None: all of it): the convergence curves' metric."""
+    reference = knn_reference_indices(len(data.train_images), config.seed, reference_size)
+    train_features = extract_features(backbone, data.train_images[reference], device=device)
     val_features = extract_features(backbone, data.val_images, device=device)
-    return knn_accuracy(train_features, data.train_labels, val_features, data.val_labels,
+    return knn_accuracy(train_features, data.train_labels[reference], val_features, data.val_labels,
                         data.num_classes, k=config.knn_k)
+
+
+def timed_monitor(backbone: nn.Module, data: ImageSplits, config: TrialConfig,
+                  device: torch.device) -> dict[str, float]:
+    """The kNN monitor's accuracy and its wall time, as metrics."""
+    started = time.perf_counter()
+    accuracy = monitor_knn(backbone, data, config, device)
+    return {metrics.KNN_VAL_ACCURACY: accuracy, metrics.KNN_SECONDS: time.perf_counter() - started}
 
 
 def evaluate(backbone: nn.Module, data: ImageSplits, config: TrialConfig, device: torch.device,
@@ -326,8 +343,9 @@ def evaluate(backbone: nn.Module, data: ImageSplits, config: TrialConfig, device
     """
     features = [extract_features(backbone, images, device=device)
                 for images in (data.train_images, data.val_images, data.test_images)]
-    monitor = knn_accuracy(features[0], data.train_labels, features[1], data.val_labels, data.num_classes,
-                           k=config.knn_k)
+    reference = knn_reference_indices(len(data.train_images), config.seed)  # the monitor's, as every epoch
+    monitor = knn_accuracy(features[0][reference], data.train_labels[reference], features[1], data.val_labels,
+                           data.num_classes, k=config.knn_k)
     splits = (features[0], data.train_labels, features[1], data.val_labels, features[2], data.test_labels)
     result: EvaluationResult
     if config.eval == metrics.LINEAR_PREFIX:

@@ -10,7 +10,8 @@ PRETRAIN_LOSS = "pretrain/loss"
 PRETRAIN_COLLAPSE_STD = "pretrain/collapse_std"
 PRETRAIN_LEARNING_RATE = "pretrain/learning_rate"
 PRETRAIN_EPOCH_SECONDS = "pretrain/epoch_seconds"
-KNN_VAL_ACCURACY = "knn/val_accuracy"
+KNN_VAL_ACCURACY = "knn/val_accuracy"  # only in monitored epochs (TrialConfig.knn_every)
+KNN_SECONDS = "knn/monitor_seconds"  # wall time of the kNN monitor, in the epochs it runs
 
 # Reported once, after pretraining, by the trial's evaluation protocol: "<protocol>/<metric>"
 # is the mean over the evaluation's repeats and "<protocol>/<metric>_std" its std.
@@ -46,6 +47,7 @@ PER_EPOCH = (
     PRETRAIN_LEARNING_RATE,
     PRETRAIN_EPOCH_SECONDS,
     KNN_VAL_ACCURACY,
+    KNN_SECONDS,
     SKIPPED_IMAGES,
 )
 FINAL = (

@@ -8,7 +8,7 @@ from orchestrator.grid import apply_overrides, substitute_missing_datasets
 from orchestrator.sweep import main
 from search_spaces import SWEEPS
 from trainables import metrics
-from trainables.config import TrialConfig
+from trainables.config import ConfigError, TrialConfig
 
 PAPER_SWEEPS = ("ablation_batchsize", "ablation_imagesize", "prior_weights", "bit_simsiam", "transfusion")
 
@@ -80,6 +80,16 @@ def test_search_sweep_has_samples_and_valid_searched_keys() -> None:
     assert grid.search is not None and grid.num_samples == SWEEPS["hpo_simclr"].search.smoke_num_samples
     assert grid.num_trials == grid.num_samples
     assert "method_params.temperature" in grid.display_axes
+
+
+def test_a_search_on_the_knn_monitor_monitors_every_epoch() -> None:
+    """Tune refuses results without its scheduler's metric: no epoch of a search may skip the monitor."""
+    grid = apply_overrides(SWEEPS["hpo_simclr"], [], smoke=True)
+    assert all(config.knn_every == 1 for config in grid.trial_configs())
+    assert grid.params["knn_every"] == 1
+    with pytest.raises(ConfigError, match="knn_every.*hpo_simclr.*use knn_every=1"):
+        apply_overrides(SWEEPS["hpo_simclr"], ["knn_every=5"], smoke=True)
+    assert apply_overrides(SWEEPS["smoke"], ["knn_every=3"]).params["knn_every"] == 3  # grids choose freely
 
 
 def test_gpu_hour_estimate_scales_with_epochs_size_and_backbone() -> None:
