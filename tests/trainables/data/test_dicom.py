@@ -2,6 +2,7 @@
 checked against the DICOM standard's display pipeline computed independently in numpy."""
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -9,50 +10,14 @@ import pydicom
 import pytest
 import torch
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import JPEG2000Lossless, RLELossless, SecondaryCaptureImageStorage, generate_uid
+from pydicom.uid import JPEG2000Lossless, RLELossless
 
 from trainables.data import ImageSplits, load_dataset
 from trainables.data.dicom import MultiFrameDicomError
 from trainables.data.windowing import PERCENTILE_WINDOW
 
+DicomWriter = Callable[..., None]  # tests/conftest.py's write_dicom
 SIZE = 16  # images are written at the loaded size, so nothing is resized and every value is exact
-
-
-def write_dicom(path: Path, stored: np.ndarray, photometric: str = "MONOCHROME2", bits_stored: int = 12,
-                signed: bool = False, rescale: tuple[float, float] | None = None,
-                window: tuple[float, float] | None = None,
-                voi_lut: tuple[int, np.ndarray] | None = None) -> None:
-    """A Part 10 file of `stored` values (Rows, Columns) or (frames, Rows, Columns); rescale is
-    (slope, intercept); window (centre, width); voi_lut (first mapped value, 16-bit entries)."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
-    dataset = Dataset()
-    dataset.file_meta = meta
-    dataset.SOPClassUID = SecondaryCaptureImageStorage
-    dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    dataset.Modality = "CR"
-    if stored.ndim == 3:
-        dataset.NumberOfFrames = stored.shape[0]
-    dataset.Rows, dataset.Columns = stored.shape[-2:]
-    dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, photometric
-    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = 16, bits_stored, bits_stored - 1
-    dataset.PixelRepresentation = int(signed)
-    if rescale is not None:
-        dataset.RescaleSlope, dataset.RescaleIntercept = rescale
-    if window is not None:
-        dataset.WindowCenter, dataset.WindowWidth = window
-    if voi_lut is not None:
-        first_mapped, entries = voi_lut
-        item = Dataset()
-        item.LUTDescriptor = [len(entries), first_mapped, 16]
-        item.add_new("LUTData", "US", [int(value) for value in entries])
-        dataset.VOILUTSequence = [item]
-    dataset.PixelData = stored.astype(np.int16 if signed else np.uint16).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    dataset.save_as(path, enforce_file_format=True)
 
 
 # The standard's formulas, written out here rather than taken from the code under test.
@@ -92,16 +57,17 @@ def find(images: torch.Tensor, levels: np.ndarray) -> np.ndarray:
     return image[:, :, 0]
 
 
-def write_fillers(folder: Path, count: int, size: int, seed: int) -> None:
+def write_fillers(dicom_writer: DicomWriter, folder: Path, count: int, size: int, seed: int) -> None:
     """`count` random windowed DICOMs, so that a class has enough images to be split."""
     generator = np.random.default_rng(seed)
     for index in range(count):
-        write_dicom(folder / f"filler_{index}.dcm", generator.integers(0, 4096, (size, size)),
+        dicom_writer(folder / f"filler_{index}.dcm", generator.integers(0, 4096, (size, size)),
                     window=(2048, 4001))
 
 
 @pytest.fixture(scope="module")
-def dicom_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, np.ndarray]]:
+def dicom_folder(tmp_path_factory: pytest.TempPathFactory,
+                 dicom_writer: DicomWriter) -> tuple[Path, dict[str, np.ndarray]]:
     """Two classes of 16x16 DICOMs, each kind of file twice, one corrupt file; returns the folder
     and the expected unrounded gray levels (0..255) of every readable file."""
     root = tmp_path_factory.mktemp("dicom")
@@ -113,26 +79,27 @@ def dicom_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[s
             # MONOCHROME2, 12 bits stored, rescale 2x - 1024 and a window (centre 300, width 1001):
             # (w - 1) = 1000 keeps every level off a .5 tie.
             stored = generator.integers(0, 4096, (SIZE, SIZE))
-            write_dicom(root / label / f"windowed_{copy}.dcm", stored, rescale=(2, -1024), window=(300, 1001))
+            dicom_writer(root / label / f"windowed_{copy}.dcm", stored, rescale=(2, -1024),
+                         window=(300, 1001))
             expected[f"{name} windowed"] = linear_window_levels(stored * 2.0 - 1024, 300, 1001)
             # MONOCHROME1 (low is white), signed 16-bit, rescale and window: inverted after windowing.
             stored = generator.integers(-2000, 2000, (SIZE, SIZE))
-            write_dicom(root / label / f"inverted_{copy}.dcm", stored, "MONOCHROME1", bits_stored=16,
+            dicom_writer(root / label / f"inverted_{copy}.dcm", stored, "MONOCHROME1", bits_stored=16,
                         signed=True, rescale=(1, 24), window=(40, 401))
             expected[f"{name} inverted"] = 255 - linear_window_levels(stored + 24.0, 40, 401)
             # No window: the robust percentile window of the modality values.
             stored = generator.integers(0, 1024, (SIZE, SIZE))
             stored[0, 0] = 60000  # one hot pixel the percentile window ignores
-            write_dicom(root / label / f"percentile_{copy}.dcm", stored, bits_stored=16, rescale=(0.5, 10))
+            dicom_writer(root / label / f"percentile_{copy}.dcm", stored, bits_stored=16, rescale=(0.5, 10))
             expected[f"{name} percentile"] = percentile_levels(stored * 0.5 + 10)
             # A VOI LUT beside a window: the LUT wins. Entries sorted 16-bit values, first mapped 100.
             stored = generator.integers(0, 1024, (SIZE, SIZE))
             entries = np.sort(generator.integers(0, 65536, 700))
-            write_dicom(root / label / f"lut_{copy}.dcm", stored, voi_lut=(100, entries), window=(500, 100))
+            dicom_writer(root / label / f"lut_{copy}.dcm", stored, voi_lut=(100, entries), window=(500, 100))
             expected[f"{name} lut"] = entries[np.clip(stored - 100, 0, len(entries) - 1)] * 255 / 65535
     # An extensionless file with the DICM marker, as PACS exports name them.
     stored = generator.integers(0, 4096, (SIZE, SIZE))
-    write_dicom(root / "normal" / "IM000001", stored, window=(2048, 2001))
+    dicom_writer(root / "normal" / "IM000001", stored, window=(2048, 2001))
     expected["extensionless"] = linear_window_levels(stored.astype(np.float64), 2048, 2001)
     # A copy cut short, as an interrupted transfer leaves it.
     whole = (root / "normal" / "windowed_0.dcm").read_bytes()
@@ -157,7 +124,7 @@ def test_dicom_files_decode_to_the_standard_display_values(dicom_folder, caplog)
     assert splits.grayscale
 
 
-def test_compressed_dicom_decodes_like_the_uncompressed_file(tmp_path: Path) -> None:
+def test_compressed_dicom_decodes_like_uncompressed(tmp_path: Path, dicom_writer: DicomWriter) -> None:
     """JPEG 2000 lossless (pylibjpeg's openjpeg plugin) and RLE lossless (pydicom's own); 32 px,
     the smallest side openjpeg's default six resolution levels encode."""
     generator = np.random.default_rng(6)
@@ -165,25 +132,25 @@ def test_compressed_dicom_decodes_like_the_uncompressed_file(tmp_path: Path) -> 
     for label, syntax in (("jpeg2000", JPEG2000Lossless), ("rle", RLELossless)):
         stored = generator.integers(0, 4096, (32, 32))
         path = tmp_path / label / "image.dcm"
-        write_dicom(path, stored, window=(1000, 1001))
+        dicom_writer(path, stored, window=(1000, 1001))
         dataset = pydicom.dcmread(path)
         dataset.compress(syntax)
         dataset.save_as(path)
         assert pydicom.dcmread(path).file_meta.TransferSyntaxUID == syntax
         expected.append(linear_window_levels(stored.astype(np.float64), 1000, 1001))
-        write_fillers(path.parent, 4, 32, seed=len(expected))
+        write_fillers(dicom_writer, path.parent, 4, 32, seed=len(expected))
     splits = load_dataset("imagefolder", 32, seed=0, data_root=tmp_path, cache=False)
     assert splits.skipped_images == 0
     for levels in expected:
         assert_levels(find(all_images(splits), levels), levels)
 
 
-def test_monochrome1_is_the_inverse_of_monochrome2(tmp_path: Path) -> None:
+def test_monochrome1_is_the_inverse_of_monochrome2(tmp_path: Path, dicom_writer: DicomWriter) -> None:
     generator = np.random.default_rng(1)
     for index in range(5):
         stored = generator.integers(0, 4096, (SIZE, SIZE))
         for photometric, label in (("MONOCHROME1", "one"), ("MONOCHROME2", "two")):
-            write_dicom(tmp_path / label / f"{index}.dcm", stored, photometric, window=(2000, 3001))
+            dicom_writer(tmp_path / label / f"{index}.dcm", stored, photometric, window=(2000, 3001))
     splits = load_dataset("imagefolder", SIZE, seed=0, data_root=tmp_path, cache=False)
     images = all_images(splits).to(torch.int16)
     labels = torch.cat([splits.train_labels, splits.val_labels, splits.test_labels])
@@ -193,12 +160,12 @@ def test_monochrome1_is_the_inverse_of_monochrome2(tmp_path: Path) -> None:
         assert sum(torch.equal(255 - image, other) for other in plain) == 1
 
 
-def test_a_multi_frame_dicom_is_refused_with_one_line_naming_it(tmp_path: Path) -> None:
+def test_a_multi_frame_dicom_is_refused_with_one_line(tmp_path: Path, dicom_writer: DicomWriter) -> None:
     generator = np.random.default_rng(2)
     for label in ("a", "b"):
         for index in range(3):
-            write_dicom(tmp_path / label / f"{index}.dcm", generator.integers(0, 4096, (SIZE, SIZE)))
-    write_dicom(tmp_path / "b" / "series.dcm", generator.integers(0, 4096, (4, SIZE, SIZE)))
+            dicom_writer(tmp_path / label / f"{index}.dcm", generator.integers(0, 4096, (SIZE, SIZE)))
+    dicom_writer(tmp_path / "b" / "series.dcm", generator.integers(0, 4096, (4, SIZE, SIZE)))
     with pytest.raises(MultiFrameDicomError) as raised:
         load_dataset("imagefolder", SIZE, seed=0, data_root=tmp_path, cache=False)
     message = str(raised.value)
@@ -207,12 +174,12 @@ def test_a_multi_frame_dicom_is_refused_with_one_line_naming_it(tmp_path: Path) 
     assert "single-frame" in message
 
 
-def test_csvfolder_names_dicom_files_by_their_file_name(tmp_path: Path) -> None:
+def test_csvfolder_names_dicom_files_by_their_file_name(tmp_path: Path, dicom_writer: DicomWriter) -> None:
     generator = np.random.default_rng(3)
     rows, expected = ["image,label"], []
     for index in range(10):
         stored = generator.integers(0, 4096, (SIZE, SIZE))
-        write_dicom(tmp_path / "images" / f"scan{index}.dcm", stored, window=(2048, 1001))
+        dicom_writer(tmp_path / "images" / f"scan{index}.dcm", stored, window=(2048, 1001))
         expected.append(linear_window_levels(stored.astype(np.float64), 2048, 1001))
         rows.append(f"scan{index}.dcm,{'yes' if index % 2 else 'no'}")
     (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
@@ -245,13 +212,13 @@ def test_16_bit_images_are_read_at_full_depth_and_percentile_windowed(tmp_path: 
         assert len(np.unique(decoded)) > 100
 
 
-def test_resized_dicom_keeps_the_window(tmp_path: Path) -> None:
+def test_resized_dicom_keeps_the_window(tmp_path: Path, dicom_writer: DicomWriter) -> None:
     """At another image size the windowed image is resized: a constant region stays its level."""
     stored = np.full((64, 64), 1000)
     stored[:, 32:] = 3000
     for label in ("a", "b"):
         for index in range(5):
-            write_dicom(tmp_path / label / f"{index}.dcm", stored, window=(2000, 4001))
+            dicom_writer(tmp_path / label / f"{index}.dcm", stored, window=(2000, 4001))
     splits = load_dataset("imagefolder", 16, seed=0, data_root=tmp_path, cache=False)
     expected = np.rint(linear_window_levels(np.array([1000.0, 3000.0]), 2000, 4001))
     assert 0 < expected[0] < expected[1] < 255
