@@ -50,9 +50,12 @@ def is_dicom_file(path: Path) -> bool:
         return True
     if path.suffix or not path.is_file():
         return False
-    with open(path, "rb") as file:
-        file.seek(DICOM_MAGIC_OFFSET)
-        return file.read(len(DICOM_MAGIC)) == DICOM_MAGIC
+    try:
+        with open(path, "rb") as file:
+            file.seek(DICOM_MAGIC_OFFSET)
+            return file.read(len(DICOM_MAGIC)) == DICOM_MAGIC
+    except OSError:  # unreadable: not taken for an image
+        return False
 
 
 def decode_dicom(path: Path, image_size: int) -> np.ndarray:
