@@ -6,6 +6,7 @@ need to reach the tracking server. It finds a trial's existing child run by the 
 resumed sweep logs into the same runs instead of duplicating them.
 """
 
+import json
 import math
 import os
 from collections.abc import Mapping
@@ -211,6 +212,8 @@ class MlflowTrialLogger(Callback):
             seen.update((metric.key, step) for metric in logged)
         if metrics.SPLIT_HASH in result:
             self.client.set_tag(self.run_id(trial), metrics.SPLIT_HASH, str(result[metrics.SPLIT_HASH]))
+        if metrics.AUGMENTATION_RECIPES in result:
+            log_augmentation(self.client, run_id, result)
         if CHECKPOINT_PATH_KEY in result and any(name in result for name in metrics.FINAL):
             self.log_evaluation_artifacts(trial, result[CHECKPOINT_PATH_KEY])
 
@@ -235,6 +238,13 @@ class MlflowTrialLogger(Callback):
         self.client.set_tag(run_id, TAG_STATUS, STATUS_FAILED)
         self.client.set_tag(run_id, TAG_ERROR, error_line(trial.error_file)[:5000])
         self.client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FAILED))
+
+
+def log_augmentation(client: MlflowClient, run_id: str, result: dict) -> None:
+    """The augmentation recipes the trial used (an artifact) and whether its data is grayscale (a tag)."""
+    recipes = json.loads(result[metrics.AUGMENTATION_RECIPES])
+    client.log_dict(run_id, recipes, metrics.AUGMENTATION_RECIPES_ARTIFACT)
+    client.set_tag(run_id, metrics.GRAYSCALE, str(bool(result.get(metrics.GRAYSCALE, False))).lower())
 
 
 def error_line(error_file: str | os.PathLike | None) -> str:

@@ -34,6 +34,8 @@ CONSTRUCTOR_ARGUMENTS: dict[str, tuple[Any, ...]] = {
     ),
     "DatasetLabelError": ("labels [7] in data/medmnist/dermamnist.npz (train_labels) are outside the 7 "
                           "classes",),
+    "MultiFrameDicomError": ("data/cxr/a/series.dcm is a multi-frame DICOM (4 frames); only single-frame "
+                             "images are read: save each frame\nas its own .dcm file",),
     "CorruptCacheError": ("data/.cache/digits-32px-v1.npz: BadZipFile: File is not a zip file",),
     "MissingWeightsError": ("resnet50 ImageNet weights resnet50.tv_in1k not found in weights_dir weights/",),
     "ClusterError": ("could not join the Ray cluster at 10.0.0.1:6379 (ConnectionError: timed out); check "

@@ -37,7 +37,9 @@ mask: selecting a subset would need its size on the host, a sync point every vie
 
 import dataclasses
 import functools
+import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -335,6 +337,19 @@ def augment(
     if recipe.solarize_probability > 0:
         _solarize_selected_(views, parameters.apply_solarize, mean, std)
     return views
+
+
+def without_color(recipe: AugmentationRecipe) -> AugmentationRecipe:
+    """The recipe for single-channel (grayscale) images: no saturation, hue or grayscale
+    conversion, which leave a gray pixel where it is anyway; crops, flips, brightness, contrast,
+    blur and solarization as they were."""
+    return dataclasses.replace(recipe, saturation=0.0, hue=0.0, grayscale_probability=0.0)
+
+
+def describe_recipes(views: Sequence[tuple[int, AugmentationRecipe]]) -> str:
+    """(output size, recipe) of each view (a method's ViewSpecs) as JSON, one object per view with
+    its size and every recipe field: what a run records of the augmentations it actually used."""
+    return json.dumps([{"size": size, **dataclasses.asdict(recipe)} for size, recipe in views])
 
 
 # The papers' recipes. Jitter strengths are torchvision's ColorJitter arguments; every recipe

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from trainables import metrics
-from trainables.augmentations import AugmentationRecipe, augment
+from trainables.augmentations import AugmentationRecipe, augment, describe_recipes, without_color
 from trainables.batches import TrainingBatches
 from trainables.checkpointing import enable_activation_checkpointing
 from trainables.config import TrialConfig
@@ -99,6 +99,8 @@ def train_loop_per_worker(config_dict: dict, shared_data: ray.ObjectRef | None =
     # Each view's recipe is the method's paper recipe, with vertical flips where the dataset allows.
     view_specs = [spec._replace(recipe=with_dataset_flips(spec.recipe, config.dataset))
                   for spec in state.method.views(config.image_size)]
+    if data.grayscale:  # hue, saturation and grayscale conversion mean nothing on one channel
+        view_specs = [spec._replace(recipe=without_color(spec.recipe)) for spec in view_specs]
     epochs = range(state.epoch + 1, config.epochs + 1) if state.method.pretrains else range(0)
     batches = TrainingBatches(data.train_images, device, config.batch_size, world_size, rank)
 
@@ -107,6 +109,9 @@ def train_loop_per_worker(config_dict: dict, shared_data: ray.ObjectRef | None =
         # With the data's fingerprint: two runs with equal split hashes used the same images.
         initial_metrics = {metrics.EPOCH: 0, metrics.SPLIT_HASH: data.split_hash(),
                            metrics.SKIPPED_IMAGES: data.skipped_images}
+        # The recipes actually used (after the dataset's flips and grayscale): MLflow keeps them.
+        initial_metrics[metrics.AUGMENTATION_RECIPES] = describe_recipes(view_specs)
+        initial_metrics[metrics.GRAYSCALE] = data.grayscale
         if rank == 0:
             backbone = state.method.backbone
             initial_metrics.update(timed_monitor(backbone, data, config, device))
@@ -358,6 +363,8 @@ def evaluate(backbone: nn.Module, data: ImageSplits, config: TrialConfig, device
                            repeats=config.probe_repeats, seed=config.seed)
     else:
         recipe = with_dataset_flips(AugmentationRecipe(), config.dataset)
+        if data.grayscale:
+            recipe = without_color(recipe)
         result = finetune(backbone, data.train_images, data.train_labels, data.val_images, data.val_labels,
                           data.test_images, data.test_labels, data.num_classes,
                           epochs=config.finetune_epochs, batch_size=config.batch_size,

@@ -40,6 +40,10 @@ LINEAR_TEST_BALANCED_ACCURACY = evaluation_metric(LINEAR_PREFIX, TEST_BALANCED_A
 COLLAPSED = "collapsed"  # 1.0 when the final collapse_std is far below 1/sqrt(dim)
 SKIPPED_IMAGES = "data/skipped_images"  # unreadable images left out of the dataset (epoch 0)
 SPLIT_HASH = "data/split_hash"  # a string, logged as an MLflow tag (epoch 0)
+GRAYSCALE = "data/grayscale"  # a bool, logged as an MLflow tag (epoch 0)
+# JSON of each view's augmentation recipe as used (epoch 0), logged as an MLflow artifact.
+AUGMENTATION_RECIPES = "augmentation/recipes"
+AUGMENTATION_RECIPES_ARTIFACT = "augmentation_recipes.json"
 
 PER_EPOCH = (
     PRETRAIN_LOSS,

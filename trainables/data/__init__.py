@@ -45,12 +45,19 @@ one line naming the path looked at, the layout expected and where to get it:
   and `b. Testing Set/` as `<Image name>.jpg`. From https://idrid.grand-challenge.org. The
   official test set is kept.
 - `imagefolder`: your own data, `data_root` itself is the dataset folder:
-  `<data_root>/<class>/*.png|jpg`, or `<data_root>/{train,val,test}/<class>/*` to keep a split.
+  `<data_root>/<class>/*.png|jpg|dcm`, or `<data_root>/{train,val,test}/<class>/*` to keep a split.
 - `csvfolder`: your own data, `<data_root>/labels.csv` (columns image, label: a file name, with or
   without .jpg, and a class name) and the images in `<data_root>/images/`.
 
+Both folder layouts read DICOM files (`.dcm`, `.dicom`, or no extension with the DICM marker;
+`trainables.data.dicom`) and 16-bit PNG/TIFF at full depth, windowed to 8 bits
+(`trainables.data.windowing`): the file's VOI LUT, else its window centre/width, else the
+0.5-99.5 percentile window; MONOCHROME1 is inverted. A multi-frame DICOM is refused with
+MultiFrameDicomError. `ImageSplits.grayscale` says whether the data is single-channel
+(`DatasetSpec.grayscale`, or detected).
+
 Every file dataset is decoded and resized once per image size into
-`<data_root>/.cache/<name>-<size>px-v1.npz` (`trainables.data.cache`), shared by every seed,
+`<data_root>/.cache/<name>-<size>px-v2.npz` (`trainables.data.cache`), shared by every seed,
 split and trial. Unreadable images are skipped and counted in `ImageSplits.skipped_images`;
 labels outside a dataset's classes raise DatasetLabelError before anything is decoded.
 """
@@ -83,6 +90,7 @@ from trainables.data.pool import (
     DatasetLabelError,
     DatasetNotFoundError,
     DecodedPool,
+    is_grayscale,
     resize_to_uint8_rgb,
 )
 from trainables.data.splits import SPLIT_POLICIES, split_pool, stratified_split, stratified_subset
@@ -97,7 +105,9 @@ class ImageSplits:
     """uint8 images (N, 3, S, S) and int64 labels of each split, plus what the loop reports.
 
     labeled_train_indices: positions into train_* whose labels the probe may use (all of them
-    unless load_dataset got label_fraction < 1); skipped_images: unreadable files left out.
+    unless load_dataset got label_fraction < 1); skipped_images: unreadable files left out;
+    grayscale: single-channel data (stored with the channel replicated three times), whose
+    augmentations leave out the colour operations.
     """
 
     train_images: torch.Tensor
@@ -110,6 +120,7 @@ class ImageSplits:
     skipped_images: int = 0
     label_fraction: float = 1.0
     labeled_train_indices: torch.Tensor | None = None
+    grayscale: bool = False
 
     TENSOR_FIELDS: ClassVar[tuple[str, ...]] = (
         "train_images", "train_labels", "val_images", "val_labels", "test_images", "test_labels",
@@ -137,7 +148,7 @@ class ImageSplits:
         per node and read in place (zero-copy) by every worker there; torch tensors would not be."""
         arrays: dict[str, Any] = {name: getattr(self, name).numpy() for name in self.TENSOR_FIELDS}
         return {**arrays, "class_names": self.class_names, "skipped_images": self.skipped_images,
-                "label_fraction": self.label_fraction}
+                "label_fraction": self.label_fraction, "grayscale": self.grayscale}
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, Any]) -> "ImageSplits":
@@ -148,7 +159,8 @@ class ImageSplits:
             tensors = {name: torch.from_numpy(arrays[name]) for name in cls.TENSOR_FIELDS}
         return cls(**tensors, class_names=tuple(arrays["class_names"]),
                    skipped_images=int(arrays["skipped_images"]),
-                   label_fraction=float(arrays["label_fraction"]))
+                   label_fraction=float(arrays["label_fraction"]),
+                   grayscale=bool(arrays.get("grayscale", False)))
 
     def split_hash(self) -> str:
         """A short hash of the image bytes and labels of each split and of the labelled subset."""
@@ -170,6 +182,10 @@ class DatasetSpec:
     # fundus, the randomly rotated shapes): pretraining and fine-tuning then flip them vertically
     # too. Radiographs, ultrasound and natural images keep their orientation.
     vertical_flip: bool = False
+    # Single-channel images (radiographs, OCT, ultrasound): the augmentations then drop hue,
+    # saturation and grayscale conversion. None: detected, true when every decoded image has
+    # R = G = B (a folder of DICOMs or gray PNGs; JPEGs saved in colour are not).
+    grayscale: bool | None = None
 
 
 def _exists(relative: str) -> Callable[[Path], bool]:
@@ -228,16 +244,16 @@ DATASETS: dict[str, DatasetSpec] = {
     **{name: _medmnist(name) for name in MEDMNIST_CLASSES},
     "kermany_cxr": DatasetSpec("Kermany pediatric chest X-rays, normal vs pneumonia",
                                partial(imagefolder_pool, KERMANY_CXR),
-                               on_disk=_exists(KERMANY_CXR.directory)),
+                               on_disk=_exists(KERMANY_CXR.directory), grayscale=True),
     "covid19_radiography": DatasetSpec("COVID-19 Radiography Database, 4 classes",
                                        partial(imagefolder_pool, COVID19_RADIOGRAPHY),
-                                       on_disk=_exists(COVID19_RADIOGRAPHY.directory)),
+                                       on_disk=_exists(COVID19_RADIOGRAPHY.directory), grayscale=True),
     "isic2019": DatasetSpec("ISIC 2019 dermoscopy, 8 classes", partial(csvfolder_pool, ISIC2019),
                             on_disk=_exists(ISIC2019.directory), vertical_flip=True),
     "idrid_grading": DatasetSpec("IDRiD diabetic retinopathy grades 0-4",
                                  partial(csvfolder_pool, IDRID_GRADING),
                                  on_disk=_exists(IDRID_GRADING.directory), vertical_flip=True),
-    "imagefolder": DatasetSpec("data_root/<class>/*.png|jpg", partial(imagefolder_pool, IMAGEFOLDER)),
+    "imagefolder": DatasetSpec("data_root/<class>/*.png|jpg|dcm", partial(imagefolder_pool, IMAGEFOLDER)),
     "csvfolder": DatasetSpec("data_root/labels.csv + data_root/images/", partial(csvfolder_pool, CSVFOLDER)),
 }
 
@@ -275,4 +291,5 @@ def load_dataset(name: str, image_size: int, seed: int, data_root: str | Path = 
         test_images=pool.images[test], test_labels=labels[test],
         class_names=pool.class_names, skipped_images=pool.skipped_images,
         label_fraction=label_fraction, labeled_train_indices=torch.as_tensor(labeled, dtype=torch.int64),
+        grayscale=is_grayscale(pool.images) if spec.grayscale is None else spec.grayscale,
     )

@@ -23,7 +23,7 @@ from trainables.data.pool import DecodedPool
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: 16-bit images are read at full depth and windowed, DICOM files read
 CACHE_FOLDER = ".cache"
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from trainables.data.dicom import is_dicom_file
 from trainables.data.pool import (
     IMAGE_EXTENSIONS,
     TEST,
@@ -85,7 +86,8 @@ class ImageFolderLayout:
 def _images_in(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
-    return sorted(path for path in folder.iterdir() if path.suffix.lower() in IMAGE_EXTENSIONS)
+    return sorted(path for path in folder.iterdir()
+                  if path.suffix.lower() in IMAGE_EXTENSIONS or is_dicom_file(path))
 
 
 def _subfolders(folder: Path) -> set[str]:
@@ -96,7 +98,7 @@ def imagefolder_pool(layout: ImageFolderLayout, image_size: int, data_root: Path
                      download: bool = False) -> DecodedPool:
     root = data_root / layout.directory
     classes = "{" + ",".join(layout.class_names) + "}" if layout.class_names else "<class>"
-    expected = f"{classes}/{layout.image_subfolder + '/' if layout.image_subfolder else ''}*.png|jpg"
+    expected = f"{classes}/{layout.image_subfolder + '/' if layout.image_subfolder else ''}*.png|jpg|dcm"
     if not root.is_dir():
         raise DatasetNotFoundError(layout.name, root, f"[train|test/]{expected}", layout.source)
     val_part = TRAIN if layout.merge_val_into_train else VAL

@@ -17,11 +17,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from trainables.data.dicom import DICOM_EXTENSIONS, MultiFrameDicomError, decode_dicom, is_dicom_file
+from trainables.data.windowing import HIGH_DEPTH_MODES, decode_high_depth_image
+
 logger = logging.getLogger(__name__)
 
 # Values of DecodedPool.official_split.
 TRAIN, VAL, TEST = 0, 1, 2
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", *DICOM_EXTENSIONS)
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -130,8 +133,15 @@ def resize_to_uint8_rgb(images: np.ndarray, image_size: int, max_value: float,
 
 
 def decode_image(path: Path, image_size: int) -> np.ndarray:
-    """One image file -> uint8 (image_size, image_size, 3), squashed to a square (nothing cropped)."""
+    """One image file -> uint8 (image_size, image_size, 3), squashed to a square (nothing cropped).
+
+    DICOM files and gray images of more than 8 bits (16-bit PNG/TIFF) are read at full depth and
+    windowed (`trainables.data.dicom`, `trainables.data.windowing`); 8-bit images as they are."""
+    if is_dicom_file(Path(path)):
+        return decode_dicom(Path(path), image_size)
     with Image.open(path) as image:
+        if image.mode in HIGH_DEPTH_MODES:
+            return decode_high_depth_image(image, image_size)
         image.draft("RGB", (image_size, image_size))  # JPEG: decode at the smallest scale >= size
         rgb = image.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
     return np.asarray(rgb, dtype=np.uint8)
@@ -141,20 +151,28 @@ def decode_image_files(paths: Sequence[Path], image_size: int) -> tuple[torch.Te
     """Decode and resize files in parallel threads (PIL releases the GIL while decoding).
 
     Returns (uint8 images (K, 3, S, S) of the readable files, bool mask (N,) of which were read).
-    An unreadable or missing file is skipped and logged, never fatal.
+    An unreadable or missing file is skipped and logged, never fatal. A multi-frame DICOM is
+    refused (MultiFrameDicomError, after every file was tried, counting the others): it is not
+    damaged, and which of its frames to train on is the user's choice.
     """
     output = np.zeros((len(paths), image_size, image_size, 3), dtype=np.uint8)
     readable = np.zeros(len(paths), dtype=bool)
+    refused: list[tuple[int, MultiFrameDicomError]] = []
 
     def decode_into(position: int) -> None:
         try:
             output[position] = decode_image(paths[position], image_size)
             readable[position] = True
+        except MultiFrameDicomError as error:
+            refused.append((position, error))
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
             logger.warning("skipping unreadable image %s: %s", paths[position], error)
 
     with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as executor:
         list(executor.map(decode_into, range(len(paths))))
+    if refused:
+        others = f" ({len(refused) - 1} other file(s) are multi-frame too)" if len(refused) > 1 else ""
+        raise MultiFrameDicomError(f"{min(refused, key=lambda item: item[0])[1]}{others}")
     if not readable.all():
         logger.warning("skipped %d of %d images that could not be read", (~readable).sum(), len(paths))
     images = torch.from_numpy(output[readable]).permute(0, 3, 1, 2).contiguous()
@@ -174,6 +192,11 @@ def pool_from_files(paths: Sequence[Path], labels: np.ndarray, class_names: tupl
         groups=None if groups is None else groups[readable],
         skipped_images=int((~readable).sum()),
     )
+
+
+def is_grayscale(images: torch.Tensor) -> bool:
+    """Whether every image of a uint8 (N, 3, S, S) batch has three equal channels."""
+    return torch.equal(images[:, 0], images[:, 1]) and torch.equal(images[:, 1], images[:, 2])
 
 
 def integer_ids(values: Sequence[str]) -> np.ndarray:
