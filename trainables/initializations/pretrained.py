@@ -80,7 +80,7 @@ def load_supervised_weights(
     """Build the backbone (standard stem, full width) with the weights loaded exactly; and a report."""
     found = _local_file(weights, weights_dir, weights_path)
     if found is None:
-        found = _hub_cache_file(weights) if _offline() else None
+        found = _hub_cache_file(weights) if offline_mode() else None
     if found is None:
         return _download_through_timm(weights, weights_dir)
     if found.suffix == ".npz":
@@ -164,7 +164,7 @@ def _hub_cache_file(weights: PretrainedWeights) -> Path | None:
 
 
 def _download_through_timm(weights: PretrainedWeights, weights_dir: str | None) -> tuple[nn.Module, str]:
-    if _offline() or not (weights.in_timm or weights.url):
+    if offline_mode() or not (weights.in_timm or weights.url):
         raise MissingWeightsError(_missing_message(weights, weights_dir))
     try:
         if weights.in_timm:
@@ -187,7 +187,7 @@ def _missing_message(weights: PretrainedWeights, weights_dir: str | None) -> str
     if not (weights.in_timm or weights.url):
         how = "train them yourself (no public download)"
     else:
-        how = "unset HF_HUB_OFFLINE to download them" if _offline() else "check the network for the download"
+        how = "unset HF_HUB_OFFLINE to download them" if offline_mode() else "check the network for the download"
     return (f"{_what(weights)} not found: put the file at {where}/{weights.name}{first} (or {others}), "
             f"set weights_path, or {how}; see trainables/initializations/pretrained.py")
 
@@ -201,7 +201,7 @@ def cached_url(url: str, weights: PretrainedWeights | None = None) -> Path:
     """A local copy of `url` in torch's hub folder, downloaded unless offline."""
     path = _torch_hub_path(url)
     if not path.is_file():
-        if _offline():
+        if offline_mode():
             what = _what(weights) if weights else "weights"
             raise MissingWeightsError(f"{what} at {url} not in {path.parent} and HF_HUB_OFFLINE is set")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -221,5 +221,6 @@ def is_url(location: str) -> bool:
     return location.startswith(("http://", "https://"))
 
 
-def _offline() -> bool:
+def offline_mode() -> bool:
+    """HF_HUB_OFFLINE is set: only local files and caches are read, never the network."""
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
