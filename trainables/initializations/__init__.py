@@ -98,7 +98,8 @@ def _ssl_imagenet(request: InitRequest) -> tuple[nn.Module, str]:
         model = _architecture(request)
         return model, load_ssl_checkpoint(model, request.weights_path)
     entry = ssl_catalogue.catalogue_entry(request.method, request.backbone)
-    path, checked = ssl_catalogue.fetch(entry, request.weights_dir)  # first: missing files fail before building
+    # Fetched first: a missing file fails before anything is built.
+    path, checked = ssl_catalogue.fetch(entry, request.weights_dir)
     model = _architecture(request)
     return model, ssl_catalogue.load_catalogued_checkpoint(model, entry, path, checked)
 
@@ -140,8 +141,8 @@ INITIALIZATIONS: dict[str, InitializationSpec] = {
     "bit-s": InitializationSpec("BiT-S: Big Transfer's ImageNet-1k weights (BiT-S-R50x1.npz)",
                                 _supervised("bit-s"), needs_bit=True),
     "ssl-imagenet": InitializationSpec(
-        "double pretraining (Ciga et al.): the method's published ImageNet SSL checkpoint (ssl_catalogue.py), "
-        "or weights_path", _ssl_imagenet, backbones="any"),
+        "double pretraining (Ciga et al.): the method's published ImageNet SSL checkpoint "
+        "(ssl_catalogue.py), or weights_path", _ssl_imagenet, backbones="any"),
     "meanvar": InitializationSpec(
         "Transfusion's Mean-Var init: each tensor i.i.d. from N(mean, var) of the ImageNet tensor",
         _mean_var),
@@ -172,8 +173,8 @@ def check_combination(
         raise ValueError(f"init {init!r} is BiT's weights: it needs resnetv2_50x1_bit, not {backbone!r}")
     applies_to = INITIALIZATIONS[init].backbones
     if applies_to == "hub" and not is_hub_backbone(backbone):
-        raise ValueError(f"init {init!r} loads a timm: or hf-hub: backbone's own weights, and {backbone!r} is "
-                         "neither; for the registered backbones use init=imagenet (or bit-s, bit-m)")
+        raise ValueError(f"init {init!r} loads a timm: or hf-hub: backbone's own weights, and {backbone!r} "
+                         "is neither; for the registered backbones use init=imagenet (or bit-s, bit-m)")
     if applies_to == "registered" and is_hub_backbone(backbone):
         raise ValueError(f"init {init!r} needs a registered backbone ({', '.join(BACKBONES)}); for "
                          f"{backbone!r} use init=pretrained, random or ssl-imagenet")
@@ -206,7 +207,8 @@ def build_initialized_backbone(
     check_combination(backbone, init, norm, weight_standardization, weight_scaling, dead_filters, cifar_stem)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model, report = INITIALIZATIONS[init].build(InitRequest(backbone, weights_dir, weights_path, seed, method))
+        request = InitRequest(backbone, weights_dir, weights_path, seed, method)
+        model, report = INITIALIZATIONS[init].build(request)
         reports = [report]
         if cifar_stem:
             use_cifar_stem(model)

@@ -48,7 +48,8 @@ def hub_backbone_spec(name: str) -> BackboneSpec:
     else:
         repo_id = name.removeprefix(HF_HUB_PREFIX)
         if repo_id.count("/") != 1 or not all(repo_id.split("/")):
-            raise ValueError(f"bad backbone {name!r}: write hf-hub:ORG/NAME, e.g. hf-hub:timm/resnet50.a1_in1k")
+            raise ValueError(f"bad backbone {name!r}: write hf-hub:ORG/NAME, "
+                             "e.g. hf-hub:timm/resnet50.a1_in1k")
         description = f"the Hugging Face hub model {repo_id} (timm)"
 
     def build(slim: bool) -> nn.Module:
@@ -69,11 +70,7 @@ def create_hub_model(name: str, pretrained: bool, weights_dir: str | None = None
 def _create_timm(model_name: str, pretrained: bool, weights_dir: str | None) -> tuple[nn.Module, str]:
     if not pretrained:
         return timm.create_model(model_name, pretrained=False, num_classes=0), f"random: timm {model_name}"
-    config = get_pretrained_cfg(model_name)
-    if config is None or not (config.hf_hub_id or config.url):
-        raise MissingWeightsError(f"timm lists no pretrained weights for {model_name!r}; name a tag that has "
-                                  f"them (timm.list_pretrained('{model_name.split('.')[0]}*'))")
-    tag = f"{config.architecture}.{config.tag}" if config.tag else config.architecture
+    config, tag = _timm_pretrained_config(model_name)
     found = _timm_weights_on_disk(config, tag, weights_dir)
     if found is not None:
         model = timm.create_model(model_name, pretrained=True, num_classes=0,
@@ -86,6 +83,20 @@ def _create_timm(model_name: str, pretrained: bool, weights_dir: str | None) -> 
     message = f"pretrained weights of timm {tag} ({source}) are not on this machine: put them at {where}"
     return _download(lambda: timm.create_model(model_name, pretrained=True, num_classes=0), message,
                      f"pretrained: timm {tag} weights through timm (hub cache or download)")
+
+
+def _timm_pretrained_config(model_name: str) -> tuple[PretrainedCfg, str]:
+    """timm's pretrained config of NAME or NAME.tag (the default tag for NAME), and the full tag."""
+    config = get_pretrained_cfg(model_name)
+    if config is None or not (config.hf_hub_id or config.url):
+        raise MissingWeightsError(f"timm lists no pretrained weights for {model_name!r}; name a tag that has "
+                                  f"them (timm.list_pretrained('{model_name.split('.')[0]}*'))")
+    return config, f"{config.architecture}.{config.tag}" if config.tag else config.architecture
+
+
+def timm_weights_on_disk(model_name: str, weights_dir: str | None) -> Path | None:
+    """Where the pretrained weights of timm NAME[.tag] are on this machine, if anywhere."""
+    return _timm_weights_on_disk(*_timm_pretrained_config(model_name), weights_dir)
 
 
 def _timm_weights_on_disk(config: PretrainedCfg, tag: str, weights_dir: str | None) -> Path | None:

@@ -148,6 +148,15 @@ def _local_file(weights: PretrainedWeights, weights_dir: str | None, weights_pat
     return None
 
 
+def supervised_weights_on_disk(weights: PretrainedWeights, weights_dir: str | None) -> Path | None:
+    """The weights in weights_dir or a cache, if there; never downloads (for the dry run)."""
+    if weights_dir:
+        for file_name in weights.file_names:
+            if (Path(weights_dir) / file_name).is_file():
+                return Path(weights_dir) / file_name
+    return _hub_cache_file(weights)
+
+
 def _hub_cache_file(weights: PretrainedWeights) -> Path | None:
     """The weights in the Hugging Face hub cache, or in torch's hub folder for a URL, if there."""
     if weights.in_timm:
@@ -187,7 +196,8 @@ def _missing_message(weights: PretrainedWeights, weights_dir: str | None) -> str
     if not (weights.in_timm or weights.url):
         how = "train them yourself (no public download)"
     else:
-        how = "unset HF_HUB_OFFLINE to download them" if offline_mode() else "check the network for the download"
+        how = ("unset HF_HUB_OFFLINE to download them" if offline_mode()
+               else "check the network for the download")
     return (f"{_what(weights)} not found: put the file at {where}/{weights.name}{first} (or {others}), "
             f"set weights_path, or {how}; see trainables/initializations/pretrained.py")
 

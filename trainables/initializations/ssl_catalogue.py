@@ -133,8 +133,9 @@ CATALOGUE: dict[tuple[str, str], CataloguedCheckpoint] = {
         # SimCLR release is TensorFlow. The file name ends in the first 8 hex digits of its sha256
         # (mmpretrain tools/model_converters/publish_model.py).
         _entry("simclr", f"{_OPENMMLAB}/simclr/simclr_resnet50_16xb256-coslr-800e_in1k/"
-               "simclr_resnet50_16xb256-coslr-800e_in1k_20220825-85fcc4de.pth", Checksum("sha256", "85fcc4de"),
-               OPENMMLAB, "OpenMMLab reproduction (mmpretrain model zoo), 800 epochs"),
+               "simclr_resnet50_16xb256-coslr-800e_in1k_20220825-85fcc4de.pth",
+               Checksum("sha256", "85fcc4de"), OPENMMLAB,
+               "OpenMMLab reproduction (mmpretrain model zoo), 800 epochs"),
         # open-mmlab/mmpretrain configs/byol/metafile.yml (200 epochs, 71.8% linear). The official
         # BYOL release is a JAX pickle.
         _entry("byol", f"{_OPENMMLAB}/byol/byol_resnet50_16xb256-coslr-200e_in1k/"
@@ -161,7 +162,8 @@ def cache_folder() -> Path:
 
 def locate(entry: CataloguedCheckpoint, weights_dir: str | None) -> Path | None:
     folders = ([Path(weights_dir)] if weights_dir else []) + [cache_folder()]
-    return next((folder / entry.file_name for folder in folders if (folder / entry.file_name).is_file()), None)
+    return next((folder / entry.file_name for folder in folders if (folder / entry.file_name).is_file()),
+                None)
 
 
 def verify(entry: CataloguedCheckpoint, path: Path) -> str:
@@ -172,14 +174,18 @@ def verify(entry: CataloguedCheckpoint, path: Path) -> str:
     if not entry.checksum.matches(digest):
         raise WeightsChecksumError(
             f"{path} is not the published {entry.method} checkpoint: its {entry.checksum.algorithm} is "
-            f"{digest[:16]}..., published {entry.checksum.published}; delete it and download {entry.url} again"
+            f"{digest[:16]}..., published {entry.checksum.published}; delete it and download {entry.url} "
+            "again"
         )
     return f"verified ({entry.checksum.describe()})"
 
 
 def file_digest(path: Path, algorithm: str) -> str:
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, algorithm).hexdigest()
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def fetch(entry: CataloguedCheckpoint, weights_dir: str | None) -> tuple[Path, str]:
@@ -207,7 +213,9 @@ def fetch(entry: CataloguedCheckpoint, weights_dir: str | None) -> tuple[Path, s
     return target, checked
 
 
-def load_catalogued_checkpoint(model: nn.Module, entry: CataloguedCheckpoint, path: Path, checked: str) -> str:
+def load_catalogued_checkpoint(
+    model: nn.Module, entry: CataloguedCheckpoint, path: Path, checked: str
+) -> str:
     """Load the backbone tensors of a catalogued file into `model`, every one of them, exactly."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
@@ -238,7 +246,8 @@ def availability(entry: CataloguedCheckpoint, weights_dir: str | None) -> str:
     """For the dry run: whether the entry's file is here and checks out, without downloading it."""
     path = locate(entry, weights_dir)
     if path is None:
-        return f"missing: {entry.file_name} (downloaded on first use from {entry.url}; offline, put it in {cache_folder()})"
+        return (f"missing: {entry.file_name} (downloaded on first use from {entry.url}; offline, put it in "
+                f"{cache_folder()})")
     try:
         return f"{verify(entry, path)}: {path}"
     except WeightsChecksumError as error:
