@@ -90,7 +90,7 @@ def load_supervised_weights(
     dropped = [key for key in state_dict if key.split(".")[0] in _classifier_names(model)]
     for key in dropped:
         del state_dict[key]
-    _load_exactly(model, state_dict, found)
+    load_exactly(model, state_dict, found)
     return model, (
         f"{weights.init}: loaded all {len(state_dict)} tensors of {weights.name} from {found} exactly"
         + (f"; classifier dropped ({', '.join(dropped)})" if dropped else "")
@@ -109,7 +109,8 @@ def _classifier_names(model: nn.Module) -> set[str]:
     return {classifier.split(".")[0], "fc", "classifier"}
 
 
-def _load_exactly(model: nn.Module, state_dict: dict[str, torch.Tensor], source: Path) -> None:
+def load_exactly(model: nn.Module, state_dict: dict[str, torch.Tensor], source: Path | str) -> None:
+    """Load every tensor of the model from `state_dict`; ValueError listing what does not fit."""
     expected = model.state_dict()
     # Older checkpoints (torchvision's first ResNets) have no BatchNorm step counters: harmless.
     missing = [key for key in expected if key not in state_dict and not key.endswith("num_batches_tracked")]

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from trainables.initializations.pretrained import MissingWeightsError, offline_mode
+from trainables.initializations.pretrained import MissingWeightsError, load_exactly, offline_mode
 
 
 class WeightsChecksumError(MissingWeightsError):
@@ -227,17 +227,7 @@ def load_catalogued_checkpoint(
         # fields (training metadata) may be read.
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     tensors = entry.layout.backbone_tensors(checkpoint)
-    expected = model.state_dict()
-    missing = [key for key in expected if key not in tensors and not key.endswith("num_batches_tracked")]
-    unexpected = [key for key in tensors if key not in expected]
-    mismatched = [key for key in tensors if key in expected and tensors[key].shape != expected[key].shape]
-    if missing or unexpected or mismatched:
-        raise ValueError(
-            f"{path} ({entry.layout.name} layout) does not fit {entry.backbone}: {len(missing)} missing "
-            f"{missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}, {len(mismatched)} shape "
-            f"mismatches {mismatched[:3]}"
-        )
-    model.load_state_dict(tensors, strict=False)
+    load_exactly(model, tensors, f"{path} ({entry.layout.name} layout)")
     return (f"ssl-imagenet: loaded all {len(tensors)} backbone tensors of the {entry.method} checkpoint "
             f"({entry.source}) from {path}, {checked}")
 

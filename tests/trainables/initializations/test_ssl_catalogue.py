@@ -129,7 +129,7 @@ def test_a_file_that_does_not_fit_the_backbone_is_refused(tmp_path: Path) -> Non
     state = random_backbone()
     del state["layer4.1.bn2.weight"]
     torch.save(swav(state), tmp_path / "partial.pth")
-    with pytest.raises(ValueError, match=r"1 missing \['layer4.1.bn2.weight'\]"):
+    with pytest.raises(ValueError, match=r"1 missing keys \['layer4.1.bn2.weight'\]"):
         catalogue.load_catalogued_checkpoint(build_backbone("resnet18")[0], entry, tmp_path / "partial.pth",
                                              "checked")
 
