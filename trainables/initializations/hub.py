@@ -69,19 +69,18 @@ def create_hub_model(name: str, pretrained: bool, weights_dir: str | None = None
 
 def _create_timm(model_name: str, pretrained: bool, weights_dir: str | None) -> tuple[nn.Module, str]:
     if not pretrained:
-        return timm.create_model(model_name, pretrained=False, num_classes=0), f"random: timm {model_name}"
+        return timm_model(model_name, pretrained=False), f"random: timm {model_name}"
     config, tag = _timm_pretrained_config(model_name)
     found = _timm_weights_on_disk(config, tag, weights_dir)
     if found is not None:
-        model = timm.create_model(model_name, pretrained=True, num_classes=0,
-                                  pretrained_cfg_overlay=dict(file=str(found)))
+        model = timm_model(model_name, pretrained=True, pretrained_cfg_overlay=dict(file=str(found)))
         return model, f"pretrained: timm {tag} weights from {found}"
     where = (f"{weights_dir or '<weights_dir>'}/{tag}.safetensors (or .pth), "
              + (f"or the hub snapshot {_hub_folder(config.hf_hub_id)}" if config.hf_hub_id
                 else f"or {_torch_hub_file(config.url)}"))
     source = f"the hub repo {config.hf_hub_id}" if config.hf_hub_id else config.url
     message = f"pretrained weights of timm {tag} ({source}) are not on this machine: put them at {where}"
-    return _download(lambda: timm.create_model(model_name, pretrained=True, num_classes=0), message,
+    return _download(lambda: timm_model(model_name, pretrained=True), message,
                      f"pretrained: timm {tag} weights through timm (hub cache or download)")
 
 
@@ -118,14 +117,27 @@ def _create_hf_hub(repo_id: str, pretrained: bool, weights_dir: str | None) -> t
     folder = hub_model_folder(repo_id, pretrained, weights_dir)
     what = "pretrained" if pretrained else "random"
     if folder is not None:
-        model = timm.create_model(f"local-dir:{folder}", pretrained=pretrained, num_classes=0)
+        model = timm_model(f"local-dir:{folder}", pretrained=pretrained)
         return model, f"{what}: hf-hub:{repo_id} from {folder}"
     files = "config.json and model.safetensors" if pretrained else "config.json"
     message = (f"hf-hub:{repo_id} is not on this machine: put its {files} in "
                f"{weights_dir or '<weights_dir>'}/{local_folder_name(repo_id)}/ (hf download {repo_id} "
                f"--local-dir ... where there is internet), or its snapshot under {_hub_folder(repo_id)}")
-    return _download(lambda: timm.create_model(f"hf-hub:{repo_id}", pretrained=pretrained, num_classes=0),
+    return _download(lambda: timm_model(f"hf-hub:{repo_id}", pretrained=pretrained),
                      message, f"{what}: hf-hub:{repo_id} through timm (hub cache or download)")
+
+
+def timm_model(name: str, pretrained: bool, **options: object) -> nn.Module:
+    """timm.create_model as a feature extractor, with `dynamic_img_size` where the architecture
+    has it (ViTs, Swin): their position embeddings follow the trial's image size instead of
+    refusing any but the size they were trained at. The others refuse the option at once, before
+    any weights are read."""
+    try:
+        return timm.create_model(name, pretrained=pretrained, num_classes=0, dynamic_img_size=True, **options)
+    except TypeError as error:
+        if "dynamic_img_size" not in str(error):
+            raise
+        return timm.create_model(name, pretrained=pretrained, num_classes=0, **options)
 
 
 def hub_model_folder(repo_id: str, pretrained: bool, weights_dir: str | None) -> Path | None:

@@ -143,6 +143,12 @@ def test_every_method_trains_on_a_timm_backbone_whose_features_are_its_pre_logit
     assert all(parameter.grad is not None for parameter in backbone.parameters() if parameter.requires_grad)
 
 
+def test_a_vision_transformer_takes_the_trials_image_size() -> None:
+    # Built at 224 px; timm refuses other sizes unless the position embeddings are dynamic.
+    backbone, feature_dim, _ = build_initialized_backbone("timm:vit_tiny_patch16_224", "random")
+    assert backbone(torch.randn(2, 3, 32, 32)).shape == (2, feature_dim)
+
+
 @pytest.mark.parametrize(("values", "words"), [
     ({"backbone": "timm:no_such_model"}, ["timm", "no_such_model"]),
     ({"backbone": "hf-hub:no-org"}, ["hf-hub:ORG/NAME"]),
