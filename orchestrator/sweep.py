@@ -20,6 +20,7 @@ from orchestrator.estimates import gpu_hours
 from orchestrator.grid import Grid, apply_overrides, short, substitute_missing_datasets
 from orchestrator.memory import GIB, sized_trials
 from orchestrator.resources import PlanningError, ResourcePlan, plan_resources
+from orchestrator.weights import print_weights_availability
 from search_spaces import SWEEPS
 from trainables import metrics
 from trainables.config import ConfigError, TrialConfig
@@ -103,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 connect(address)
             plan, shape = make_plan(grid, args, live=address is not None)
             print_trial_table(args.sweep, grid, plan, shape)
+            print_weights_availability(grid.trial_configs())
             return 0
         return run(args, grid, address, substitutions)
     except (ClusterError, PlanningError) as error:

@@ -5,9 +5,12 @@ SwAV and BYOL pretrained on the medical data from scratch (P1X, init=random) or 
 method's ImageNet SSL weights (P2X, init=ssl-imagenet), at batch 32 and 1024, 224 px.
 Paper: P2X loses less accuracy at batch 32 than P1X does.
 
-P2X needs each method's ImageNet checkpoint at weights/ssl-imagenet/<method>_<backbone>.pth
-(override with --set weights_path=...). --smoke keeps P1X only (no checkpoints offline), so its
-claim verdict is "inconclusive: missing cells" by construction.
+P2X starts from each method's published ImageNet checkpoint, from the catalogue in
+trainables/initializations/ssl_catalogue.py (SwAV official; SimCLR and BYOL are OpenMMLab's
+PyTorch reproductions, the official releases being TensorFlow and JAX), downloaded once into
+the cache; --dry-run says which are there; --set weights_path=... uses your own files instead.
+--smoke keeps P1X only (no checkpoints offline), so its claim verdict is "inconclusive: missing
+cells" by construction.
 """
 
 from search_spaces import Claim, Sweep
@@ -20,7 +23,7 @@ SWEEP = Sweep(
     grid={"method": ["simclr", "swav", "byol"], "init": ["random", "ssl-imagenet"],
           "batch_size": [32, 1024], "dataset": ["ham10000", "dermamnist"]},
     params={"backbone": "resnet50", "image_size": 224, "epochs": 100, "optimizer": "lars",
-            "warmup_epochs": 10, "weights_path": "weights/ssl-imagenet/{method}_{backbone}.pth"},
+            "warmup_epochs": 10},
     claims=(
         Claim("P2X loses less accuracy at batch 32 than P1X",
               (({**P2X, "batch_size": 32}, 1.0), ({**P2X, "batch_size": 1024}, -1.0),

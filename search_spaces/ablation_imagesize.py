@@ -1,7 +1,8 @@
 """ablation_imagesize: does double pretraining (P2X) make SSL robust to small images?
 
 Ciga, Xu, Martel, Table 5: the batch-size ablation's methods and priors at 96 vs 224 px.
-Paper: P2X loses less accuracy at 96 px than P1X does. The paper's CIFAR-10 arm at 32 px with
+Paper: P2X loses less accuracy at 96 px than P1X does. P2X's checkpoints come from the catalogue
+(trainables/initializations/ssl_catalogue.py; see ablation_batchsize). The paper's CIFAR-10 arm at 32 px with
 the CIFAR stem is one command away:
     python -m orchestrator.sweep ablation_imagesize --set dataset=cifar10 --set image_size=32 \\
         --set cifar_stem=true
@@ -17,7 +18,7 @@ SWEEP = Sweep(
     grid={"method": ["simclr", "swav", "byol"], "init": ["random", "ssl-imagenet"],
           "image_size": [96, 224], "dataset": ["ham10000", "dermamnist"]},
     params={"backbone": "resnet50", "batch_size": 256, "epochs": 100, "optimizer": "lars",
-            "warmup_epochs": 10, "weights_path": "weights/ssl-imagenet/{method}_{backbone}.pth"},
+            "warmup_epochs": 10},
     claims=(
         Claim("P2X loses less accuracy at 96 px than P1X",
               (({**P2X, "image_size": 96}, 1.0), ({**P2X, "image_size": 224}, -1.0),

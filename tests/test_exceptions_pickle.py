@@ -38,6 +38,8 @@ CONSTRUCTOR_ARGUMENTS: dict[str, tuple[Any, ...]] = {
                              "images are read: save each frame\nas its own .dcm file",),
     "CorruptCacheError": ("data/.cache/digits-32px-v1.npz: BadZipFile: File is not a zip file",),
     "MissingWeightsError": ("resnet50 ImageNet weights resnet50.tv_in1k not found in weights_dir weights/",),
+    "WeightsChecksumError": ("weights/swav.pth is not the published swav checkpoint: its sha256 is 0123..., "
+                             "published 85fcc4de; delete it and download it again",),
     "ClusterError": ("could not join the Ray cluster at 10.0.0.1:6379 (ConnectionError: timed out); check "
                      "--address or $RAY_ADDRESS",),
     "PlanningError": ("one trial needs 4 worker(s) x 1 GPU + 7 CPU but the cluster can hold 2 such worker(s) "

@@ -3,9 +3,11 @@
 Every backbone maps images (N, 3, H, W) to features (N, num_features), like
 `timm.create_model(name, num_classes=0)`. Add a backbone by adding a row to `BACKBONES`: how to
 build it, and which modules make up its four blocks (what weight transfusion and Slim transfer).
+Besides the rows, any timm architecture (`timm:NAME`) or timm model on the Hugging Face hub
+(`hf-hub:ORG/NAME`) is a backbone; `trainables/initializations/hub.py` builds and loads those.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 
 import timm
@@ -126,9 +128,44 @@ BACKBONES: dict[str, BackboneSpec] = {
 }
 
 
+HUB_PREFIXES = ("timm:", "hf-hub:")
+
+
+def is_hub_backbone(name: str) -> bool:
+    """`timm:NAME` or `hf-hub:ORG/NAME`: a model timm builds, not a row of BACKBONES."""
+    return name.startswith(HUB_PREFIXES)
+
+
+class BackboneNames(Collection[str]):
+    """The valid values of `backbone`: the registered names and any `timm:` or `hf-hub:` name
+    (whose model backbone_spec checks further)."""
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and (name in BACKBONES or is_hub_backbone(name))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*BACKBONES, "timm:NAME", "hf-hub:ORG/NAME"])
+
+    def __len__(self) -> int:
+        return len(BACKBONES) + 2
+
+
+BACKBONE_NAMES = BackboneNames()
+
+
+def feature_dimension(model: nn.Module) -> int:
+    """What the backbone's forward returns per image: timm's pooled `head_hidden_size` where a
+    model has a pre-logits layer (MobileNetV3), else `num_features`."""
+    return int(getattr(model, "head_hidden_size", None) or model.num_features)
+
+
 def backbone_spec(name: str) -> BackboneSpec:
+    if is_hub_backbone(name):
+        from trainables.initializations.hub import hub_backbone_spec  # it builds on this module
+
+        return hub_backbone_spec(name)
     if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; valid backbones: {', '.join(BACKBONES)}")
+        raise ValueError(f"unknown backbone {name!r}; valid backbones: {', '.join(BACKBONE_NAMES)}")
     return BACKBONES[name]
 
 
@@ -145,7 +182,7 @@ def build_backbone(name: str, *, cifar_stem: bool = False, slim: bool = False) -
     model = spec.build(slim)
     if cifar_stem:
         use_cifar_stem(model)
-    return model, int(model.num_features)
+    return model, feature_dimension(model)
 
 
 def use_cifar_stem(model: nn.Module) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trainables import metrics
-from trainables.backbones import BACKBONES
+from trainables.backbones import BACKBONE_NAMES
 from trainables.data import DATASETS
 from trainables.data.splits import SPLIT_POLICIES
 from trainables.initializations import (
@@ -186,7 +186,7 @@ class TrialConfig:
 CHOICES: dict[str, typing.Iterable[str]] = {
     "method": METHODS,
     "init": INITIALIZATIONS,
-    "backbone": BACKBONES,
+    "backbone": BACKBONE_NAMES,
     "dataset": DATASETS,
     "learning_rate_scaling": ("linear", "sqrt"),
     "optimizer": ("sgd", "lars"),

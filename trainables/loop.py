@@ -213,7 +213,7 @@ def build_training_state(config: TrialConfig, world_size: int, device: torch.dev
         config.backbone, config.init, norm=config.norm, weight_standardization=config.weight_standardization,
         weight_scaling=config.weight_scaling, dead_filters=config.dead_filters,
         weights_dir=config.weights_dir, weights_path=resolved_weights_path(config),
-        cifar_stem=config.cifar_stem, seed=config.seed,
+        cifar_stem=config.cifar_stem, seed=config.seed, method=config.method,
     )
     if ray.train.get_context().get_world_rank() == 0:
         print(f"[{config.init} {config.backbone}] {report}", flush=True)

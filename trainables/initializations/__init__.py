@@ -7,8 +7,10 @@ after scaling a layer to norm 1 most of its filters would be below the 0.1 thres
 and timm; everything random is drawn from a generator seeded with `seed`.
 
 The package holds the registry (here) and what it draws on: `pretrained` (supervised ImageNet
-and BiT weights from a local file, the Hugging Face cache or timm), `ssl_checkpoint` (published
-SSL checkpoints for double pretraining), `transfer` (Mean-Var init, weight transfusion, slim) and
+and BiT weights from a local file, the Hugging Face cache or timm), `hub` (any `timm:` or
+`hf-hub:` backbone and its own weights, init `pretrained`), `ssl_catalogue` (the published SSL
+checkpoints for double pretraining, with URLs and checksums), `ssl_checkpoint` (any other SSL
+checkpoint, from weights_path), `transfer` (Mean-Var init, weight transfusion, slim) and
 `surgery` (norm replacement, weight standardization, Frobenius scaling, dead filters). Add an
 initialization by writing its function in the module it belongs to and adding a row to
 `INITIALIZATIONS`.
@@ -20,8 +22,16 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from trainables.backbones import backbone_spec, build_backbone, use_cifar_stem
-from trainables.initializations import surgery
+from trainables.backbones import (
+    BACKBONES,
+    backbone_spec,
+    build_backbone,
+    feature_dimension,
+    is_hub_backbone,
+    use_cifar_stem,
+)
+from trainables.initializations import ssl_catalogue, surgery
+from trainables.initializations.hub import create_hub_model
 from trainables.initializations.pretrained import (
     MissingWeightsError,
     load_supervised_weights,
@@ -45,6 +55,7 @@ class InitRequest:
     weights_dir: str | None
     weights_path: str | None
     seed: int
+    method: str | None = None  # the SSL method the backbone is for: which ssl-imagenet checkpoint
 
 
 @dataclass(frozen=True)
@@ -52,10 +63,23 @@ class InitializationSpec:
     description: str
     build: Callable[[InitRequest], tuple[nn.Module, str]]  # -> (backbone with a standard stem, report)
     needs_bit: bool = False  # only for resnetv2_50x1_bit
+    # Which backbones it applies to: "registered" (rows of BACKBONES), "hub" (timm:/hf-hub:), "any".
+    backbones: str = "registered"
+
+
+def _architecture(request: InitRequest) -> nn.Module:
+    """The backbone at its framework's default initialization."""
+    if is_hub_backbone(request.backbone):
+        return create_hub_model(request.backbone, pretrained=False, weights_dir=request.weights_dir)[0]
+    return build_backbone(request.backbone)[0]
 
 
 def _random(request: InitRequest) -> tuple[nn.Module, str]:
-    return build_backbone(request.backbone)[0], "random: the framework's default initialization"
+    return _architecture(request), "random: the framework's default initialization"
+
+
+def _pretrained(request: InitRequest) -> tuple[nn.Module, str]:
+    return create_hub_model(request.backbone, pretrained=True, weights_dir=request.weights_dir)
 
 
 def _supervised(init: str) -> Callable[[InitRequest], tuple[nn.Module, str]]:
@@ -69,14 +93,15 @@ _imagenet = _supervised("imagenet")
 
 
 def _ssl_imagenet(request: InitRequest) -> tuple[nn.Module, str]:
-    location = request.weights_path
-    if not location:
-        raise MissingWeightsError(
-            f"ssl-imagenet weights for {request.backbone} not given: set weights_path to the local file or "
-            "URL of an SSL checkpoint trained on ImageNet with this backbone (e.g. SimCLR's, SwAV's, BYOL's)"
-        )
-    model = build_backbone(request.backbone)[0]
-    return model, load_ssl_checkpoint(model, location)
+    """weights_path when given (any checkpoint, loaded leniently); else the method's catalogued one."""
+    if request.weights_path:
+        model = _architecture(request)
+        return model, load_ssl_checkpoint(model, request.weights_path)
+    entry = ssl_catalogue.catalogue_entry(request.method, request.backbone)
+    # Fetched first: a missing file fails before anything is built.
+    path, checked = ssl_catalogue.fetch(entry, request.weights_dir)
+    model = _architecture(request)
+    return model, ssl_catalogue.load_catalogued_checkpoint(model, entry, path, checked)
 
 
 def _mean_var(request: InitRequest) -> tuple[nn.Module, str]:
@@ -104,7 +129,10 @@ def _slim(request: InitRequest) -> tuple[nn.Module, str]:
 
 
 INITIALIZATIONS: dict[str, InitializationSpec] = {
-    "random": InitializationSpec("the framework's default initialization", _random),
+    "random": InitializationSpec("the framework's default initialization", _random, backbones="any"),
+    "pretrained": InitializationSpec(
+        "a timm: or hf-hub: backbone's own published weights (timm's hub loading and cache)", _pretrained,
+        backbones="hub"),
     "imagenet": InitializationSpec(
         "supervised ImageNet-1k weights (resnets: timm's <name>.tv_in1k; resnetv2_50x1_bit: BiT-S; "
         "CBR: a local <name>.in1k file, no public weights)", _imagenet),
@@ -113,8 +141,8 @@ INITIALIZATIONS: dict[str, InitializationSpec] = {
     "bit-s": InitializationSpec("BiT-S: Big Transfer's ImageNet-1k weights (BiT-S-R50x1.npz)",
                                 _supervised("bit-s"), needs_bit=True),
     "ssl-imagenet": InitializationSpec(
-        "double pretraining (Ciga et al.): an SSL checkpoint trained on ImageNet, from weights_path",
-        _ssl_imagenet),
+        "double pretraining (Ciga et al.): the method's published ImageNet SSL checkpoint "
+        "(ssl_catalogue.py), or weights_path", _ssl_imagenet, backbones="any"),
     "meanvar": InitializationSpec(
         "Transfusion's Mean-Var init: each tensor i.i.d. from N(mean, var) of the ImageNet tensor",
         _mean_var),
@@ -143,6 +171,13 @@ def check_combination(
             raise ValueError(f"unknown {axis} {value!r}; valid values: {', '.join(valid)}")
     if INITIALIZATIONS[init].needs_bit and backbone != "resnetv2_50x1_bit":
         raise ValueError(f"init {init!r} is BiT's weights: it needs resnetv2_50x1_bit, not {backbone!r}")
+    applies_to = INITIALIZATIONS[init].backbones
+    if applies_to == "hub" and not is_hub_backbone(backbone):
+        raise ValueError(f"init {init!r} loads a timm: or hf-hub: backbone's own weights, and {backbone!r} "
+                         "is neither; for the registered backbones use init=imagenet (or bit-s, bit-m)")
+    if applies_to == "registered" and is_hub_backbone(backbone):
+        raise ValueError(f"init {init!r} needs a registered backbone ({', '.join(BACKBONES)}); for "
+                         f"{backbone!r} use init=pretrained, random or ssl-imagenet")
     if cifar_stem and not spec.has_stem:
         raise ValueError(f"cifar_stem applies to the resnets only; backbone {backbone!r} has no stem")
 
@@ -159,18 +194,21 @@ def build_initialized_backbone(
     weights_path: str | None = None,
     cifar_stem: bool = False,
     seed: int = 0,
+    method: str | None = None,
 ) -> tuple[nn.Module, int, str]:
     """Return (backbone, feature dimension, a one-paragraph report of what was loaded and changed).
 
     weights_dir: where `<timm tag>.safetensors|.pth|.npz` files are looked for (see init_pretrained);
-    weights_path: one file or URL that wins over it (required for ssl-imagenet).
+    weights_path: one file or URL that wins over it (for ssl-imagenet: instead of the catalogue);
+    method: the SSL method, which picks ssl-imagenet's catalogued checkpoint.
     Raises ValueError for a bad value or pair, MissingWeightsError when the weights are not there.
     The global torch generator is left as it was.
     """
     check_combination(backbone, init, norm, weight_standardization, weight_scaling, dead_filters, cifar_stem)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model, report = INITIALIZATIONS[init].build(InitRequest(backbone, weights_dir, weights_path, seed))
+        request = InitRequest(backbone, weights_dir, weights_path, seed, method)
+        model, report = INITIALIZATIONS[init].build(request)
         reports = [report]
         if cifar_stem:
             use_cifar_stem(model)
@@ -185,5 +223,5 @@ def build_initialized_backbone(
             reports.append(surgery.replace_dead_filters(model, dead_filters))
         if weight_scaling == "frobenius":
             reports.append(surgery.scale_by_frobenius_norm(model))
-    feature_dim = int(model.num_features)
+    feature_dim = feature_dimension(model)
     return model, feature_dim, f"{backbone} ({feature_dim} features). " + ". ".join(reports) + "."

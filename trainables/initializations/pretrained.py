@@ -80,7 +80,7 @@ def load_supervised_weights(
     """Build the backbone (standard stem, full width) with the weights loaded exactly; and a report."""
     found = _local_file(weights, weights_dir, weights_path)
     if found is None:
-        found = _hub_cache_file(weights) if _offline() else None
+        found = _hub_cache_file(weights) if offline_mode() else None
     if found is None:
         return _download_through_timm(weights, weights_dir)
     if found.suffix == ".npz":
@@ -90,7 +90,7 @@ def load_supervised_weights(
     dropped = [key for key in state_dict if key.split(".")[0] in _classifier_names(model)]
     for key in dropped:
         del state_dict[key]
-    _load_exactly(model, state_dict, found)
+    load_exactly(model, state_dict, found)
     return model, (
         f"{weights.init}: loaded all {len(state_dict)} tensors of {weights.name} from {found} exactly"
         + (f"; classifier dropped ({', '.join(dropped)})" if dropped else "")
@@ -109,7 +109,8 @@ def _classifier_names(model: nn.Module) -> set[str]:
     return {classifier.split(".")[0], "fc", "classifier"}
 
 
-def _load_exactly(model: nn.Module, state_dict: dict[str, torch.Tensor], source: Path) -> None:
+def load_exactly(model: nn.Module, state_dict: dict[str, torch.Tensor], source: Path | str) -> None:
+    """Load every tensor of the model from `state_dict`; ValueError listing what does not fit."""
     expected = model.state_dict()
     # Older checkpoints (torchvision's first ResNets) have no BatchNorm step counters: harmless.
     missing = [key for key in expected if key not in state_dict and not key.endswith("num_batches_tracked")]
@@ -148,6 +149,15 @@ def _local_file(weights: PretrainedWeights, weights_dir: str | None, weights_pat
     return None
 
 
+def supervised_weights_on_disk(weights: PretrainedWeights, weights_dir: str | None) -> Path | None:
+    """The weights in weights_dir or a cache, if there; never downloads (for the dry run)."""
+    if weights_dir:
+        for file_name in weights.file_names:
+            if (Path(weights_dir) / file_name).is_file():
+                return Path(weights_dir) / file_name
+    return _hub_cache_file(weights)
+
+
 def _hub_cache_file(weights: PretrainedWeights) -> Path | None:
     """The weights in the Hugging Face hub cache, or in torch's hub folder for a URL, if there."""
     if weights.in_timm:
@@ -164,7 +174,7 @@ def _hub_cache_file(weights: PretrainedWeights) -> Path | None:
 
 
 def _download_through_timm(weights: PretrainedWeights, weights_dir: str | None) -> tuple[nn.Module, str]:
-    if _offline() or not (weights.in_timm or weights.url):
+    if offline_mode() or not (weights.in_timm or weights.url):
         raise MissingWeightsError(_missing_message(weights, weights_dir))
     try:
         if weights.in_timm:
@@ -187,7 +197,8 @@ def _missing_message(weights: PretrainedWeights, weights_dir: str | None) -> str
     if not (weights.in_timm or weights.url):
         how = "train them yourself (no public download)"
     else:
-        how = "unset HF_HUB_OFFLINE to download them" if _offline() else "check the network for the download"
+        how = ("unset HF_HUB_OFFLINE to download them" if offline_mode()
+               else "check the network for the download")
     return (f"{_what(weights)} not found: put the file at {where}/{weights.name}{first} (or {others}), "
             f"set weights_path, or {how}; see trainables/initializations/pretrained.py")
 
@@ -201,7 +212,7 @@ def cached_url(url: str, weights: PretrainedWeights | None = None) -> Path:
     """A local copy of `url` in torch's hub folder, downloaded unless offline."""
     path = _torch_hub_path(url)
     if not path.is_file():
-        if _offline():
+        if offline_mode():
             what = _what(weights) if weights else "weights"
             raise MissingWeightsError(f"{what} at {url} not in {path.parent} and HF_HUB_OFFLINE is set")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -221,5 +232,6 @@ def is_url(location: str) -> bool:
     return location.startswith(("http://", "https://"))
 
 
-def _offline() -> bool:
+def offline_mode() -> bool:
+    """HF_HUB_OFFLINE is set: only local files and caches are read, never the network."""
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")

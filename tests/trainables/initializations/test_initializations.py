@@ -182,7 +182,9 @@ def assert_trains(model: nn.Module, feature_dim: int, sizes: tuple[int, ...]) ->
 # BiT are covered by the block-level tests below rather than by this grid: each build of those
 # costs seconds on a busy CPU.
 
-@pytest.mark.parametrize("init", [init for init in INITIALIZATIONS if not INITIALIZATIONS[init].needs_bit])
+# Inits of timm:/hf-hub: backbones only are in test_hub_backbones.
+@pytest.mark.parametrize("init", [init for init, spec in INITIALIZATIONS.items()
+                                  if not spec.needs_bit and spec.backbones != "hub"])
 @pytest.mark.parametrize("backbone", ["cbr_nano", "resnet18"])
 def test_every_init_builds_from_local_files_and_trains(
     weights: WeightFiles, backbone: str, init: str

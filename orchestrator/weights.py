@@ -1,0 +1,28 @@
+"""The dry run's word on weights: which arms of a sweep have their prior weights on this machine."""
+
+from trainables.config import TrialConfig
+from trainables.initializations.availability import weights_availability
+from trainables.loop import resolved_weights_path
+
+
+def print_weights_availability(configs: list[TrialConfig]) -> None:
+    """One line per distinct pretrained arm: where its weights are, or that they are missing.
+
+    Checked on this machine only: each worker reads its own node's disk and caches (a shared
+    weights_dir, or the same files in every node's cache, serve a cluster).
+    """
+    lines: dict[str, str] = {}
+    for config in configs:
+        weights_path = resolved_weights_path(config)
+        status = weights_availability(config.init, config.backbone, config.method, config.weights_dir,
+                                      weights_path)
+        if status is not None:
+            arm = f"{config.init} {config.backbone}"
+            if config.init == "ssl-imagenet":
+                arm += f" {config.method}"
+            lines.setdefault(arm, status)
+    if lines:
+        print("weights (on this machine; workers read their own node's disk and caches):")
+        width = max(map(len, lines))
+        for arm, status in lines.items():
+            print(f"  {arm:<{width}}  {status}")
