@@ -21,6 +21,7 @@ from ray.tune.experiment import Trial
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
 from orchestrator.grid import with_method_params
+from orchestrator.lineage import log_backbone_model, log_dataset_input
 from trainables import metrics
 from trainables.config import TrialConfig
 from trainables.loop import ARTIFACTS_FOLDER
@@ -36,6 +37,7 @@ STATUS_FINISHED, STATUS_COLLAPSED, STATUS_FAILED = "finished", "collapsed", "fai
 STATUS_STOPPED = "stopped"
 STATUS_RUNNING, STATUS_INTERRUPTED = "running", "interrupted"
 TAG_ERROR = "error"
+TAG_MODEL_ERROR = "model_error"  # why the backbone is not an MLflow model
 LOGGED_METRICS = (*metrics.PER_EPOCH, *metrics.FINAL)
 
 
@@ -125,17 +127,20 @@ class SweepTracker:
             self.client.set_terminated(run.info.run_id, status=RunStatus.to_string(RunStatus.KILLED))
         return len(unfinished)
 
-    def trial_logger(self, method_params: dict[str, dict[str, Any]]) -> "MlflowTrialLogger":
+    def trial_logger(self, method_params: dict[str, dict[str, Any]],
+                     registered_model_name: str | None = None) -> "MlflowTrialLogger":
         return MlflowTrialLogger(self.tracking_uri, self.experiment_id, self.sweep_name, self.parent_run_id,
-                                 method_params)
+                                 method_params, registered_model_name=registered_model_name)
 
 
 class MlflowTrialLogger(Callback):
     """Tune callback: one child run per trial, nested under the sweep's parent run."""
 
     def __init__(self, tracking_uri: str, experiment_id: str, sweep_name: str, parent_run_id: str,
-                 method_params: dict[str, dict[str, Any]] | None = None) -> None:
+                 method_params: dict[str, dict[str, Any]] | None = None,
+                 registered_model_name: str | None = None) -> None:
         self.method_params = method_params or {}
+        self.registered_model_name = registered_model_name  # each trial's backbone: a version of it
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
         self.sweep_name = sweep_name
@@ -204,8 +209,10 @@ class MlflowTrialLogger(Callback):
             seen.update((metric.key, step) for metric in logged)
         if metrics.SPLIT_HASH in result:
             self.client.set_tag(self.run_id(trial), metrics.SPLIT_HASH, str(result[metrics.SPLIT_HASH]))
+            log_dataset_input(self.client, run_id, self.trial_config(trial), result[metrics.SPLIT_HASH])
         if CHECKPOINT_PATH_KEY in result and any(name in result for name in metrics.FINAL):
             self.log_evaluation_artifacts(trial, result[CHECKPOINT_PATH_KEY])
+            self.log_backbone(trial, result[CHECKPOINT_PATH_KEY], step)
 
     def log_evaluation_artifacts(self, trial: Trial, checkpoint_path: str) -> None:
         """The final checkpoint carries the evaluation's files (confusion matrix, t-SNE plot)."""
@@ -213,6 +220,21 @@ class MlflowTrialLogger(Callback):
             artifacts = Path(directory) / ARTIFACTS_FOLDER
             if artifacts.is_dir():
                 self.client.log_artifacts(self.run_id(trial), str(artifacts), ARTIFACTS_FOLDER)
+
+    def trial_config(self, trial: Trial) -> TrialConfig:
+        return TrialConfig.from_dict(with_method_params(trial.config, self.method_params))
+
+    def log_backbone(self, trial: Trial, checkpoint_path: str, step: int) -> None:
+        """The final checkpoint's backbone as the run's MLflow model (orchestrator.lineage)."""
+        try:
+            with ray.train.Checkpoint(checkpoint_path).as_directory() as directory:
+                log_backbone_model(self.tracking_uri, self.experiment_id, self.run_id(trial), Path(directory),
+                                   self.trial_config(trial), step, self.registered_model_name)
+        except Exception as error:  # e.g. a module torch.export cannot trace: the trial's results stand
+            line = f"{type(error).__name__}: {' '.join(str(error).split())}"[:5000]
+            print(f"warning: trial {trial}: its backbone was not logged as an MLflow model ({line})",
+                  flush=True)
+            self.client.set_tag(self.run_id(trial), TAG_MODEL_ERROR, line)
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         last = trial.last_result or {}
