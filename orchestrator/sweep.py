@@ -63,6 +63,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         f"or node (default {DEFAULT_MAX_FAILURES}; 0: fail the trial)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the sweep's last run from its checkpoints")
+    parser.add_argument("--register-model", metavar="NAME",
+                        help="register each finished trial's backbone as a version of the MLflow model NAME")
     return parser.parse_args(argv)
 
 
@@ -179,6 +181,7 @@ def print_table(header: list[str], rows: list[list[str]]) -> None:
 def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions: list[str]) -> int:
     import ray
 
+    from orchestrator.lineage import resolve_weights, share_weights
     from orchestrator.tracking import SweepTracker, error_line, flatten, resolve_tracking_uri
     from orchestrator.tune_driver import run_tune
 
@@ -188,6 +191,7 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
         str(Path(args.storage_path).expanduser().resolve())
     try:  # before Ray starts: a missing or unreadable dataset is one line, and nothing has begun
         decoded = decode_datasets(grid.trial_configs())
+        weights = resolve_weights(grid.trial_configs(), tracking_uri)  # runs:/ and models:/ weights_path
     except (OSError, ValueError) as error:
         return fail(" ".join(str(error).split()))
     connect(address)
@@ -197,6 +201,7 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
     print(f"MLflow: {tracking_uri} (experiment {args.sweep!r}); Ray storage: {storage_path}")
     shared_data = share(decoded)
     del decoded  # the object store holds them now
+    shared_weights = share_weights(weights)
 
     tracker = SweepTracker(tracking_uri, args.sweep)
     if args.resume:
@@ -220,8 +225,9 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
     try:
         with interruption:
             results = run_tune(args.sweep, grid, plan, storage_path,
-                               tracker.trial_logger(grid.method_params, plan), args.resume, shared_data,
-                               max_failures=args.max_failures)
+                               tracker.trial_logger(grid.method_params, plan, args.register_model),
+                               args.resume, shared_data, max_failures=args.max_failures,
+                               shared_weights=shared_weights)
         rows, failed = summarize(results, grid.display_axes, interrupted=interruption.signal is not None)
         status = "KILLED" if interruption.signal else "FAILED" if failed else "FINISHED"
         print(f"\nsweep {args.sweep}: final metrics (test_* from each trial's evaluation protocol)")

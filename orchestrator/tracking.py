@@ -22,6 +22,7 @@ from ray.tune.experiment import Trial
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
 from orchestrator.grid import with_method_params
+from orchestrator.lineage import log_backbone_model, log_dataset_input
 from orchestrator.memory import sized_trial
 from orchestrator.resources import ResourcePlan
 from trainables import metrics
@@ -39,6 +40,7 @@ STATUS_FINISHED, STATUS_COLLAPSED, STATUS_FAILED = "finished", "collapsed", "fai
 STATUS_STOPPED = "stopped"
 STATUS_RUNNING, STATUS_INTERRUPTED = "running", "interrupted"
 TAG_ERROR = "error"
+TAG_MODEL_ERROR = "model_error"  # why the backbone is not an MLflow model
 LOGGED_METRICS = (*metrics.PER_EPOCH, *metrics.FINAL)
 
 
@@ -129,9 +131,10 @@ class SweepTracker:
         return len(unfinished)
 
     def trial_logger(self, method_params: dict[str, dict[str, Any]],
-                     plan: ResourcePlan | None = None) -> "MlflowTrialLogger":
+                     plan: ResourcePlan | None = None,
+                     registered_model_name: str | None = None) -> "MlflowTrialLogger":
         return MlflowTrialLogger(self.tracking_uri, self.experiment_id, self.sweep_name, self.parent_run_id,
-                                 method_params, plan)
+                                 method_params, plan, registered_model_name=registered_model_name)
 
 
 class MlflowTrialLogger(Callback):
@@ -139,9 +142,11 @@ class MlflowTrialLogger(Callback):
 
     def __init__(self, tracking_uri: str, experiment_id: str, sweep_name: str, parent_run_id: str,
                  method_params: dict[str, dict[str, Any]] | None = None,
-                 plan: ResourcePlan | None = None) -> None:
+                 plan: ResourcePlan | None = None,
+                 registered_model_name: str | None = None) -> None:
         self.method_params = method_params or {}
         self.plan = plan  # trials run sized to its GPUs (orchestrator/memory.py): log them so
+        self.registered_model_name = registered_model_name  # each trial's backbone: a version of it
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
         self.sweep_name = sweep_name
@@ -180,10 +185,7 @@ class MlflowTrialLogger(Callback):
                 tags={MLFLOW_PARENT_RUN_ID: self.parent_run_id, MLFLOW_RUN_NAME: str(trial),
                       TAG_TRIAL_ID: trial.trial_id, TAG_SWEEP: self.sweep_name, TAG_ROLE: ROLE_TRIAL},
             ).info.run_id
-            config = TrialConfig.from_dict(with_method_params(trial.config, self.method_params))
-            if self.plan is not None:
-                config = sized_trial(config, self.plan)
-            log_params(self.client, run_id, resolved_params(config))
+            log_params(self.client, run_id, resolved_params(self.trial_config(trial)))
             self._logged[run_id] = set()
         self.client.set_tag(run_id, TAG_STATUS, STATUS_RUNNING)
         self._run_ids[trial.trial_id] = run_id
@@ -212,10 +214,12 @@ class MlflowTrialLogger(Callback):
             seen.update((metric.key, step) for metric in logged)
         if metrics.SPLIT_HASH in result:
             self.client.set_tag(self.run_id(trial), metrics.SPLIT_HASH, str(result[metrics.SPLIT_HASH]))
+            log_dataset_input(self.client, run_id, self.trial_config(trial), result[metrics.SPLIT_HASH])
         if metrics.AUGMENTATION_RECIPES in result:
             log_augmentation(self.client, run_id, result)
         if CHECKPOINT_PATH_KEY in result and any(name in result for name in metrics.FINAL):
             self.log_evaluation_artifacts(trial, result[CHECKPOINT_PATH_KEY])
+            self.log_backbone(trial, result[CHECKPOINT_PATH_KEY], step)
 
     def log_evaluation_artifacts(self, trial: Trial, checkpoint_path: str) -> None:
         """The final checkpoint carries the evaluation's files (confusion matrix, t-SNE plot)."""
@@ -223,6 +227,23 @@ class MlflowTrialLogger(Callback):
             artifacts = Path(directory) / ARTIFACTS_FOLDER
             if artifacts.is_dir():
                 self.client.log_artifacts(self.run_id(trial), str(artifacts), ARTIFACTS_FOLDER)
+
+    def trial_config(self, trial: Trial) -> TrialConfig:
+        """The trial's config as it runs: with its method's params, sized to the plan's GPUs."""
+        config = TrialConfig.from_dict(with_method_params(trial.config, self.method_params))
+        return config if self.plan is None else sized_trial(config, self.plan)
+
+    def log_backbone(self, trial: Trial, checkpoint_path: str, step: int) -> None:
+        """The final checkpoint's backbone as the run's MLflow model (orchestrator.lineage)."""
+        try:
+            with ray.train.Checkpoint(checkpoint_path).as_directory() as directory:
+                log_backbone_model(self.tracking_uri, self.experiment_id, self.run_id(trial), Path(directory),
+                                   self.trial_config(trial), step, self.registered_model_name)
+        except Exception as error:  # e.g. a module torch.export cannot trace: the trial's results stand
+            line = f"{type(error).__name__}: {' '.join(str(error).split())}"[:5000]
+            print(f"warning: trial {trial}: its backbone was not logged as an MLflow model ({line})",
+                  flush=True)
+            self.client.set_tag(self.run_id(trial), TAG_MODEL_ERROR, line)
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         last = trial.last_result or {}

@@ -25,7 +25,7 @@ from orchestrator.resources import ResourcePlan
 from orchestrator.tracking import MlflowTrialLogger
 from trainables import metrics
 from trainables.config import TrialConfig
-from trainables.loop import train_loop_per_worker
+from trainables.loop import resolved_weights_path, train_loop_per_worker
 
 TRAIN_RUNS_FOLDER = "train_runs"
 DRIVER_MEMORY_BYTES = 64 * 1024**2
@@ -34,19 +34,20 @@ HEAD_NODE_RESOURCE = "node:__internal_head__"  # Ray gives the head node 1 of it
 
 def build_trainer(config: TrialConfig, run_name: str, storage_path: str, plan: ResourcePlan,
                   callbacks: list | None = None, shared_data: ray.ObjectRef | None = None,
-                  max_failures: int = 0) -> TorchTrainer:
+                  max_failures: int = 0, shared_weights: ray.ObjectRef | None = None) -> TorchTrainer:
     """The TorchTrainer of one trial. The same run name and storage path resume its checkpoints.
 
     `shared_data`: the trial's splits in the object store (orchestrator.datasets), so workers on
     any node train without reading data_root; None: each worker loads the dataset itself.
     `max_failures`: how often a lost worker (preemption, OOM kill, crash) restarts the worker
     group from the latest checkpoint before the trial fails.
+    `shared_weights`: the weights an MLflow URI in weights_path names (orchestrator.lineage).
     """
     resources_per_worker = {"CPU": plan.cpus_per_worker}
     if plan.use_gpu:
         resources_per_worker["GPU"] = plan.gpus_per_worker
     return TorchTrainer(
-        functools.partial(train_loop_per_worker, shared_data=shared_data),
+        functools.partial(train_loop_per_worker, shared_data=shared_data, shared_weights=shared_weights),
         train_loop_config=config.to_dict(),
         scaling_config=ray.train.ScalingConfig(
             num_workers=config.num_workers, use_gpu=plan.use_gpu, resources_per_worker=resources_per_worker
@@ -63,13 +64,14 @@ def build_trainer(config: TrialConfig, run_name: str, storage_path: str, plan: R
 
 def run_trial(config: dict[str, Any], storage_path: str, plan: ResourcePlan,
               method_params: dict[str, dict[str, Any]], shared_data: dict[DataKey, ray.ObjectRef],
-              max_failures: int = 0) -> None:
+              max_failures: int = 0, shared_weights: dict[str, ray.ObjectRef] | None = None) -> None:
     """The Tune trainable: validate the trial's config, then run its TorchTrainer to the end."""
     trial_config = sized_trial(TrialConfig.from_dict(with_method_params(config, method_params)), plan)
     trial_id = ray.tune.get_context().get_trial_id()
     trainer = build_trainer(trial_config, f"trial_{trial_id}", storage_path, plan,
                             callbacks=[TuneReportCallback()],
-                            shared_data=shared_data.get(DataKey.of(trial_config)), max_failures=max_failures)
+                            shared_data=shared_data.get(DataKey.of(trial_config)), max_failures=max_failures,
+                            shared_weights=(shared_weights or {}).get(resolved_weights_path(trial_config)))
     trainer.fit()
 
 
@@ -133,11 +135,12 @@ def experiment_path(storage_path: str, sweep_name: str) -> str:
 
 def run_tune(sweep_name: str, grid: Grid, plan: ResourcePlan, storage_path: str,
              logger: MlflowTrialLogger, resume: bool, shared_data: dict[DataKey, ray.ObjectRef],
-             max_failures: int = 0) -> tune.ResultGrid:
+             max_failures: int = 0,
+             shared_weights: dict[str, ray.ObjectRef] | None = None) -> tune.ResultGrid:
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, storage_path=storage_path, plan=plan,
                              method_params=grid.method_params, shared_data=shared_data,
-                             max_failures=max_failures),
+                             max_failures=max_failures, shared_weights=shared_weights),
         # The driver only waits on its workers: it holds no CPU they could need. Tune refuses
         # an empty request, so it asks for a little memory instead; and a sliver of the head
         # node, so that no driver is lost with a preempted worker node (its workers restart).

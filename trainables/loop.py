@@ -44,9 +44,12 @@ from trainables.initializations import build_initialized_backbone
 from trainables.methods import SSLMethod, build_method
 from trainables.methods.base import StepOutput, ViewSpec
 from trainables.monitoring import KNN_REFERENCE_IMAGES, is_monitored_epoch, knn_reference_indices
+from trainables.resource_usage import images_per_second, peak_memory
 from trainables.schedules import scaled_learning_rate, warmup_cosine
+from trainables.shipped_weights import local_weights_file
 
 CHECKPOINT_FILE = "state.pt"
+BACKBONE_FILE = "backbone.pt"  # the final checkpoint's backbone alone, a pickled module (the MLflow model)
 ARTIFACTS_FOLDER = "evaluation"  # inside the final checkpoint; the MLflow logger uploads it
 CONSTANT_LEARNING_RATE = "constant_learning_rate"  # a param-group flag: no decay after warmup
 
@@ -63,10 +66,12 @@ class TrainingState:
     epoch_metrics: dict = dataclasses.field(default_factory=dict)  # the last finished epoch's report
 
 
-def train_loop_per_worker(config_dict: dict, shared_data: ray.ObjectRef | None = None) -> None:
+def train_loop_per_worker(config_dict: dict, shared_data: ray.ObjectRef | None = None,
+                          shared_weights: ray.ObjectRef | None = None) -> None:
     """One worker's whole trial. `shared_data` holds the trial's splits in Ray's object store
     (ImageSplits.to_arrays), decoded once by the sweep's driver; without it the worker loads the
-    dataset from `data_root` itself."""
+    dataset from `data_root` itself. `shared_weights`: the bytes of the weights an MLflow URI in
+    weights_path names, resolved by the driver (trainables.shipped_weights)."""
     config = TrialConfig.from_dict(config_dict)
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
@@ -79,7 +84,8 @@ def train_loop_per_worker(config_dict: dict, shared_data: ray.ObjectRef | None =
     else:
         data = load_dataset(config.dataset, config.image_size, config.seed, config.data_root,
                             split=config.split, download=config.download)
-    state = build_training_state(config, world_size, device)
+    with local_weights_file(config, None if shared_weights is None else ray.get(shared_weights)) as built:
+        state = build_training_state(built, world_size, device)
     if restore_latest_checkpoint(state) and state.epoch_metrics:
         # The restored epoch's report may never have reached Tune (the driver or a worker died
         # between the checkpoint and the report): report it again. The MLflow logger keeps each
@@ -147,6 +153,9 @@ def train_loop_per_worker(config_dict: dict, shared_data: ray.ObjectRef | None =
             metrics.PRETRAIN_LEARNING_RATE: learning_rate,
             metrics.PRETRAIN_EPOCH_SECONDS: time.perf_counter() - started,
         }
+        epoch_metrics[metrics.PRETRAIN_IMAGES_PER_SECOND] = images_per_second(
+            steps_per_epoch * config.batch_size, epoch_metrics[metrics.PRETRAIN_EPOCH_SECONDS])
+        epoch_metrics.update(peak_memory(device))
         if rank == 0:
             if is_monitored_epoch(epoch, config.epochs, config.knn_every):  # else no kNN value this epoch
                 epoch_metrics.update(timed_monitor(state.method.backbone, data, config, device))
@@ -166,6 +175,7 @@ def train_loop_per_worker(config_dict: dict, shared_data: ray.ObjectRef | None =
                 collapsed = is_collapsed(state.collapse_std, state.embedding_dim)
                 final_metrics[metrics.COLLAPSED] = float(collapsed)
             save_state(state, Path(directory))
+            torch.save(state.method.backbone, Path(directory) / BACKBONE_FILE)  # for the MLflow model
             checkpoint = ray.train.Checkpoint.from_directory(directory)
         ray.train.report(final_metrics, checkpoint=checkpoint)
 

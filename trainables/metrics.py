@@ -12,6 +12,12 @@ PRETRAIN_LEARNING_RATE = "pretrain/learning_rate"
 PRETRAIN_EPOCH_SECONDS = "pretrain/epoch_seconds"
 KNN_VAL_ACCURACY = "knn/val_accuracy"  # only in monitored epochs (TrialConfig.knn_every)
 KNN_SECONDS = "knn/monitor_seconds"  # wall time of the kNN monitor, in the epochs it runs
+# Source images (not views) of the epoch's training steps per second of them, over all workers.
+PRETRAIN_IMAGES_PER_SECOND = "pretrain/images_per_second"
+# Rank 0's peak memory since its worker started, in MiB: what torch allocated on the GPU, or on
+# a CPU-only worker the resident set of its whole process (the data, Python, torch), not tensors alone.
+PEAK_GPU_MEMORY_ALLOCATED_MIB = "system/peak_gpu_memory_allocated_mib"
+PEAK_PROCESS_RSS_MIB = "system/peak_process_rss_mib"
 
 # Reported once, after pretraining, by the trial's evaluation protocol: "<protocol>/<metric>"
 # is the mean over the evaluation's repeats and "<protocol>/<metric>_std" its std.
@@ -53,6 +59,9 @@ PER_EPOCH = (
     KNN_VAL_ACCURACY,
     KNN_SECONDS,
     SKIPPED_IMAGES,
+    PRETRAIN_IMAGES_PER_SECOND,
+    PEAK_GPU_MEMORY_ALLOCATED_MIB,
+    PEAK_PROCESS_RSS_MIB,
 )
 FINAL = (
     *(evaluation_metric(protocol, suffix, std)

@@ -4,11 +4,21 @@ import math
 import subprocess
 import sys
 
+import mlflow
+import mlflow.pytorch
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
+from orchestrator.lineage import MODEL_NAME
 from orchestrator.tracking import TAG_ROLE, TAG_STATUS
 from trainables import metrics
+from trainables.augmentations import normalize
+from trainables.data import load_dataset
+from trainables.evaluation import knn_accuracy
+from trainables.initializations import build_initialized_backbone
+
+REGISTERED_MODEL = "smoke-backbones"
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +29,7 @@ def finished_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, subpr
         [sys.executable, "-m", "orchestrator.sweep", "smoke",
          "--set", "epochs=2", "--set", "image_size=16",
          "--set", "probe_epochs=30", "--set", "probe_repeats=2",
-         "--set", "method_params.projection_dim=256",
+         "--set", "method_params.projection_dim=256", "--register-model", REGISTERED_MODEL,
          "--tracking-uri", tracking_uri, "--storage-path", str(workdir / "ray_results")],
         cwd=workdir, capture_output=True, text=True, timeout=900,
     )
@@ -87,3 +97,78 @@ def test_the_sweep_ends_with_a_table_of_every_trial(finished_sweep) -> None:
         assert float(test_accuracy) == pytest.approx(logged, abs=1e-4)
 
 
+
+
+def trial_runs(tracking_uri: str, experiment: str) -> list:
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    return [run for run in runs if run.data.tags.get(TAG_ROLE) == "trial"]
+
+
+def test_each_trial_logs_its_backbone_data_throughput_and_memory_in_mlflow_terms(finished_sweep) -> None:
+    tracking_uri, _ = finished_sweep
+    client = MlflowClient(tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    children = trial_runs(tracking_uri, "smoke")
+    data = load_dataset("digits", 16, seed=0)
+    for child in children:
+        run_id = child.info.run_id
+        # The backbone loads with MLflow's own API, and is the trained one: its features give the
+        # final kNN accuracy the trial reported.
+        backbone = mlflow.pytorch.load_model(f"runs:/{run_id}/{MODEL_NAME}")
+        info = mlflow.models.get_model_info(f"runs:/{run_id}/{MODEL_NAME}")
+        with torch.no_grad():  # an exported graph, in eval mode already: called, never .eval()-ed
+            train, val = (backbone(normalize(images)) for images in (data.train_images, data.val_images))
+        assert info.metadata["feature_dim"] == 256
+        assert train.shape == (len(data.train_images), info.metadata["feature_dim"])
+        accuracy = knn_accuracy(train, data.train_labels, val, data.val_labels, data.num_classes, k=20)
+        assert accuracy == pytest.approx(child.data.metrics[metrics.KNN_VAL_ACCURACY], abs=0.003)
+        # Its data is a dataset input whose digest is its split hash.
+        (dataset_input,) = child.inputs.dataset_inputs
+        assert dataset_input.dataset.name == "digits"
+        assert dataset_input.dataset.digest == child.data.tags[metrics.SPLIT_HASH] == data.split_hash()
+        for name in (metrics.PRETRAIN_IMAGES_PER_SECOND, metrics.PEAK_PROCESS_RSS_MIB):
+            history = client.get_metric_history(run_id, name)
+            assert sorted(point.step for point in history) == [1, 2], name
+            assert all(point.value > 0 for point in history)
+        # Images per second: the images of the epoch's full batches over the epoch's time.
+        (first_epoch,) = [point for point in client.get_metric_history(run_id, metrics.PRETRAIN_EPOCH_SECONDS)
+                          if point.step == 1]
+        (images_per_second,) = [point for point in client.get_metric_history(
+            run_id, metrics.PRETRAIN_IMAGES_PER_SECOND) if point.step == 1]
+        batch_size = int(child.data.params["batch_size"])
+        steps = len(data.train_images) // batch_size
+        assert images_per_second.value == pytest.approx(steps * batch_size / first_epoch.value, rel=1e-6)
+    # --register-model: one version per finished trial, each from its trial's run.
+    versions = client.search_model_versions(f"name = '{REGISTERED_MODEL}'")
+    assert sorted(version.run_id for version in versions) == sorted(child.info.run_id for child in children)
+
+
+def test_a_sweep_started_from_a_runs_uri_begins_from_that_trials_backbone(finished_sweep, tmp_path) -> None:
+    tracking_uri, _ = finished_sweep
+    source = trial_runs(tracking_uri, "smoke")[0]
+    location = f"runs:/{source.info.run_id}/{MODEL_NAME}"
+    # method none: no pretraining, so the second sweep's backbone is exactly where it started.
+    completed = subprocess.run(
+        [sys.executable, "-m", "orchestrator.sweep", "methods_on_shapes",
+         "--set", "method=none", "--set", "dataset=digits", "--set", "image_size=16",
+         "--set", "init=ssl-imagenet", "--set", f"weights_path={location}",
+         "--set", "probe_epochs=30", "--set", "probe_repeats=1",
+         "--tracking-uri", tracking_uri, "--storage-path", str(tmp_path / "ray_results")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=900,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    (started,) = trial_runs(tracking_uri, "methods_on_shapes")
+    client = MlflowClient(tracking_uri)
+    (epoch_zero,) = client.get_metric_history(started.info.run_id, metrics.KNN_VAL_ACCURACY)
+    assert epoch_zero.step == 0
+    assert epoch_zero.value == pytest.approx(source.data.metrics[metrics.KNN_VAL_ACCURACY], abs=0.003)
+    # Not a random init's: the weights it started from (its own logged backbone) are the source's.
+    mlflow.set_tracking_uri(tracking_uri)
+    source_weights = mlflow.pytorch.load_model(location).state_dict()
+    started_weights = mlflow.pytorch.load_model(f"runs:/{started.info.run_id}/{MODEL_NAME}").state_dict()
+    random_weights = build_initialized_backbone("cbr_nano", "random", seed=0)[0].state_dict()
+    assert set(started_weights) == set(source_weights)
+    for key, value in source_weights.items():
+        assert torch.equal(started_weights[key], value), key
+    assert not all(torch.equal(random_weights[key], value) for key, value in source_weights.items())

@@ -1,0 +1,138 @@
+"""What a trial consumed and produced, in MLflow's own terms: its data as a dataset input (digest =
+the split hash), its pretrained backbone as an MLflow model; and MLflow model URIs as weights_path.
+
+Everything here runs in the sweep's driver: workers never talk to MLflow. The loop leaves the
+backbone (a pickled module) in the trial's final checkpoint; the Tune callback logs it from there
+with MLflow's PyTorch flavour in its `pt2` format (torch.export: loads without this project's code
+and without unpickling), as the model `backbone` of the trial's run, so
+`mlflow.pytorch.load_model("runs:/<run id>/backbone")` gives the backbone back. Going the other
+way, a `runs:/...` or `models:/...` weights_path is loaded here before any trial starts and its
+state dict travels to the trials through Ray's object store (trainables.shipped_weights).
+"""
+
+import io
+import json
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from mlflow.entities import Dataset, DatasetInput, InputTag
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+from trainables.augmentations import IMAGENET_MEAN, IMAGENET_STD
+from trainables.config import TrialConfig
+from trainables.loop import BACKBONE_FILE, resolved_weights_path
+
+MODEL_NAME = "backbone"  # the model's name in its run: runs:/<run id>/backbone
+MLFLOW_URI_SCHEMES = ("runs:/", "models:/")
+EXAMPLE_BATCH = 2  # > 1, or torch.export fixes the batch dimension at 1
+
+
+def is_mlflow_uri(location: str | None) -> bool:
+    return bool(location) and location.startswith(MLFLOW_URI_SCHEMES)
+
+
+def log_dataset_input(client: MlflowClient, run_id: str, config: TrialConfig, split_hash: str) -> None:
+    """The trial's data as the run's dataset input: the dataset's name, where the driver read it,
+    the split hash as its digest (equal digests: the same images), the split policy and seed as its
+    context."""
+    source = {"uri": str(Path(config.data_root).expanduser().resolve() / config.dataset)}
+    profile = {"image_size": config.image_size, "split": config.split, "seed": config.seed}
+    dataset = Dataset(name=config.dataset, digest=str(split_hash), source_type="local",
+                      source=json.dumps(source), profile=json.dumps(profile))
+    context = f"{config.split} split, seed {config.seed}"
+    client.log_inputs(run_id, [DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])])
+
+
+def model_metadata(config: TrialConfig, feature_dim: int) -> dict[str, Any]:
+    """What a user of the model needs to rebuild and feed it."""
+    return {
+        "backbone": config.backbone, "feature_dim": feature_dim,
+        "input_size": [3, config.image_size, config.image_size],
+        "input": "float32 images (N, 3, H, W) in [0, 1], normalized with mean and std per channel",
+        "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+        "method": config.method, "init": config.init, "dataset": config.dataset,
+        "image_size": config.image_size, "epochs": config.epochs,
+    }
+
+
+def log_backbone_model(tracking_uri: str, experiment_id: str, run_id: str, checkpoint_directory: Path,
+                       config: TrialConfig, step: int,
+                       registered_model_name: str | None = None) -> str | None:
+    """Log the final checkpoint's backbone as the run's MLflow model `backbone`, linked to the
+    run's metrics at `step`, and register it as a new version of `registered_model_name` if given.
+    Returns the model's URI, or None when the checkpoint holds no backbone."""
+    import mlflow
+    import mlflow.pytorch
+    from mlflow.models import infer_signature
+
+    path = Path(checkpoint_directory) / BACKBONE_FILE
+    if not path.is_file():
+        return None
+    # Our own trial's checkpoint, written by trainables.loop: a whole module, so not weights_only.
+    backbone = torch.load(path, map_location="cpu", weights_only=False).eval()
+    example = torch.rand(EXAMPLE_BATCH, 3, config.image_size, config.image_size,
+                         generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        features = backbone(example)
+    metadata = model_metadata(config, int(features.shape[1]))
+    mlflow.set_tracking_uri(tracking_uri)  # log_model reads the global URI; the driver has only this one
+    client = MlflowClient(tracking_uri)
+    # Created here, with its experiment: log_model alone would file it under the default experiment.
+    model = client.create_logged_model(
+        experiment_id, name=MODEL_NAME, source_run_id=run_id,
+        params={key: str(value) for key, value in metadata.items() if not isinstance(value, dict | list)},
+    )
+    info = mlflow.pytorch.log_model(
+        backbone, name=MODEL_NAME, model_id=model.model_id, run_id=run_id, step=step,
+        input_example=example.numpy(), signature=infer_signature(example.numpy(), features.numpy()),
+        metadata=metadata, pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+        serialization_format="pt2", validate_serving_input=False,
+        registered_model_name=registered_model_name,
+    )
+    return info.model_uri
+
+
+def fetch_weights(location: str, tracking_uri: str) -> bytes:
+    """The state dict of the MLflow model at `location`, as the bytes of a torch.save file.
+    Raises ValueError with one line naming the URI when it cannot be loaded."""
+    import mlflow
+    import mlflow.pytorch
+
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        with tempfile.TemporaryDirectory(prefix="weights-uri-") as directory:
+            model = mlflow.pytorch.load_model(location, dst_path=directory, map_location="cpu")
+    except Exception as error:  # a wrong id, no such model or version, not a PyTorch model: one message
+        reason = " ".join(str(error).split())[:300]
+        raise ValueError(
+            f"weights_path {location} cannot be loaded from MLflow at {tracking_uri} "
+            f"({type(error).__name__}: {reason}); give runs:/<run id>/{MODEL_NAME} of a finished trial, "
+            "or models:/<name>/<version>"
+        ) from None
+    state_dict = {key: value.detach().contiguous() for key, value in model.state_dict().items()}
+    buffer = io.BytesIO()
+    torch.save(state_dict, buffer)
+    return buffer.getvalue()
+
+
+def resolve_weights(configs: Iterable[TrialConfig], tracking_uri: str) -> dict[str, bytes]:
+    """{weights_path: state dict bytes} for each distinct MLflow URI the trials name ({method} and
+    {backbone} filled in); printed one line each. Raises ValueError for one that does not load."""
+    locations = dict.fromkeys(location for location in map(resolved_weights_path, configs)
+                              if is_mlflow_uri(location))
+    resolved = {}
+    for location in locations:
+        resolved[location] = fetch_weights(location, tracking_uri)
+        print(f"weights: {location} from MLflow, {len(resolved[location]) / 2**20:.1f} MiB", flush=True)
+    return resolved
+
+
+def share_weights(resolved: dict[str, bytes]) -> dict[str, Any]:
+    """Each URI's weights into Ray's object store: {weights_path: ObjectRef}."""
+    import ray
+
+    return {location: ray.put(weights) for location, weights in resolved.items()}
