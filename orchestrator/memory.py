@@ -20,8 +20,9 @@ The estimate is computed on the CPU, without a GPU, in a fraction of a second pe
 
 `size_trial` then gives a trial the fewest workers (GPUs; negatives and BatchNorm statistics are
 already global across workers, trainables/distributed.py) whose per-GPU estimate fits the node's
-GPU memory, and activation checkpointing (trainables/checkpointing.py) only where no worker count
-fits without it. benchmarks/memory_check.py compares the estimate with torch.cuda's measurement.
+GPU memory less the share kept for a resident training split (trainables/batches.py keeps the
+uint8 split on the GPU when it fits RESIDENT_MEMORY_FRACTION of it), and activation checkpointing
+(trainables/checkpointing.py) only where no worker count fits without it. benchmarks/memory_check.py compares the estimate with torch.cuda's measurement.
 """
 
 import dataclasses
@@ -34,6 +35,7 @@ from torch import nn
 
 from orchestrator.resources import PlanningError, ResourcePlan
 from trainables.backbones import build_backbone
+from trainables.batches import RESIDENT_MEMORY_FRACTION
 from trainables.checkpointing import checkpoint_segments, enable_activation_checkpointing
 from trainables.config import TrialConfig
 from trainables.methods import METHODS, SSLMethod, build_method
@@ -307,12 +309,14 @@ def size_trial(config: TrialConfig, gpu_memory_bytes: float, max_workers: int,
                label: str = "trial") -> tuple[TrialConfig, MemoryEstimate]:
     """The trial with the fewest workers (at least its own) that fit GPUs of `gpu_memory_bytes`,
     without activation checkpointing where possible; a PlanningError naming the trial and the fix
-    where even `max_workers` GPUs with checkpointing do not fit it."""
+    where even `max_workers` GPUs with checkpointing do not fit it. The share of each GPU that the
+    loop may fill with the resident training split is not the trial's to use."""
+    usable = gpu_memory_bytes * (1 - RESIDENT_MEMORY_FRACTION)
     counts = worker_counts(config, max_workers)
     for checkpointing in dict.fromkeys((config.activation_checkpointing, True)):
         for count in counts:
             estimate = estimate_memory(config, count, checkpointing)
-            if estimate.total <= gpu_memory_bytes:
+            if estimate.total <= usable:
                 sized = dataclasses.replace(config, num_workers=count, activation_checkpointing=checkpointing)
                 return sized, estimate
     smallest = min((estimate_memory(config, count, True) for count in counts), key=lambda e: e.total)
@@ -321,8 +325,9 @@ def size_trial(config: TrialConfig, gpu_memory_bytes: float, max_workers: int,
     raise PlanningError(
         f"{label} ({config.method}, {config.backbone}, {config.image_size} px, batch {config.batch_size}, "
         f"eval {config.eval}) needs about {smallest.total / GIB:.1f} GiB per GPU{spread} with activation "
-        f"checkpointing ({smallest.busiest} is the peak), more than the {gpu_memory_bytes / GIB:.1f} GiB "
-        "GPUs of the cluster; lower batch_size or image_size, or add a node type with larger GPUs"
+        f"checkpointing ({smallest.busiest} is the peak), more than the {usable / GIB:.1f} GiB a trial may use "
+        f"of the cluster's {gpu_memory_bytes / GIB:.1f} GiB GPUs (the rest holds the training split); lower "
+        "batch_size or image_size, or add a node type with larger GPUs"
     )
 
 

@@ -23,6 +23,7 @@ from orchestrator.resources import PlanningError, ResourcePlan, plan_resources
 from orchestrator.weights import print_weights_availability
 from search_spaces import SWEEPS
 from trainables import metrics
+from trainables.batches import RESIDENT_MEMORY_FRACTION
 from trainables.config import ConfigError, TrialConfig
 
 EXIT_BAD_INPUT = 2
@@ -161,8 +162,9 @@ def memory_line(plan: ResourcePlan) -> str:
     if plan.gpu_memory_bytes is None:
         return ("GiB/GPU: estimated peak per GPU (orchestrator/memory.py), not checked: the GPUs' memory is "
                 "unknown; state it in the node type (labels: {gpu-memory-gib: \"24\"})")
-    return (f"GiB/GPU: estimated peak per GPU (bf16 training; orchestrator/memory.py); every trial fits the "
-            f"{plan.gpu_memory_bytes / GIB:.1f} GiB GPUs, spread over workers and checkpointed where needed")
+    return (f"GiB/GPU: estimated peak per GPU (bf16 training; orchestrator/memory.py); every trial fits "
+            f"{1 - RESIDENT_MEMORY_FRACTION:.0%} of the {plan.gpu_memory_bytes / GIB:.1f} GiB GPUs (the rest may "
+            "hold the training split), spread over workers and checkpointed where needed")
 
 
 def flat_value(config: dict[str, Any], flat_key: str) -> Any:

@@ -17,6 +17,7 @@ from orchestrator.memory import (
 )
 from orchestrator.resources import NodeType, plan_resources
 from orchestrator.sweep import main
+from trainables.batches import RESIDENT_MEMORY_FRACTION
 from search_spaces import SWEEPS
 from trainables.backbones import build_backbone
 from trainables.config import TrialConfig
@@ -81,8 +82,8 @@ def test_dry_run_shows_each_trials_workers_checkpointing_and_memory_per_gpu(
     workers_column = header.index("workers")
     by_batch = {int(row[header.index("batch_size")]): int(row[workers_column]) for row in rows}
     assert by_batch[32] == 1 and by_batch[1024] > 1
-    assert all(float(row[-1]) < SHIPPED_GPU_MEMORY / GIB for row in rows)
-    assert any("fits the 22.5 GiB GPUs" in line for line in lines)
+    assert all(float(row[-1]) < (1 - RESIDENT_MEMORY_FRACTION) * SHIPPED_GPU_MEMORY / GIB for row in rows)
+    assert any("every trial fits 75% of the 22.5 GiB GPUs" in line for line in lines)
 
 
 def method_kept_bytes(config: TrialConfig, batch: int, device: str) -> int:
