@@ -21,9 +21,12 @@ from trainables.augmentations import BYOL_VIEW_1, BYOL_VIEW_2
 from trainables.distributed import gather_with_grad
 from trainables.methods.base import SSLMethod, StepOutput, ViewSpec, full_precision, projection_mlp
 
-
 STANDARDIZATIONS = ("batchnorm", "unbiased")
 BATCHNORM_EPSILON = 1e-5  # nn.BatchNorm1d's default, which the official code uses
+
+
+def unknown_standardization(name: str) -> ValueError:
+    return ValueError(f"unknown standardization {name!r}; valid: {', '.join(STANDARDIZATIONS)}")
 
 
 def standardize(z: torch.Tensor, standardization: str) -> torch.Tensor:
@@ -38,7 +41,7 @@ def standardize(z: torch.Tensor, standardization: str) -> torch.Tensor:
         return centred / torch.sqrt(z.var(dim=0, unbiased=False) + BATCHNORM_EPSILON)
     if standardization == "unbiased":
         return centred / z.std(dim=0)
-    raise ValueError(f"unknown standardization {standardization!r}; valid: {', '.join(STANDARDIZATIONS)}")
+    raise unknown_standardization(standardization)
 
 
 @full_precision
@@ -72,7 +75,7 @@ class BarlowTwins(SSLMethod):
                  standardization: str = "batchnorm", bias_learning_rate_ratio: float = 0.0048 / 0.2) -> None:
         super().__init__(backbone, feature_dim)
         if standardization not in STANDARDIZATIONS:
-            raise ValueError(f"unknown standardization {standardization!r}; valid: {', '.join(STANDARDIZATIONS)}")
+            raise unknown_standardization(standardization)
         self.off_diagonal_weight = off_diagonal_weight
         self.standardization = standardization
         self.bias_and_norm_learning_rate_ratio = bias_learning_rate_ratio

@@ -96,7 +96,8 @@ class SwAV(SSLMethod):
     def __init__(self, backbone: nn.Module, feature_dim: int, projection_hidden_dim: int = 2048,
                  projection_dim: int = 128, num_prototypes: int = 3000, temperature: float = 0.1,
                  sinkhorn_epsilon: float = 0.05, sinkhorn_iterations: int = 3, num_small_crops: int = 6,
-                 freeze_prototypes_epochs: int = 1, queue_length: int = 3840, queue_start_epoch: int = 15) -> None:
+                 freeze_prototypes_epochs: int = 1, queue_length: int = 3840,
+                 queue_start_epoch: int = 15) -> None:
         super().__init__(backbone, feature_dim)
         self.temperature = temperature
         self.sinkhorn_epsilon = sinkhorn_epsilon
