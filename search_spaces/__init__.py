@@ -58,6 +58,7 @@ def _registry() -> dict[str, Sweep]:
         ablation_imagesize,
         bit_simsiam,
         hpo_simclr,
+        methods_on_breastmnist,
         methods_on_shapes,
         prior_weights,
         smoke,
@@ -65,7 +66,7 @@ def _registry() -> dict[str, Sweep]:
     )
 
     modules = (smoke, ablation_batchsize, ablation_imagesize, prior_weights, bit_simsiam, transfusion,
-               hpo_simclr, methods_on_shapes)
+               hpo_simclr, methods_on_shapes, methods_on_breastmnist)
     return {module.SWEEP.name: module.SWEEP for module in modules}
 
 

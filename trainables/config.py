@@ -243,6 +243,8 @@ METHOD_PARAM_RANGES: dict[str, NumberRange] = {
     "num_small_crops": NOT_NEGATIVE,
     "freeze_prototypes_epochs": NOT_NEGATIVE,
     "queue_length": NOT_NEGATIVE,  # 0: SwAV without a queue
+    "queue_start_epoch": NOT_NEGATIVE,  # SwAV: the queue fills after this many epochs
+    "bias_learning_rate_ratio": NOT_NEGATIVE,  # Barlow Twins: biases' and norms' rate / the weights'
 }
 
 

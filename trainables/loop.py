@@ -41,7 +41,7 @@ from trainables.evaluation import (
     probe_linear,
 )
 from trainables.initializations import build_initialized_backbone
-from trainables.methods import SSLMethod, build_method
+from trainables.methods import RunShape, SSLMethod, build_method
 from trainables.methods.base import StepOutput, ViewSpec
 from trainables.monitoring import KNN_REFERENCE_IMAGES, is_monitored_epoch, knn_reference_indices
 from trainables.resource_usage import images_per_second, peak_memory
@@ -52,6 +52,7 @@ CHECKPOINT_FILE = "state.pt"
 BACKBONE_FILE = "backbone.pt"  # the final checkpoint's backbone alone, a pickled module (the MLflow model)
 ARTIFACTS_FOLDER = "evaluation"  # inside the final checkpoint; the MLflow logger uploads it
 CONSTANT_LEARNING_RATE = "constant_learning_rate"  # a param-group flag: no decay after warmup
+LEARNING_RATE_RATIO = "learning_rate_ratio"  # a param-group factor on the schedule's rate
 
 
 @dataclass
@@ -227,7 +228,8 @@ def build_training_state(config: TrialConfig, world_size: int, device: torch.dev
     )
     if ray.train.get_context().get_world_rank() == 0:
         print(f"[{config.init} {config.backbone}] {report}", flush=True)
-    method = build_method(config.method, backbone, feature_dim, config.method_params)
+    method = build_method(config.method, backbone, feature_dim, config.method_params,
+                          RunShape(config.batch_size, config.epochs, config.image_size))
     if world_size > 1:
         # BatchNorm statistics must be those of the global batch, as on one worker.
         method = convert_batchnorm_for_distributed(method, device)
@@ -262,7 +264,8 @@ def build_optimizer(
     recipe: timm's Lars adapts only groups whose weight decay is non-zero).
 
     Parameters of the method's `constant_learning_rate_modules` get groups of their own, marked
-    CONSTANT_LEARNING_RATE: the loop keeps their learning rate at its peak after warmup.
+    CONSTANT_LEARNING_RATE: the loop keeps their learning rate at its peak after warmup. Groups of
+    biases and norms only (LARS) get LEARNING_RATE_RATIO = the method's bias_and_norm_learning_rate_ratio.
     """
     constant_prefixes = tuple(f"{module}." for module in method.constant_learning_rate_modules)
     groups = []
@@ -276,6 +279,9 @@ def build_optimizer(
             decays = [(members, weight_decay)]
         groups += [{"params": params, "weight_decay": decay, CONSTANT_LEARNING_RATE: constant}
                    for params, decay in decays if params]
+    for group in groups:  # biases and norms in a group of their own (LARS) may learn at their own rate
+        biases_and_norms = all(parameter.ndim <= 1 for parameter in group["params"])
+        group[LEARNING_RATE_RATIO] = method.bias_and_norm_learning_rate_ratio if biases_and_norms else 1.0
     if name == "sgd":
         return torch.optim.SGD(groups, lr=0.0, momentum=momentum)
     if name == "lars":
@@ -286,10 +292,12 @@ def build_optimizer(
 def set_learning_rates(optimizer: torch.optim.Optimizer, step: int, total_steps: int, warmup_steps: int,
                        peak: float) -> float:
     """Warmup then cosine decay for every group, except that CONSTANT_LEARNING_RATE groups stay at
-    the peak after warmup. Returns the decaying learning rate (the one logged)."""
+    the peak after warmup; each group's rate is times its LEARNING_RATE_RATIO. Returns the decaying
+    learning rate (the one logged)."""
     for group in optimizer.param_groups:
         decay = not group[CONSTANT_LEARNING_RATE]
-        group["lr"] = warmup_cosine(step, total_steps, warmup_steps, peak, decay=decay)
+        group["lr"] = warmup_cosine(step, total_steps, warmup_steps, peak, decay=decay) * group.get(
+            LEARNING_RATE_RATIO, 1.0)
     return warmup_cosine(step, total_steps, warmup_steps, peak)
 
 

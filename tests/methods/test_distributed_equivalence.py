@@ -18,7 +18,8 @@ from trainables.methods import PRETRAINING_METHODS, build_method, method_paramet
 
 GLOBAL_BATCH = 8
 IMAGE_SIZE = 16
-EXTRA_SMALL = {"mocov2": {"queue_size": 32}, "swav": {"num_prototypes": 12, "num_small_crops": 2}}
+EXTRA_SMALL = {"mocov2": {"queue_size": 32}, "swav": {"num_prototypes": 12, "num_small_crops": 2,
+                                                     "queue_length": 0}}  # per-process by design
 
 
 def small_parameters(method_name: str) -> dict:

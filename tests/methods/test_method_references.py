@@ -1,4 +1,5 @@
-"""BYOL, Barlow Twins, VICReg and MoCo v2: losses against naive paper references, gradients, EMA, queue."""
+"""BYOL, Barlow Twins, VICReg and MoCo v2: losses against naive references (the official code's
+conventions by default, the paper's formula one option away), gradients, EMA, queue."""
 
 import math
 
@@ -17,9 +18,10 @@ TARGET_PREFIXES = ("target_", "key_")  # the EMA copies: BYOL's target network, 
 PAPER_DEFAULTS = {
     "byol": {"projection_hidden_dim": 4096, "projection_dim": 256, "predictor_hidden_dim": 4096,
              "base_momentum": 0.996},
-    "barlowtwins": {"projection_hidden_dim": 8192, "projection_dim": 8192, "off_diagonal_weight": 0.0051},
+    "barlowtwins": {"projection_hidden_dim": 8192, "projection_dim": 8192, "off_diagonal_weight": 0.0051,
+                    "standardization": "batchnorm", "bias_learning_rate_ratio": 0.0048 / 0.2},
     "vicreg": {"projection_hidden_dim": 8192, "projection_dim": 8192, "invariance_weight": 25.0,
-               "variance_weight": 25.0, "covariance_weight": 1.0},
+               "variance_weight": 25.0, "covariance_weight": 1.0, "halve_variance": True},
     "mocov2": {"projection_hidden_dim": 2048, "projection_dim": 128, "queue_size": 65536,
                "temperature": 0.2, "encoder_momentum": 0.999},
 }
@@ -55,16 +57,22 @@ def column_mean(z, d):
     return sum(row[d] for row in z) / len(z)
 
 
-def column_var(z, d):  # unbiased, as torch.var / torch.std
+def column_var(z, d, unbiased: bool = True):  # unbiased as torch.var / torch.std; biased as BatchNorm
     mean = column_mean(z, d)
-    return sum((row[d] - mean) ** 2 for row in z) / (len(z) - 1)
+    return sum((row[d] - mean) ** 2 for row in z) / (len(z) - 1 if unbiased else len(z))
 
 
-def naive_barlow_twins(z1, z2, lam: float) -> float:
-    """Barlow Twins Algorithm 1: standardize each dimension, C = z1n^T z2n / N, eq. 1."""
+def naive_barlow_twins(z1, z2, lam: float, standardization: str = "batchnorm") -> float:
+    """Barlow Twins eq. 1 with C = z1n^T z2n / N. Standardized as the official code's
+    BatchNorm1d(affine=False): (z - mean) / sqrt(biased var + 1e-5); or as the paper's
+    Algorithm 1: (z - mean) / unbiased std."""
     rows, dims = len(z1), len(z1[0])
+    def scale(z, d):
+        if standardization == "batchnorm":
+            return math.sqrt(column_var(z, d, unbiased=False) + 1e-5)
+        return math.sqrt(column_var(z, d))
     def standardize(z):
-        stats = [(column_mean(z, d), math.sqrt(column_var(z, d))) for d in range(dims)]
+        stats = [(column_mean(z, d), scale(z, d)) for d in range(dims)]
         return [[(row[d] - stats[d][0]) / stats[d][1] for d in range(dims)] for row in z]
     a, b = standardize(z1), standardize(z2)
     loss = 0.0
@@ -75,8 +83,9 @@ def naive_barlow_twins(z1, z2, lam: float) -> float:
     return loss
 
 
-def naive_vicreg(z1, z2, lam: float, mu: float, nu: float) -> float:
-    """VICReg Algorithm 1: lam * mse + mu * (std hinge z1 + z2) + nu * (off-diag cov^2 / D, z1 + z2)."""
+def naive_vicreg(z1, z2, lam: float, mu: float, nu: float, halve_variance: bool = True) -> float:
+    """lam * mse + mu * v + nu * (off-diag cov^2 / D, z1 + z2), where v is the std hinge of z1 plus
+    that of z2, halved as in the official code (main_vicreg.py), or not as in Algorithm 1."""
     rows, dims = len(z1), len(z1[0])
     invariance = sum((z1[n][d] - z2[n][d]) ** 2 for n in range(rows) for d in range(dims)) / (rows * dims)
     variance = covariance = 0.0
@@ -88,6 +97,8 @@ def naive_vicreg(z1, z2, lam: float, mu: float, nu: float) -> float:
                 if i != j:
                     cov = sum((z[n][i] - means[i]) * (z[n][j] - means[j]) for n in range(rows)) / (rows - 1)
                     covariance += cov * cov / dims
+    if halve_variance:
+        variance /= 2
     return lam * invariance + mu * variance + nu * covariance
 
 
@@ -121,21 +132,51 @@ def test_byol_loss_stops_the_gradient_to_the_targets() -> None:
     assert z1.grad is None and z2.grad is None and p1.grad is not None
 
 
+@pytest.mark.parametrize("standardization", ["batchnorm", "unbiased"])
 @pytest.mark.parametrize("lam", [0.0051, 0.5])
-def test_barlow_twins_loss_matches_naive_reference(lam: float) -> None:
+def test_barlow_twins_loss_matches_naive_reference(lam: float, standardization: str) -> None:
     z1, z2 = random_pair(10, 6, seed=4)
-    loss = barlow_twins_loss(z1, z2, lam)
+    loss = barlow_twins_loss(z1, z2, lam, standardization)
     assert loss.shape == ()
-    assert loss.item() == pytest.approx(naive_barlow_twins(z1.tolist(), z2.tolist(), lam), abs=1e-5)
+    expected = naive_barlow_twins(z1.tolist(), z2.tolist(), lam, standardization)
+    assert loss.item() == pytest.approx(expected, abs=1e-5)
 
 
+def test_barlow_twins_default_is_the_official_batchnorm_standardization() -> None:
+    # The official code: c = bn(z1).T @ bn(z2) / N with bn = BatchNorm1d(D, affine=False), training mode.
+    z1, z2 = random_pair(5, 4, seed=8)
+    batchnorm = torch.nn.BatchNorm1d(4, affine=False).double().train()
+    correlation = batchnorm(z1).T @ batchnorm(z2) / 5
+    diagonal = torch.diagonal(correlation)
+    expected = (1 - diagonal).pow(2).sum() + 0.0051 * (correlation.pow(2).sum() - diagonal.pow(2).sum())
+    torch.testing.assert_close(barlow_twins_loss(z1, z2), expected)
+    # At a batch this small the paper's unbiased std gives a visibly different loss.
+    assert abs(barlow_twins_loss(z1, z2, standardization="unbiased").item() - expected.item()) > 1e-2
+
+
+def test_barlow_twins_rejects_an_unknown_standardization() -> None:
+    with pytest.raises(ValueError, match="unknown standardization 'sample'; valid: batchnorm, unbiased"):
+        build_small("barlowtwins", standardization="sample")
+
+
+@pytest.mark.parametrize("halve_variance", [True, False])
 @pytest.mark.parametrize(("lam", "mu", "nu"), [(25.0, 25.0, 1.0), (1.0, 3.0, 0.5)])
-def test_vicreg_loss_matches_naive_reference(lam: float, mu: float, nu: float) -> None:
+def test_vicreg_loss_matches_naive_reference(lam: float, mu: float, nu: float, halve_variance: bool) -> None:
     z1, z2 = random_pair(10, 6, seed=5)
     z1 = z1 * 0.4  # std below 1 in some dimensions, so the variance hinge is active
-    loss = vicreg_loss(z1, z2, lam, mu, nu)
+    loss = vicreg_loss(z1, z2, lam, mu, nu, halve_variance=halve_variance)
     assert loss.shape == ()
-    assert loss.item() == pytest.approx(naive_vicreg(z1.tolist(), z2.tolist(), lam, mu, nu), abs=1e-5)
+    expected = naive_vicreg(z1.tolist(), z2.tolist(), lam, mu, nu, halve_variance)
+    assert loss.item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_vicreg_official_variance_weight_is_half_the_papers() -> None:
+    # Halving the two branches' sum is the paper's formula at half the variance weight.
+    z1, z2 = random_pair(10, 6, seed=9)
+    z1 = z1 * 0.4
+    official = vicreg_loss(z1, z2, 25.0, 25.0, 1.0)
+    torch.testing.assert_close(official, vicreg_loss(z1, z2, 25.0, 12.5, 1.0, halve_variance=False))
+    assert official < vicreg_loss(z1, z2, 25.0, 25.0, 1.0, halve_variance=False)
 
 
 @pytest.mark.parametrize("temperature", [0.07, 0.2, 1.0])

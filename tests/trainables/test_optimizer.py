@@ -77,6 +77,25 @@ def test_other_methods_decay_every_learning_rate(method_name: str) -> None:
     assert all(group["lr"] < PEAK * 1e-3 for group in optimizer.param_groups)
 
 
+@pytest.mark.parametrize("method_name", PRETRAINING_METHODS)
+def test_biases_and_norms_learn_at_the_methods_ratio_under_lars(method_name: str) -> None:
+    # Barlow Twins' official recipe: weights at 0.2, biases and BatchNorm parameters at 0.0048
+    # (x batch/256), on the same schedule; every other method: one rate for all.
+    method = small_method(method_name)
+    ratio = 0.0048 / 0.2 if method_name == "barlowtwins" else 1.0
+    assert method.bias_and_norm_learning_rate_ratio == pytest.approx(ratio)
+    optimizer = build_optimizer(method, "lars", 0.9, WEIGHT_DECAY)
+    groups = group_of(optimizer)
+    for step in (0, WARMUP_STEPS, TOTAL_STEPS // 2):
+        set_learning_rates(optimizer, step, TOTAL_STEPS, WARMUP_STEPS, PEAK)
+        weights = [groups[id(p)]["lr"] for p in method.parameters() if p.requires_grad and p.ndim > 1
+                   and groups[id(p)][CONSTANT_LEARNING_RATE] is False]
+        biases = [groups[id(p)]["lr"] for p in method.parameters() if p.requires_grad and p.ndim <= 1
+                  and groups[id(p)][CONSTANT_LEARNING_RATE] is False]
+        assert biases and weights
+        assert biases == pytest.approx([ratio * weights[0]] * len(biases))
+
+
 def test_unknown_optimizer_names_the_valid_ones() -> None:
     with pytest.raises(ValueError, match="unknown optimizer 'adam'; use 'sgd' or 'lars'"):
         build_optimizer(small_method("simclr"), "adam", 0.9, WEIGHT_DECAY)

@@ -9,7 +9,7 @@ from typing import Any
 from torch import nn
 
 from trainables.methods.barlowtwins import BarlowTwins
-from trainables.methods.base import SSLMethod, StepOutput
+from trainables.methods.base import RunShape, SSLMethod, StepOutput
 from trainables.methods.byol import BYOL
 from trainables.methods.mocov2 import MoCoV2
 from trainables.methods.none import NoPretraining
@@ -45,10 +45,19 @@ def method_parameters(name: str) -> dict[str, Any]:
     }
 
 
-def build_method(name: str, backbone: nn.Module, feature_dim: int, overrides: dict[str, Any]) -> SSLMethod:
+def resolved_method_params(name: str, overrides: dict[str, Any], run: RunShape | None) -> dict[str, Any]:
+    """The trial's method_params over the method's run-dependent defaults (none without a run)."""
+    defaults = METHODS[name].run_defaults(run, overrides) if run is not None else {}
+    return defaults | overrides
+
+
+def build_method(name: str, backbone: nn.Module, feature_dim: int, overrides: dict[str, Any],
+                 run: RunShape | None = None) -> SSLMethod:
+    """The method with the trial's method_params; with `run`, its run-dependent defaults too."""
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; valid methods: {', '.join(METHODS)}")
-    return METHODS[name](backbone, feature_dim, **overrides)
+    return METHODS[name](backbone, feature_dim, **resolved_method_params(name, overrides, run))
 
 
-__all__ = ["METHODS", "PRETRAINING_METHODS", "SSLMethod", "StepOutput", "build_method", "method_parameters"]
+__all__ = ["METHODS", "PRETRAINING_METHODS", "RunShape", "SSLMethod", "StepOutput", "build_method",
+           "method_parameters", "resolved_method_params"]

@@ -2,6 +2,16 @@
 
 Zbontar, Jing, Misra, LeCun, Deny. "Barlow Twins: Self-Supervised Learning via Redundancy
 Reduction", ICML 2021. https://arxiv.org/abs/2103.03230
+
+Where each default comes from (official code: facebookresearch/barlowtwins, main.py):
+- lambda 0.0051, the 8192-8192-8192 projector, LARS at 0.2 x batch/256 for weights: paper and code.
+- Standardization: the official code's BatchNorm1d(affine=False) in training mode, i.e. the
+  biased batch variance plus eps 1e-5; the paper's pseudo-code divides by the unbiased std
+  (`standardization="unbiased"` is that reading; 2% apart at batch 128, more at smaller batches).
+- Biases and BatchNorm parameters learn at 0.0048 / 0.2 = 0.024 of the weights' rate (code and
+  paper): `bias_learning_rate_ratio`, applied by the loop to the LARS group of biases and norms.
+- Weight decay 1e-6: the official code's default (`--weight-decay`); the paper says 1.5e-6
+  (`--set weight_decay=1.5e-6`).
 """
 
 import torch
@@ -11,19 +21,40 @@ from trainables.augmentations import BYOL_VIEW_1, BYOL_VIEW_2
 from trainables.distributed import gather_with_grad
 from trainables.methods.base import SSLMethod, StepOutput, ViewSpec, full_precision, projection_mlp
 
+STANDARDIZATIONS = ("batchnorm", "unbiased")
+BATCHNORM_EPSILON = 1e-5  # nn.BatchNorm1d's default, which the official code uses
+
+
+def unknown_standardization(name: str) -> ValueError:
+    return ValueError(f"unknown standardization {name!r}; valid: {', '.join(STANDARDIZATIONS)}")
+
+
+def standardize(z: torch.Tensor, standardization: str) -> torch.Tensor:
+    """Each column of z (N, D) centred and scaled over the batch.
+
+    "batchnorm": (z - mean) / sqrt(biased variance + 1e-5), what BatchNorm1d(affine=False)
+    computes in training mode (the official code); "unbiased": (z - mean) / unbiased std (the
+    paper's pseudo-code).
+    """
+    centred = z - z.mean(dim=0)
+    if standardization == "batchnorm":
+        return centred / torch.sqrt(z.var(dim=0, unbiased=False) + BATCHNORM_EPSILON)
+    if standardization == "unbiased":
+        return centred / z.std(dim=0)
+    raise unknown_standardization(standardization)
+
 
 @full_precision
-def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor,
-                      off_diagonal_weight: float = 0.0051) -> torch.Tensor:
+def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, off_diagonal_weight: float = 0.0051,
+                      standardization: str = "batchnorm") -> torch.Tensor:
     """sum_i (1 - C_ii)^2 + lambda sum_{i != j} C_ij^2 (Barlow Twins eq. 1 and Algorithm 1).
 
     z1, z2: (N, D) embeddings of the two views of the same N images (the whole global batch).
-    Each dimension is standardized over the batch, (z - mean) / std with the unbiased std as in
-    the paper's pseudo-code, and C = z1n.T @ z2n / N is (D, D).
+    Each dimension is standardized over the batch (see `standardize`: BatchNorm's biased
+    variance + eps by default, as the official code) and C = z1n.T @ z2n / N is (D, D).
     """
     count = z1.shape[0]
-    z1n = (z1 - z1.mean(dim=0)) / z1.std(dim=0)
-    z2n = (z2 - z2.mean(dim=0)) / z2.std(dim=0)
+    z1n, z2n = standardize(z1, standardization), standardize(z2, standardization)
     correlation = z1n.T @ z2n / count
     diagonal = torch.diagonal(correlation)
     on_diagonal = (1 - diagonal).pow(2).sum()
@@ -33,16 +64,21 @@ def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor,
 
 class BarlowTwins(SSLMethod):
     name = "barlowtwins"
-    # The paper's LARS values (0.2 x batch/256 for weights, wd 1.5e-6). LARS rescales each layer's
+    # The official LARS values (0.2 x batch/256 for weights, wd 1e-6). LARS rescales each layer's
     # step, so with optimizer=sgd the best rate can differ: sweep it.
     optimizer = "lars"  # Barlow Twins: LARS, biases and norm parameters excluded
     base_learning_rate = 0.2
-    weight_decay = 1.5e-6
+    weight_decay = 1e-6
 
     def __init__(self, backbone: nn.Module, feature_dim: int, projection_hidden_dim: int = 8192,
-                 projection_dim: int = 8192, off_diagonal_weight: float = 0.0051) -> None:
+                 projection_dim: int = 8192, off_diagonal_weight: float = 0.0051,
+                 standardization: str = "batchnorm", bias_learning_rate_ratio: float = 0.0048 / 0.2) -> None:
         super().__init__(backbone, feature_dim)
+        if standardization not in STANDARDIZATIONS:
+            raise unknown_standardization(standardization)
         self.off_diagonal_weight = off_diagonal_weight
+        self.standardization = standardization
+        self.bias_and_norm_learning_rate_ratio = bias_learning_rate_ratio
         # 3 linear layers, BN + ReLU after the first two (paper sec. 4). The last layer's bias
         # (the paper has none) cancels in the standardization.
         self.projector = projection_mlp(feature_dim, projection_hidden_dim, projection_dim, num_layers=3)
@@ -55,5 +91,6 @@ class BarlowTwins(SSLMethod):
         z1, z2 = (self.projector(self.backbone(view)) for view in views[:2])
         # Statistics and C over the global batch: every worker computes the one-worker loss, and
         # the summed gradient of the all-gather, averaged by DDP, is the one-worker gradient.
-        loss = barlow_twins_loss(gather_with_grad(z1), gather_with_grad(z2), self.off_diagonal_weight)
+        loss = barlow_twins_loss(gather_with_grad(z1), gather_with_grad(z2), self.off_diagonal_weight,
+                                 self.standardization)
         return StepOutput(loss, z1)

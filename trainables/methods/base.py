@@ -9,7 +9,7 @@ import contextlib
 import functools
 import math
 from collections.abc import Callable
-from typing import ClassVar, NamedTuple, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import torch
 from torch import nn
@@ -51,6 +51,14 @@ def full_precision(loss: LossFunction) -> LossFunction:
     return wrapper  # type: ignore[return-value]
 
 
+class RunShape(NamedTuple):
+    """What a method's run-dependent defaults may depend on (see SSLMethod.run_defaults)."""
+
+    batch_size: int  # global, over all workers
+    epochs: int
+    image_size: int  # pixels per side of the global views
+
+
 class SSLMethod(nn.Module):
     name: ClassVar[str]
     # The paper's optimizer ("sgd" or "lars"), base learning rate (at batch 256) and weight decay;
@@ -62,6 +70,15 @@ class SSLMethod(nn.Module):
     # Submodules whose learning rate stays at its peak after warmup instead of decaying
     # (SimSiam's predictor).
     constant_learning_rate_modules: ClassVar[tuple[str, ...]] = ()
+    # Learning rate of biases and normalization parameters as a fraction of the weights' (Barlow
+    # Twins: 0.024). The loop applies it where they have a group of their own (LARS).
+    bias_and_norm_learning_rate_ratio: float = 1.0
+
+    @classmethod
+    def run_defaults(cls, run: RunShape, params: dict[str, Any]) -> dict[str, Any]:
+        """Defaults that depend on the run, given the trial's method_params (which override
+        them): e.g. SwAV's queue, on below a batch size and scaled to the run. None here."""
+        return {}
 
     def __init__(self, backbone: nn.Module, feature_dim: int) -> None:
         super().__init__()

@@ -2,7 +2,17 @@
 
 Chen, Kornblith, Norouzi, Hinton. "A Simple Framework for Contrastive Learning of Visual
 Representations", ICML 2020. https://arxiv.org/abs/2002.05709
+
+Where each default comes from (official code: google-research/simclr, run.py and README):
+- Temperature 0.1: the official code's default and the paper's ImageNet setting; on images of at
+  most 64 px (CIFAR-scale), 0.5, the paper's CIFAR-10 setting (appendix B.9) and the official
+  README's CIFAR-10 command. `run_defaults` picks by the trial's image size; method_params'
+  `temperature` overrides it.
+- The 2-layer projection head to 128 dimensions, LARS at 0.3 x batch/256, wd 1e-6: the paper
+  (the official code's README uses wd 1e-4 with its own schedules).
 """
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -10,7 +20,9 @@ from torch import nn
 
 from trainables.augmentations import SIMCLR_RECIPE
 from trainables.distributed import gather_with_grad, rank
-from trainables.methods.base import SSLMethod, StepOutput, ViewSpec, full_precision, projection_mlp
+from trainables.methods.base import RunShape, SSLMethod, StepOutput, ViewSpec, full_precision, projection_mlp
+
+CIFAR_SCALE_PIXELS = 64  # images at most this wide get the paper's CIFAR-10 temperature
 
 
 @full_precision
@@ -44,10 +56,15 @@ class SimCLR(SSLMethod):
     weight_decay = 1e-6
 
     def __init__(self, backbone: nn.Module, feature_dim: int, projection_dim: int = 128,
-                 projection_hidden_dim: int = 2048, temperature: float = 0.5) -> None:
+                 projection_hidden_dim: int = 2048, temperature: float = 0.1) -> None:
         super().__init__(backbone, feature_dim)
         self.temperature = temperature
         self.projector = projection_mlp(feature_dim, projection_hidden_dim, projection_dim, num_layers=2)
+
+    @classmethod
+    def run_defaults(cls, run: RunShape, params: dict[str, Any]) -> dict[str, Any]:
+        """Temperature 0.5 on CIFAR-scale images (at most 64 px), else the ImageNet 0.1."""
+        return {"temperature": 0.5} if run.image_size <= CIFAR_SCALE_PIXELS else {}
 
     def views(self, image_size: int) -> list[ViewSpec]:
         """Two views with SimCLR's recipe (appendix A): colour distortion strength 1, blur p 0.5."""

@@ -2,15 +2,49 @@
 
 Caron et al. "Unsupervised Learning of Visual Features by Contrasting Cluster Assignments",
 NeurIPS 2020. https://arxiv.org/abs/2006.09882
+
+Where each default comes from (official code: facebookresearch/swav, main_swav.py and scripts/):
+- 3000 prototypes, temperature 0.1, Sinkhorn epsilon 0.05 with 3 iterations, 2 + 6 multi-crop,
+  LARS at 0.6 x batch/256 (4.8 at 4096), wd 1e-6: paper and code.
+- The queue: the official batch-256 recipes (swav_200ep_bs256 / swav_400ep_bs256) keep 3840
+  embeddings from epoch 15; the batch-4096 recipes use none. The paper's reason (sec. 3.1):
+  Sinkhorn cannot spread a batch equally over K prototypes when the batch is much smaller than K,
+  so earlier batches' embeddings join the assignment ("around 3K features, in the same range as
+  the number of prototypes"). Fitted to each run by `run_defaults` (see there) unless
+  queue_length / queue_start_epoch are given; queue_length=0 is SwAV without a queue.
+- The queue is global, as in the official code: each of W workers keeps queue_length / W.
 """
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from trainables.augmentations import SWAV_RECIPE, SWAV_SMALL_CROP_RECIPE
-from trainables.distributed import all_reduce_sum
-from trainables.methods.base import SSLMethod, StepOutput, ViewSpec, full_precision, projection_mlp
+from trainables.distributed import all_reduce_sum, world_size
+from trainables.methods.base import RunShape, SSLMethod, StepOutput, ViewSpec, full_precision, projection_mlp
+
+# The official batch-256 recipe: 256 + 3840 = 4096 samples per Sinkhorn assignment for 3000
+# prototypes, the queue starting after 15 of 200 epochs.
+OFFICIAL_SAMPLES, OFFICIAL_PROTOTYPES = 4096, 3000
+OFFICIAL_QUEUE_START_FRACTION = 15 / 200
+
+
+def fitted_queue_length(batch_size: int, num_prototypes: int) -> int:
+    """The queue for a global batch: none when the batch alone has at least as many samples as
+    there are prototypes (the official batch-4096 recipes); else the fewest whole batches that
+    give Sinkhorn the official recipe's samples per prototype (3840 at batch 256, 3000 prototypes)."""
+    if batch_size >= num_prototypes:
+        return 0
+    samples = -(-OFFICIAL_SAMPLES * num_prototypes // OFFICIAL_PROTOTYPES)  # rounded up
+    return -(-(samples - batch_size) // batch_size) * batch_size
+
+
+def fitted_queue_start_epoch(epochs: int) -> int:
+    """15 epochs (official) in runs of 200 or more; else the same 7.5% of the run, at least the
+    first epoch (whose prototypes are frozen anyway)."""
+    return min(15, max(1, round(epochs * OFFICIAL_QUEUE_START_FRACTION)))
 
 
 @torch.no_grad()
@@ -62,7 +96,8 @@ class SwAV(SSLMethod):
     def __init__(self, backbone: nn.Module, feature_dim: int, projection_hidden_dim: int = 2048,
                  projection_dim: int = 128, num_prototypes: int = 3000, temperature: float = 0.1,
                  sinkhorn_epsilon: float = 0.05, sinkhorn_iterations: int = 3, num_small_crops: int = 6,
-                 freeze_prototypes_epochs: int = 1, queue_length: int = 0) -> None:
+                 freeze_prototypes_epochs: int = 1, queue_length: int = 3840,
+                 queue_start_epoch: int = 15) -> None:
         super().__init__(backbone, feature_dim)
         self.temperature = temperature
         self.sinkhorn_epsilon = sinkhorn_epsilon
@@ -71,10 +106,28 @@ class SwAV(SSLMethod):
         self.freeze_prototypes_epochs = freeze_prototypes_epochs
         self.projector = projection_mlp(feature_dim, projection_hidden_dim, projection_dim, num_layers=2)
         self.prototypes = nn.Linear(projection_dim, num_prototypes, bias=False)
-        # The optional queue keeps earlier batches' embeddings of each global view, so Sinkhorn
-        # has enough samples to spread over many prototypes when batches are small (sec. 4.2).
-        self.register_buffer("queue", torch.zeros(2, queue_length, projection_dim))
+        # The queue keeps earlier batches' embeddings of each global view, so Sinkhorn has enough
+        # samples to spread over many prototypes when batches are small (sec. 3.1). It is filled
+        # from the first step after `queue_start_epoch` finished epochs and used once full.
+        self.queue_start_epoch = queue_start_epoch
+        self.register_buffer("queue", torch.zeros(2, queue_length // world_size(), projection_dim))
         self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))
+        self.register_buffer("queue_started", torch.zeros((), dtype=torch.bool))
+
+    @classmethod
+    def run_defaults(cls, run: RunShape, params: dict[str, Any]) -> dict[str, Any]:
+        """queue_length and queue_start_epoch fitted to the run, where method_params do not set them.
+
+        Length: `fitted_queue_length` of the global batch and the prototypes (3840 at batch 256
+        with 3000 prototypes, as the official recipe; none at 4096; 128 at batch 64 with 100).
+        Start: `fitted_queue_start_epoch` (15 in a 200-epoch run, as the official recipe; after
+        the first epoch in a 15-epoch run). A CPU-minutes run is 10,000 times shorter than the
+        official one, so its queue spans a much larger part of training whatever its length:
+        a queue of whole batches no longer than the samples Sinkhorn needs keeps that part small.
+        """
+        num_prototypes = params.get("num_prototypes", 3000)
+        return {"queue_length": fitted_queue_length(run.batch_size, num_prototypes),
+                "queue_start_epoch": fitted_queue_start_epoch(run.epochs)}
 
     def views(self, image_size: int) -> list[ViewSpec]:
         """2 global crops (224 px, scale 0.14-1) + N small (96 px, scale 0.05-0.14), scaled to the
@@ -99,7 +152,7 @@ class SwAV(SSLMethod):
         """Sinkhorn codes of a global view, using the queue when it is full."""
         scores = scores.detach()
         queue_length = self.queue.shape[1]
-        if queue_length > 0 and self.training:
+        if queue_length > 0 and self.training and self.queue_started:
             if self.queue_filled >= queue_length:
                 queued_scores = self.prototypes(self.queue[view_index]).detach()
                 codes = sinkhorn_knopp(torch.cat([scores, queued_scores]), self.sinkhorn_epsilon,
@@ -120,6 +173,9 @@ class SwAV(SSLMethod):
             self.queue_filled += len(keys)
 
     def before_optimizer_step(self, epoch: int) -> None:
+        # Epochs count from 1 here; the official `epoch >= epoch_queue_starts` counts from 0.
+        if epoch > self.queue_start_epoch:
+            self.queue_started.fill_(True)
         # The prototypes stay fixed during the first epoch(s): this helps optimization (sec. B.1).
         if epoch <= self.freeze_prototypes_epochs:
             self.prototypes.weight.grad = None
