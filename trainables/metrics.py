@@ -62,6 +62,11 @@ def similarity_metric(comparison: str, measure: str, block: str) -> str:
     return f"{SIMILARITY_PREFIX}/{middle}{measure}/{block}"
 
 
+# Metrics that are themselves a contrast within one trial: a claim may take them as one cell.
+WITHIN_TRIAL_CONTRASTS = tuple(
+    similarity_metric(comparison, measure, SIMILARITY_DEPTH_CONTRAST)
+    for comparison in (SIMILARITY_PRETRAINING, SIMILARITY_FINETUNING) for measure in SIMILARITY_MEASURES)
+
 SIMILARITY = (
     *(similarity_metric(comparison, measure, block) for comparison in SIMILARITY_COMPARISONS
       for measure in SIMILARITY_MEASURES for block in SIMILARITY_BLOCKS),
