@@ -45,7 +45,7 @@ DEFAULT_PROBE_IMAGES = 256
 POSITIONS_PER_IMAGE = 32
 PROBE_SEED = 0  # fixed: every trial on the same split sees the same probe images and positions
 BASELINE_SEED_OFFSET = 1  # the baseline's second random initialization has seed s + 1
-BOOTSTRAP_SAMPLES = 20  # resamples of the probe images for the depth contrast's std
+BOOTSTRAP_SAMPLES = 10  # resamples of the probe images for the depth contrast's std
 BATCH_SIZE = 64
 FIGURE_FILE = "similarity_by_depth.png"
 
@@ -166,11 +166,14 @@ def comparison_metrics(comparison: str, first: Activations, second: Activations,
             for (measure, block), value in similarities.items()}
     if comparison == metrics.SIMILARITY_RANDOM_BASELINE or len(first) < 2:
         return flat
-    spreads = bootstrap_depth_contrast_std(first, second, device, bootstrap_samples)
+    spreads = {}  # fewer than 2 resamples: no std
+    if bootstrap_samples > 1:
+        spreads = bootstrap_depth_contrast_std(first, second, device, bootstrap_samples)
     for measure in MEASURES:
         name = metrics.similarity_metric(comparison, measure, metrics.SIMILARITY_DEPTH_CONTRAST)
         flat[name] = depth_contrast(similarities, measure, list(first))
-        flat[name + metrics.STD_SUFFIX] = spreads[measure]
+        if measure in spreads:
+            flat[name + metrics.STD_SUFFIX] = spreads[measure]
     return flat
 
 
