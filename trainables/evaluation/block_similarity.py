@@ -21,7 +21,9 @@ is a neuron, and each image contributes POSITIONS_PER_IMAGE spatial positions (a
 the map is smaller), sampled once per block with a fixed seed, the same for both networks; CKA
 sees the same matrix. Everything is float64.
 
-Cost (median of 3, `python benchmarks/block_similarity.py`): see README "Per-block similarity".
+Cost (`python benchmarks/block_similarity.py`, README "Per-block similarity"): about 40 s at
+smoke scale (cbr_nano, 32 px) on one loaded CPU core, most of it the bootstrap; for resnet50 at
+224 px the float64 SVDs of 8,192 x 2,048 matrices make it hours on a CPU: a GPU-worker setting.
 """
 
 import time
