@@ -20,7 +20,7 @@ SWEEP = Sweep(
     grid={"init": ["random", "imagenet"], "method": ["none", "simclr"],
           "dataset": ["dermamnist", "pneumoniamnist", "breastmnist", "bloodmnist", "retinamnist"]},
     params={"backbone": "resnet50", "image_size": 224, "batch_size": 256, "epochs": 100,
-            "eval": "finetune", "finetune_epochs": 30},
+            "eval": "finetune", "finetune_epochs": 30, "block_similarity": True},
     claims=(
         Claim("M3 (ImageNet) beats M4 (ImageNet + SimCLR)", ((M3, 1.0), (M4, -1.0)), METRIC),
         Claim("M4 (ImageNet + SimCLR) beats M2 (random + SimCLR)", ((M4, 1.0), (M2, -1.0)), METRIC),

@@ -114,6 +114,10 @@ class TrialConfig:
     class_weighted: bool = False  # inverse-frequency class weights in the evaluation's loss
     finetune_epochs: int = 10
     finetune_learning_rate: float = 0.01
+    # Per-block CKA and SVCCA to the initialization, before vs after fine-tuning and between two
+    # random inits (trainables/evaluation/block_similarity.py); off by default: about 30-40 s per
+    # trial at smoke scale on a CPU, hours for resnet50 at 224 px on a CPU (README, "Per-block similarity").
+    block_similarity: bool = False
     method_params: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -40,6 +40,7 @@ from trainables.evaluation import (
     probe_knn,
     probe_linear,
 )
+from trainables.evaluation.block_similarity import block_similarity_metrics
 from trainables.initializations import build_initialized_backbone
 from trainables.methods import RunShape, SSLMethod, build_method
 from trainables.methods.base import StepOutput, ViewSpec
@@ -396,4 +397,9 @@ def evaluate(backbone: nn.Module, data: ImageSplits, config: TrialConfig, device
     ))
     plot_tsne(features[2], data.test_labels, artifacts / "tsne_test.png", data.class_names,
               title=f"{config.method} / {config.init} / {config.dataset}: test embeddings", seed=config.seed)
-    return {metrics.KNN_VAL_ACCURACY: monitor, **evaluation_metrics_to_flat_dict(result, config.eval)}
+    similarity = {}
+    if config.block_similarity:  # per-block CKA and SVCCA of each trained network to its start
+        similarity = block_similarity_metrics(config, resolved_weights_path(config), backbone,
+                                              result.finetuned_backbone, data.val_images, device, artifacts)
+    return {metrics.KNN_VAL_ACCURACY: monitor, **evaluation_metrics_to_flat_dict(result, config.eval),
+            **similarity}

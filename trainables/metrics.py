@@ -51,6 +51,42 @@ GRAYSCALE = "data/grayscale"  # a bool, logged as an MLflow tag (epoch 0)
 AUGMENTATION_RECIPES = "augmentation/recipes"
 AUGMENTATION_RECIPES_ARTIFACT = "augmentation_recipes.json"
 
+# Per-block representation similarity (trainables/evaluation/block_similarity.py), reported once at
+# the end when the trial's `block_similarity` is on. "similarity/<measure>/<block>": initialization
+# vs pretrained backbone; "similarity/finetuning/<measure>/<block>": the backbone fine-tuning started
+# from vs the fine-tuned one; "similarity/random_baseline/<measure>/<block>": two random
+# initializations (seeds s and s + 1), the seed paper's baseline. "<block>" is one of
+# SIMILARITY_BLOCKS, or SIMILARITY_DEPTH_CONTRAST (mean of the lower half of the blocks minus mean
+# of the upper half, with its bootstrap std over probe images as "..._std").
+SIMILARITY_PREFIX = "similarity"
+SIMILARITY_PRETRAINING, SIMILARITY_FINETUNING, SIMILARITY_RANDOM_BASELINE = (
+    "pretraining", "finetuning", "random_baseline")
+SIMILARITY_COMPARISONS = (SIMILARITY_PRETRAINING, SIMILARITY_FINETUNING, SIMILARITY_RANDOM_BASELINE)
+SIMILARITY_MEASURES = ("cka", "svcca")
+SIMILARITY_BLOCKS = ("stem", "block1", "block2", "block3", "block4")  # in depth order
+SIMILARITY_DEPTH_CONTRAST = "lower_minus_higher"
+SIMILARITY_SECONDS = "similarity/seconds"  # wall time of the whole analysis
+
+
+def similarity_metric(comparison: str, measure: str, block: str) -> str:
+    middle = "" if comparison == SIMILARITY_PRETRAINING else f"{comparison}/"
+    return f"{SIMILARITY_PREFIX}/{middle}{measure}/{block}"
+
+
+# Metrics that are themselves a contrast within one trial: a claim may take them as one cell.
+WITHIN_TRIAL_CONTRASTS = tuple(
+    similarity_metric(comparison, measure, SIMILARITY_DEPTH_CONTRAST)
+    for comparison in (SIMILARITY_PRETRAINING, SIMILARITY_FINETUNING) for measure in SIMILARITY_MEASURES)
+
+SIMILARITY = (
+    *(similarity_metric(comparison, measure, block) for comparison in SIMILARITY_COMPARISONS
+      for measure in SIMILARITY_MEASURES for block in SIMILARITY_BLOCKS),
+    *(similarity_metric(comparison, measure, SIMILARITY_DEPTH_CONTRAST) + std
+      for comparison in (SIMILARITY_PRETRAINING, SIMILARITY_FINETUNING)
+      for measure in SIMILARITY_MEASURES for std in ("", STD_SUFFIX)),
+    SIMILARITY_SECONDS,
+)
+
 PER_EPOCH = (
     PRETRAIN_LOSS,
     PRETRAIN_COLLAPSE_STD,
@@ -67,4 +103,5 @@ FINAL = (
     *(evaluation_metric(protocol, suffix, std)
       for protocol in PREFIXES for suffix in METRIC_SUFFIXES for std in (False, True)),
     COLLAPSED,
+    *SIMILARITY,
 )

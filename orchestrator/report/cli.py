@@ -36,7 +36,11 @@ from pathlib import Path
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from orchestrator.report.plot import write_convergence_png
+from orchestrator.report.plot import (
+    has_block_similarity,
+    write_convergence_png,
+    write_similarity_by_depth_png,
+)
 from orchestrator.report.runs import (
     ReportInputError,
     TrialRun,
@@ -68,6 +72,7 @@ from trainables.config import TrialConfig
 REPORT_ARTIFACT_PATH = "report"
 MARKDOWN_FILE, PIVOT_FILE, DIFFERENCES_FILE, CONVERGENCE_FILE = (
     "report.md", "pivot.csv", "differences.csv", "convergence.png")
+SIMILARITY_FILE = "similarity_by_depth.png"  # only when the trials measured per-block similarity
 CONVERGENCE_METRIC = metrics.KNN_VAL_ACCURACY
 COLOUR_AXIS = "init"  # convergence lines are coloured by the prior, when it varies
 
@@ -235,6 +240,9 @@ def render_markdown(report: SweepReport) -> str:
         f"## Convergence: {CONVERGENCE_METRIC}", f"![{CONVERGENCE_METRIC} per epoch]({CONVERGENCE_FILE})",
         "## Collapsed, failed and unfinished trials (in no number above)", excluded_markdown(report),
     ]
+    if has_block_similarity(report.trials):
+        sections[-2:-2] = ["## Similarity by depth (each block to its start; CKA and SVCCA)",
+                           f"![per-block similarity, coloured by {colour_axis(report)}]({SIMILARITY_FILE})"]
     return "\n\n".join(sections) + "\n"
 
 
@@ -302,6 +310,9 @@ def write_report(report: SweepReport, client: MlflowClient, out: Path) -> tuple[
                      if axis else [])
     histories = metric_histories(client, report.trials, CONVERGENCE_METRIC)
     write_convergence_png(paths[-1], report.trials, histories, CONVERGENCE_METRIC, axis, colour_values)
+    if has_block_similarity(report.trials):
+        paths.append(out / SIMILARITY_FILE)
+        write_similarity_by_depth_png(paths[-1], report.trials, axis, colour_values)
     return markdown, paths
 
 

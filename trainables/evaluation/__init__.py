@@ -4,7 +4,9 @@
 subsets, best-on-validation classifier tested) plus the collapse metric and the per-epoch kNN
 monitor; `finetuning` trains a copy of the whole network; `losses` holds the focal loss and class
 weights they share; `metrics` turns predictions into an `EvaluationResult` and its flat metric
-names; `tsne` draws the test embeddings. Add a protocol as a module here that returns an
+names; `tsne` draws the test embeddings; `similarity` holds linear CKA and SVCCA and
+`block_similarity` the per-block comparison of a trial's networks with their start (imported
+from there by the loop). Add a protocol as a module here that returns an
 `EvaluationResult`, then name it in `trainables.metrics.PREFIXES` and call it from
 `trainables.loop.evaluate`.
 """

@@ -2,10 +2,11 @@
 
 The protocol of the "SSL vs ImageNet vs random" study (Akhtar, Bathula), which compares priors
 after fine-tuning the whole network rather than on frozen features. The caller's backbone is
-never modified: a deep copy is trained.
+never modified: a deep copy is trained, and returned as the result's `finetuned_backbone`.
 """
 
 import copy
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -86,12 +87,12 @@ def finetune(backbone: nn.Module, train_images: torch.Tensor, train_labels: torc
 
     model.load_state_dict(best_state)
     test_scores = extract_features(model, test_images, batch_size, device).softmax(dim=1)
-    return EvaluationResult.from_repeats([RepeatResult(
+    return dataclasses.replace(EvaluationResult.from_repeats([RepeatResult(
         val_balanced_accuracy=best_score,
         test=classification_metrics(test_labels, test_scores),
         best_epoch=best_epoch,
         train_indices=tuple(subset.tolist()),
-    )])
+    )]), finetuned_backbone=model[0])
 
 
 def build_classifier(backbone: nn.Module, num_classes: int, sample_images: torch.Tensor,

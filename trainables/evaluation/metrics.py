@@ -7,7 +7,7 @@ the loop, MLflow and the report treat them alike. A result holds one `RepeatResu
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import sklearn.metrics
@@ -132,6 +132,9 @@ class EvaluationResult:
     val_balanced_accuracy: MetricSummary
     confusion_matrix: list[list[int]]
     repeats: tuple[RepeatResult, ...]
+    # Fine-tuning's trained copy of the backbone (best epoch's weights), for the per-block
+    # similarity analysis; None for the protocols that leave the backbone frozen.
+    finetuned_backbone: torch.nn.Module | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_repeats(cls, repeats: Sequence[RepeatResult]) -> "EvaluationResult":
