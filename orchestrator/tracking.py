@@ -28,7 +28,7 @@ from orchestrator.resources import ResourcePlan
 from trainables import metrics
 from trainables.config import TrialConfig
 from trainables.loop import ARTIFACTS_FOLDER
-from trainables.methods import method_parameters
+from trainables.methods import RunShape, method_parameters, resolved_method_params
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 TAG_SWEEP = "sweep"
@@ -68,7 +68,11 @@ def resolved_params(config: TrialConfig) -> dict[str, Any]:
     params["optimizer"] = config.resolved_optimizer
     params["learning_rate"] = config.resolved_learning_rate
     params["weight_decay"] = config.resolved_weight_decay
-    params["method_params"] = {**method_parameters(config.method), **config.method_params}
+    # With the defaults the method fits to the run (SwAV's queue, SimCLR's temperature by image size),
+    # exactly as the loop builds it: what MLflow shows is what trained.
+    run = RunShape(config.batch_size, config.epochs, config.image_size)
+    params["method_params"] = {**method_parameters(config.method),
+                               **resolved_method_params(config.method, config.method_params, run)}
     return params
 
 

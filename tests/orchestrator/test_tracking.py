@@ -7,8 +7,11 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from orchestrator.tracking import TAG_ERROR, TAG_STATUS, SweepTracker
+from orchestrator.tracking import TAG_ERROR, TAG_STATUS, SweepTracker, resolved_params
 from trainables import metrics
+from trainables.config import TrialConfig
+from trainables.backbones import build_backbone
+from trainables.methods import RunShape, build_method
 
 
 @dataclass
@@ -77,3 +80,20 @@ def test_closing_an_interrupted_sweep_kills_only_its_running_trials(tmp_path: Pa
     assert killed.info.status == "KILLED" and killed.data.tags[TAG_STATUS] == "interrupted"
     assert tracker.client.get_run(logger.run_id(finished)).info.status == "FINISHED"
     assert tracker.client.get_run(tracker.parent_run_id).info.status == "KILLED"
+
+
+def test_logged_method_params_are_those_the_method_trained_with() -> None:
+    """Run-dependent defaults (SimCLR's temperature by image size, SwAV's fitted queue) reach MLflow
+    as the loop's build_method sets them, not as the class signature's defaults."""
+    for method, image_size, batch_size in [("simclr", 32, 64), ("simclr", 224, 64), ("swav", 32, 64)]:
+        config = TrialConfig(method=method, image_size=image_size, batch_size=batch_size, epochs=20)
+        logged = resolved_params(config)["method_params"]
+        backbone, feature_dim = build_backbone("cbr_nano")
+        built = build_method(method, backbone, feature_dim, {}, RunShape(batch_size, 20, image_size))
+        for name in ("temperature", "queue_start_epoch"):
+            if name in logged:
+                assert logged[name] == getattr(built, name), (method, image_size, name)
+        if method == "swav":
+            assert logged["queue_length"] == built.queue.shape[1] > 0  # one worker: the whole queue
+    assert resolved_params(TrialConfig(method="simclr", image_size=32))["method_params"]["temperature"] == 0.5
+    assert resolved_params(TrialConfig(method="simclr", image_size=224))["method_params"]["temperature"] == 0.1
