@@ -21,6 +21,7 @@ from ray.tune.experiment import Trial
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
 from orchestrator.grid import with_method_params
+from orchestrator.run_page import log_config, log_evaluation_folder, meaningful_params, sweep_axes
 from trainables import metrics
 from trainables.config import TrialConfig
 from trainables.loop import ARTIFACTS_FOLDER
@@ -175,7 +176,10 @@ class MlflowTrialLogger(Callback):
                       TAG_TRIAL_ID: trial.trial_id, TAG_SWEEP: self.sweep_name, TAG_ROLE: ROLE_TRIAL},
             ).info.run_id
             config = TrialConfig.from_dict(with_method_params(trial.config, self.method_params))
-            log_params(self.client, run_id, resolved_params(config))
+            params = resolved_params(config)
+            axes = sweep_axes(self.client, self.parent_run_id)
+            log_params(self.client, run_id, meaningful_params(params, axes))
+            log_config(self.client, run_id, params)
             self._logged[run_id] = set()
         self.client.set_tag(run_id, TAG_STATUS, STATUS_RUNNING)
         self._run_ids[trial.trial_id] = run_id
@@ -212,7 +216,7 @@ class MlflowTrialLogger(Callback):
         with ray.train.Checkpoint(checkpoint_path).as_directory() as directory:
             artifacts = Path(directory) / ARTIFACTS_FOLDER
             if artifacts.is_dir():
-                self.client.log_artifacts(self.run_id(trial), str(artifacts), ARTIFACTS_FOLDER)
+                log_evaluation_folder(self.client, self.run_id(trial), artifacts, ARTIFACTS_FOLDER)
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         last = trial.last_result or {}

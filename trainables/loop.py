@@ -34,6 +34,7 @@ from trainables.evaluation import (
     finetune,
     is_collapsed,
     knn_accuracy,
+    plot_confusion_matrix,
     plot_tsne,
     probe_knn,
     probe_linear,
@@ -44,6 +45,7 @@ from trainables.schedules import scaled_learning_rate, warmup_cosine
 
 CHECKPOINT_FILE = "state.pt"
 ARTIFACTS_FOLDER = "evaluation"  # inside the final checkpoint; the MLflow logger uploads it
+CONFUSION_MATRIX_FIGURE = "confusion_matrix.png"
 CONSTANT_LEARNING_RATE = "constant_learning_rate"  # a param-group flag: no decay after warmup
 
 
@@ -348,6 +350,8 @@ def evaluate(backbone: nn.Module, data: ImageSplits, config: TrialConfig, device
     (artifacts / "confusion_matrix.json").write_text(json.dumps(
         {"classes": list(data.class_names), "matrix": result.confusion_matrix}
     ))
+    plot_confusion_matrix(result.confusion_matrix, data.class_names, artifacts / CONFUSION_MATRIX_FIGURE,
+                          title=f"{config.method} / {config.init} / {config.dataset}: test confusion matrix")
     plot_tsne(features[2], data.test_labels, artifacts / "tsne_test.png", data.class_names,
               title=f"{config.method} / {config.init} / {config.dataset}: test embeddings", seed=config.seed)
     return {metrics.KNN_VAL_ACCURACY: monitor, **evaluation_metrics_to_flat_dict(result, config.eval)}
