@@ -24,7 +24,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -130,13 +130,15 @@ class SweepProgress(Callback):
     """Tune callback drawing the progress view (see the module docstring) on `stream`."""
 
     def __init__(self, sweep_name: str, stream: TextIO | None = None, total_trials: int = 0,
-                 interval_seconds: float = PLAIN_INTERVAL_SECONDS) -> None:
+                 interval_seconds: float = PLAIN_INTERVAL_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.sweep_name = sweep_name
         self.stream = stream
         self.total_trials = total_trials
         self.interval_seconds = interval_seconds
+        self.clock = clock
         self.trials: dict[str, TrialProgress] = {}
-        self.started = time.monotonic()
+        self.started = self.clock()
         self._last_drawn = -math.inf
         self._drawn_lines = 0
 
@@ -147,7 +149,7 @@ class SweepProgress(Callback):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self.started = time.monotonic()
+        self.started = self.clock()
         self._last_drawn = -math.inf
 
     @property
@@ -187,7 +189,7 @@ class SweepProgress(Callback):
 
     def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
         interval = TERMINAL_REFRESH_SECONDS if self.on_terminal else self.interval_seconds
-        if time.monotonic() - self._last_drawn >= interval:
+        if self.clock() - self._last_drawn >= interval:
             self.draw(trials)
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
@@ -208,13 +210,20 @@ class SweepProgress(Callback):
             self._write([f"  {progress.line()}"])
         self.draw(trials)
 
+    def status(self, trial: Trial) -> str:
+        """finished | failed | running | pending. Tune calls on_trial_complete before it marks the
+        trial TERMINATED, so the view's own record of an ending comes first."""
+        progress = self.trials.get(trial.trial_id)
+        if progress is not None and progress.state != "running":
+            return progress.state
+        return {Trial.TERMINATED: "finished", Trial.ERROR: "failed", Trial.RUNNING: "running"}.get(
+            trial.status, "pending")
+
     def counts(self, trials: list[Trial]) -> dict[str, int]:
-        finished = sum(trial.status == Trial.TERMINATED for trial in trials)
-        failed = sum(trial.status == Trial.ERROR for trial in trials)
-        running = sum(trial.status == Trial.RUNNING for trial in trials)
+        statuses = [self.status(trial) for trial in trials]
+        counts = {name: statuses.count(name) for name in ("finished", "failed", "running")}
         total = max(self.total_trials, len(trials))
-        return {"finished": finished, "failed": failed, "running": running,
-                "pending": max(0, total - finished - failed - running)}
+        return {**counts, "pending": max(0, total - sum(counts.values()))}
 
     def eta_seconds(self, trials: list[Trial], elapsed: float) -> float | None:
         """The elapsed time x work left / work done, in epochs (+1 per trial); None before any."""
@@ -223,7 +232,7 @@ class SweepProgress(Callback):
         total = sum(units.values()) + average_units * max(0, self.total_trials - len(trials))
         done = 0.0
         for trial in trials:
-            if trial.status in (Trial.TERMINATED, Trial.ERROR):
+            if self.status(trial) in ("finished", "failed"):
                 done += units[trial.trial_id]
             elif trial.trial_id in self.trials and self.trials[trial.trial_id].epoch:
                 done += self.trials[trial.trial_id].epoch or 0
@@ -233,7 +242,7 @@ class SweepProgress(Callback):
 
     def sweep_line(self, trials: list[Trial]) -> str:
         counts = self.counts(trials)
-        elapsed = time.monotonic() - self.started
+        elapsed = self.clock() - self.started
         parts = [f"{counts['finished']} finished"]
         if counts["failed"]:
             parts.append(f"{counts['failed']} failed")
@@ -246,11 +255,11 @@ class SweepProgress(Callback):
 
     def view(self, trials: list[Trial]) -> list[str]:
         """The sweep line, then a line per running trial."""
-        running = [self._trial(trial).line() for trial in trials if trial.status == Trial.RUNNING]
+        running = [self._trial(trial).line() for trial in trials if self.status(trial) == "running"]
         return [self.sweep_line(trials), *(f"  {line}" for line in running)]
 
     def draw(self, trials: list[Trial]) -> None:
-        self._last_drawn = time.monotonic()
+        self._last_drawn = self.clock()
         if not self.on_terminal:
             self._write([self.sweep_line(trials)])
             return

@@ -4,7 +4,6 @@ on a real pseudo-terminal (redrawn in place) and on a plain stream (one line per
 import io
 import os
 import pty
-import time
 
 import pytest
 from ray.tune.experiment import Trial
@@ -34,12 +33,13 @@ def test_on_a_terminal_the_view_is_redrawn_in_place_with_an_eta() -> None:
     terminal = os.fdopen(secondary, "w")
     try:
         trials = [make_trial(0, "simclr"), make_trial(1, "simsiam")]
-        view = SweepProgress("smoke", terminal)
+        now = [1000.0]
+        view = SweepProgress("smoke", terminal, clock=lambda: now[0])
         view.setup(total_num_samples=3)
         for trial in trials:
             start(view, trials, trial)
             report(view, trials, trial, 1, 0.5)
-        view.started = time.monotonic() - 60
+        now[0] += 60
         view.draw(trials)
         report(view, trials, trials[0], 2, 0.75)
         view.draw(trials)
@@ -64,8 +64,7 @@ def test_on_a_plain_stream_each_epoch_is_a_line_and_the_sweep_line_follows_each_
     report(view, trials, trials[0], 0, 0.25)
     report(view, trials, trials[0], 0, 0.25)  # an epoch reported again (a restore): one line
     report(view, trials, trials[0], 1, 0.5)
-    trials[0].set_status(Trial.TERMINATED)
-    view.on_trial_complete(0, trials, trials[0])
+    view.on_trial_complete(0, trials, trials[0])  # Tune calls it while the trial is still RUNNING
     lines = stream.getvalue().splitlines()
     assert lines[:3] == ["  simclr_bs=64_0  epoch 0/1  kNN 0.2500", "  simclr_bs=64_0  epoch 1/1  kNN 0.5000",
                          "  simclr_bs=64_0  epoch 1/1  kNN 0.5000  finished"]
