@@ -38,6 +38,8 @@ STATUS_STOPPED = "stopped"
 STATUS_RUNNING, STATUS_INTERRUPTED = "running", "interrupted"
 TAG_ERROR = "error"
 LOGGED_METRICS = (*metrics.PER_EPOCH, *metrics.FINAL)
+# MLflow 3's UI shows an experiment of this kind as model training (runs, charts), not GenAI.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def resolve_tracking_uri(cli_value: str | None) -> str:
@@ -83,7 +85,7 @@ class SweepTracker:
         self.client = MlflowClient(tracking_uri)
         experiment = self.client.get_experiment_by_name(sweep_name)
         self.experiment_id = (experiment.experiment_id if experiment
-                              else self.client.create_experiment(sweep_name))
+                              else self.client.create_experiment(sweep_name, tags=EXPERIMENT_TAGS))
         self.sweep_name = sweep_name
         self.parent_run_id: str | None = None
 
