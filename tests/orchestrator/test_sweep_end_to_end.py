@@ -128,8 +128,8 @@ def test_the_parent_run_carries_the_report_and_its_numbers(finished_sweep) -> No
     report = {item.path for item in client.list_artifacts(parent.info.run_id, "report")}
     files = ("report.md", "pivot.csv", "differences.csv", "convergence.png")
     assert report == {f"report/{name}" for name in files}
-    best = max(child.data.metrics[metrics.LINEAR_TEST_ACCURACY] for child in children)
-    assert parent.data.metrics[f"best/{metrics.LINEAR_TEST_ACCURACY}"] == pytest.approx(best)
+    best = max(child.data.metrics[metrics.LINEAR_TEST_BALANCED_ACCURACY] for child in children)
+    assert parent.data.metrics[f"best/{metrics.LINEAR_TEST_BALANCED_ACCURACY}"] == pytest.approx(best)
     assert parent.data.tags["best_trial"] in {child.info.run_name for child in children}
     assert parent.data.metrics["trials/finished"] + parent.data.metrics.get("trials/collapsed", 0) == 4
     assert parent.data.tags["smoke"] == "true"  # the smoke sweep is a smoke run without --smoke
