@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas
 import pytest
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
@@ -110,7 +111,7 @@ def test_the_progress_view_shows_every_epoch_of_every_trial_and_the_sweep(finish
             count = sum(line.startswith(f"  {name}  epoch {epoch}/2  kNN ") for line in progress)
             assert count == 1 + (epoch == 2)
         assert any(line.startswith(f"  {name}  epoch 2/2") and line.endswith("finished") for line in progress)
-    sweep_lines = [line for line in progress if line.startswith("sweep smoke: ")]
+    sweep_lines = [line for line in progress if re.match(r"sweep smoke: \d+ finished", line)]
     assert sweep_lines[0].startswith("sweep smoke: 0 finished, ")
     assert re.fullmatch(r"sweep smoke: 4 finished, 0 running, 0 pending; elapsed \d+m\d\ds", sweep_lines[-1])
     assert any(re.search(r"; elapsed \d+(m\d\d)?s, ETA (\d+m)?\d+s$", line) for line in sweep_lines)
@@ -145,8 +146,11 @@ def test_each_trial_shows_its_confusion_matrix_as_figure_and_table(finished_swee
         assert {"confusion_matrix.png", "tsne_test.png", "config.json"} <= top
         figure = client.download_artifacts(child.info.run_id, "confusion_matrix.png")
         assert Path(figure).read_bytes().startswith(b"\x89PNG")
-        table = client.load_table(child.info.experiment_id, "evaluation/confusion_matrix_table.json",
-                                  run_ids=[child.info.run_id])
+        # An MLflow table: tagged as one, stored in MLflow's table layout (columns + rows).
+        assert '"type": "table"' in child.data.tags["mlflow.loggedArtifacts"]
+        stored = json.loads(Path(client.download_artifacts(child.info.run_id,
+                                                           "evaluation/confusion_matrix_table.json")).read_text())
+        table = pandas.DataFrame(stored["data"], columns=stored["columns"])
         saved = json.loads(Path(client.download_artifacts(child.info.run_id,
                                                           "evaluation/confusion_matrix.json")).read_text())
         assert len(table) == len(saved["classes"]) ** 2
