@@ -66,6 +66,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="continue the sweep's last run from its checkpoints")
     parser.add_argument("--register-model", metavar="NAME",
                         help="register each finished trial's backbone as a version of the MLflow model NAME")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show Ray's own output (trial tables, every worker's lines) instead of the "
+                        "progress view; without it that output goes to a file in the sweep's folder")
     return parser.parse_args(argv)
 
 
@@ -181,6 +184,9 @@ def print_table(header: list[str], rows: list[list[str]]) -> None:
 
 
 def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions: list[str]) -> int:
+    from orchestrator.progress import keep_epoch_lines, progress_view
+
+    keep_epoch_lines()  # before Ray is imported
     import ray
 
     from orchestrator.lineage import resolve_weights, share_weights
@@ -218,18 +224,19 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
     else:
         tracker.start_parent(args.sweep, {"sweep": args.sweep, "axes": ",".join(grid.display_axes),
                                           **flatten({"grid": grid.axes, "fixed": grid.params})})
-        tracker.client.set_tag(tracker.parent_run_id, "smoke", str(args.smoke).lower())
+        tracker.client.set_tag(tracker.parent_run_id, "smoke", str(is_smoke_run(args)).lower())
         if substitutions:
             tracker.client.set_tag(tracker.parent_run_id, "smoke_dataset_substitutions",
                                    "; ".join(substitutions))
     status = "FAILED"  # unless the sweep gets to its end
     interruption = Interruption()
     try:
-        with interruption:
+        with interruption, progress_view(args.sweep, grid.num_trials, storage_path, args.verbose) as progress:
+            interruption.notify = progress.note if progress else None
             results = run_tune(args.sweep, grid, plan, storage_path,
                                tracker.trial_logger(grid.method_params, plan, args.register_model),
                                args.resume, shared_data, max_failures=args.max_failures,
-                               shared_weights=shared_weights)
+                               shared_weights=shared_weights, progress=progress)
         rows, failed = summarize(results, grid.display_axes, interrupted=interruption.signal is not None)
         status = "KILLED" if interruption.signal else "FAILED" if failed else "FINISHED"
         print(f"\nsweep {args.sweep}: final metrics (test_* from each trial's evaluation protocol)")
@@ -241,6 +248,8 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
         tracker.client.log_text(tracker.parent_run_id, table_csv(header, rows), "summary.csv")
         if grid.search and not interruption.signal:
             report_best(results, grid, tracker)
+        if not interruption.signal:
+            report_on_parent(tracker, args.sweep)
     except KeyboardInterrupt:  # a second Ctrl-C: stop at once
         interruption.signal = interruption.signal or signal.SIGINT
         status = "KILLED"
@@ -270,6 +279,7 @@ class Interruption:
     def __init__(self) -> None:
         self.signal: int | None = None
         self._previous: dict[int, Any] = {}
+        self.notify: Any = None  # where to say it (the progress view's note), else stderr
 
     def __enter__(self) -> "Interruption":
         os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
@@ -285,8 +295,12 @@ class Interruption:
         if self.signal is not None:
             raise KeyboardInterrupt
         self.signal = number
-        print(f"\n{signal.Signals(number).name}: stopping the trials and saving the sweep's state "
-              "(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+        message = (f"{signal.Signals(number).name}: stopping the trials and saving the sweep's state "
+                   "(Ctrl-C again to stop at once)")
+        if self.notify is not None:
+            self.notify(message)
+        else:
+            print(f"\n{message}", file=sys.stderr, flush=True)
         tune_stop = signal.getsignal(signal.SIGUSR1)
         if not callable(tune_stop):  # Tune is not running yet (or any more)
             raise KeyboardInterrupt
@@ -304,6 +318,22 @@ def report_best(results: Any, grid: Grid, tracker: Any) -> None:
                                                    "config": best.config}, "best_config.json")
     for key, value in values.items():
         tracker.client.set_tag(tracker.parent_run_id, f"best.{key}", str(value))
+
+
+def is_smoke_run(args: argparse.Namespace) -> bool:
+    """A plumbing check, not a result: the --smoke variant of any sweep, or the smoke sweep itself
+    (which is small by design and never needs the flag)."""
+    return args.smoke or args.sweep == "smoke"
+
+
+def report_on_parent(tracker: Any, sweep_name: str) -> None:
+    """The report (orchestrator.report) of this run, on its parent run and in reports/NAME/."""
+    from orchestrator.report.cli import report_sweep_run
+
+    markdown = report_sweep_run(tracker.tracking_uri, sweep_name, tracker.parent_run_id,
+                                Path("reports") / sweep_name)
+    if markdown is not None:
+        print(f"report: {markdown} (also on the parent run under report/)")
 
 
 def trial_display_name(result: Any) -> str:

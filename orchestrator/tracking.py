@@ -25,6 +25,7 @@ from orchestrator.grid import with_method_params
 from orchestrator.lineage import log_backbone_model, log_dataset_input
 from orchestrator.memory import sized_trial
 from orchestrator.resources import ResourcePlan
+from orchestrator.run_page import log_config, log_evaluation_folder, meaningful_params, sweep_axes
 from trainables import metrics
 from trainables.config import TrialConfig
 from trainables.loop import ARTIFACTS_FOLDER
@@ -42,6 +43,8 @@ STATUS_RUNNING, STATUS_INTERRUPTED = "running", "interrupted"
 TAG_ERROR = "error"
 TAG_MODEL_ERROR = "model_error"  # why the backbone is not an MLflow model
 LOGGED_METRICS = (*metrics.PER_EPOCH, *metrics.FINAL)
+# MLflow 3's UI shows an experiment of this kind as model training (runs, charts), not GenAI.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def resolve_tracking_uri(cli_value: str | None) -> str:
@@ -91,7 +94,7 @@ class SweepTracker:
         self.client = MlflowClient(tracking_uri)
         experiment = self.client.get_experiment_by_name(sweep_name)
         self.experiment_id = (experiment.experiment_id if experiment
-                              else self.client.create_experiment(sweep_name))
+                              else self.client.create_experiment(sweep_name, tags=EXPERIMENT_TAGS))
         self.sweep_name = sweep_name
         self.parent_run_id: str | None = None
 
@@ -189,7 +192,10 @@ class MlflowTrialLogger(Callback):
                 tags={MLFLOW_PARENT_RUN_ID: self.parent_run_id, MLFLOW_RUN_NAME: str(trial),
                       TAG_TRIAL_ID: trial.trial_id, TAG_SWEEP: self.sweep_name, TAG_ROLE: ROLE_TRIAL},
             ).info.run_id
-            log_params(self.client, run_id, resolved_params(self.trial_config(trial)))
+            params = resolved_params(self.trial_config(trial))
+            axes = sweep_axes(self.client, self.parent_run_id)
+            log_params(self.client, run_id, meaningful_params(params, axes))
+            log_config(self.client, run_id, params)
             self._logged[run_id] = set()
         self.client.set_tag(run_id, TAG_STATUS, STATUS_RUNNING)
         self._run_ids[trial.trial_id] = run_id
@@ -230,7 +236,7 @@ class MlflowTrialLogger(Callback):
         with ray.train.Checkpoint(checkpoint_path).as_directory() as directory:
             artifacts = Path(directory) / ARTIFACTS_FOLDER
             if artifacts.is_dir():
-                self.client.log_artifacts(self.run_id(trial), str(artifacts), ARTIFACTS_FOLDER)
+                log_evaluation_folder(self.client, self.run_id(trial), artifacts, ARTIFACTS_FOLDER)
 
     def trial_config(self, trial: Trial) -> TrialConfig:
         """The trial's config as it runs: with its method's params, sized to the plan's GPUs."""

@@ -75,16 +75,27 @@ def run_trial(config: dict[str, Any], storage_path: str, plan: ResourcePlan,
     trainer.fit()
 
 
+# Axes whose values say what they are ("simclr", "imagenet", "resnet50", "digits"): named by value
+# alone. Every other axis is key=value, with these short keys for the common ones.
+SELF_DESCRIBING_AXES = ("method", "init", "backbone", "dataset")
+SHORT_KEYS = {"batch_size": "bs", "image_size": "px", "learning_rate": "lr", "weight_decay": "wd",
+              "epochs": "ep", "label_fraction": "labels", "warmup_epochs": "warmup", "num_workers": "workers"}
+
+
 def trial_name(trial: Trial, axes: list[str]) -> str:
-    """Deterministic and readable: the axis values, then the trial's index in the sweep.
+    """Deterministic, short and readable: the axis values, then the trial's index in the sweep,
+    e.g. "simclr_bs=64_0" (MLflow's runs table cuts long names, so two trials must differ early).
 
     (Tune's trial id is "<random experiment prefix>_<index>"; the prefix is left out so that a
     re-run names its trials the same way. Ray Train run names keep the whole id.) Characters that
     are unsafe in a folder name become "-"; "+" is safe and stays, or 1e+12 would read as 1e-12.
     """
-    values = "_".join(f"{axis.split('.')[-1]}={short(lookup(trial.config, axis))}" for axis in axes)
-    index = trial.trial_id.rsplit("_", 1)[-1]
-    return re.sub(r"[^A-Za-z0-9_.=+-]", "-", f"{values}_{index}".strip("_"))
+    parts = []
+    for axis in axes:
+        key, value = axis.split(".")[-1], short(lookup(trial.config, axis))
+        parts.append(value if key in SELF_DESCRIBING_AXES else f"{SHORT_KEYS.get(key, key)}={value}")
+    index = str(int(trial.trial_id.rsplit("_", 1)[-1]))
+    return re.sub(r"[^A-Za-z0-9_.=+-]", "-", "_".join([*parts, index]))
 
 
 def lookup(config: dict[str, Any], flat_key: str) -> Any:
@@ -136,7 +147,8 @@ def experiment_path(storage_path: str, sweep_name: str) -> str:
 def run_tune(sweep_name: str, grid: Grid, plan: ResourcePlan, storage_path: str,
              logger: MlflowTrialLogger, resume: bool, shared_data: dict[DataKey, ray.ObjectRef],
              max_failures: int = 0,
-             shared_weights: dict[str, ray.ObjectRef] | None = None) -> tune.ResultGrid:
+             shared_weights: dict[str, ray.ObjectRef] | None = None,
+             progress: tune.Callback | None = None) -> tune.ResultGrid:
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, storage_path=storage_path, plan=plan,
                              method_params=grid.method_params, shared_data=shared_data,
@@ -157,7 +169,7 @@ def run_tune(sweep_name: str, grid: Grid, plan: ResourcePlan, storage_path: str,
             run_config=tune.RunConfig(
                 name=sweep_name,
                 storage_path=storage_path,
-                callbacks=[logger],
+                callbacks=[logger, *([progress] if progress else [])],
                 failure_config=tune.FailureConfig(max_failures=0),
                 verbose=1,
             ),

@@ -36,6 +36,7 @@ from trainables.evaluation import (
     finetune,
     is_collapsed,
     knn_accuracy,
+    plot_confusion_matrix,
     plot_tsne,
     probe_knn,
     probe_linear,
@@ -52,6 +53,7 @@ from trainables.shipped_weights import local_weights_file
 CHECKPOINT_FILE = "state.pt"
 BACKBONE_FILE = "backbone.pt"  # the final checkpoint's backbone alone, a pickled module (the MLflow model)
 ARTIFACTS_FOLDER = "evaluation"  # inside the final checkpoint; the MLflow logger uploads it
+CONFUSION_MATRIX_FIGURE = "confusion_matrix.png"
 CONSTANT_LEARNING_RATE = "constant_learning_rate"  # a param-group flag: no decay after warmup
 LEARNING_RATE_RATIO = "learning_rate_ratio"  # a param-group factor on the schedule's rate
 
@@ -395,6 +397,8 @@ def evaluate(backbone: nn.Module, data: ImageSplits, config: TrialConfig, device
     (artifacts / "confusion_matrix.json").write_text(json.dumps(
         {"classes": list(data.class_names), "matrix": result.confusion_matrix}
     ))
+    plot_confusion_matrix(result.confusion_matrix, data.class_names, artifacts / CONFUSION_MATRIX_FIGURE,
+                          title=f"{config.method} / {config.init} / {config.dataset}: test confusion matrix")
     plot_tsne(features[2], data.test_labels, artifacts / "tsne_test.png", data.class_names,
               title=f"{config.method} / {config.init} / {config.dataset}: test embeddings", seed=config.seed)
     similarity = {}

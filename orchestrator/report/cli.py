@@ -53,6 +53,7 @@ from orchestrator.report.runs import (
     sweep_axes,
     sweep_command,
 )
+from orchestrator.report.summary import log_summary
 from orchestrator.report.tables import (
     Cell,
     ClaimResult,
@@ -316,6 +317,28 @@ def write_report(report: SweepReport, client: MlflowClient, out: Path) -> tuple[
     return markdown, paths
 
 
+def publish(report: SweepReport, client: MlflowClient, out: Path) -> tuple[str, list[Path]]:
+    """Write the report's files to `out` and log them on the parent run under "report", with its
+    summary metrics and tags (orchestrator.report.summary). Returns the Markdown and the paths."""
+    markdown, paths = write_report(report, client, out)
+    for path in paths:
+        client.log_artifact(report.parent.info.run_id, str(path), REPORT_ARTIFACT_PATH)
+    log_summary(client, report)
+    return markdown, paths
+
+
+def report_sweep_run(tracking_uri: str, sweep_name: str, parent_run_id: str, out: Path) -> Path | None:
+    """The report of one sweep run, published on its parent run (the sweep does this at its end);
+    returns report.md's path, or None when the run has no trial runs."""
+    client = MlflowClient(tracking_uri)
+    parent = client.get_run(parent_run_id)
+    trials = load_trials(client, parent)
+    if not trials:
+        return None
+    _, paths = publish(build_report(SWEEPS[sweep_name], tracking_uri, parent, trials, None), client, out)
+    return paths[0]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.sweep not in SWEEPS:
@@ -333,9 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ReportInputError as error:
         return fail(str(error))
     report = build_report(SWEEPS[args.sweep], tracking_uri, parent, trials, args.metric)
-    markdown, paths = write_report(report, client, args.out or Path("reports") / args.sweep)
-    for path in paths:
-        client.log_artifact(parent.info.run_id, str(path), REPORT_ARTIFACT_PATH)
+    markdown, _ = publish(report, client, args.out or Path("reports") / args.sweep)
     print(markdown, end="")
     return 0
 

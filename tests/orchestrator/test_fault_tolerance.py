@@ -27,7 +27,9 @@ EPOCHS = 8
 SWEEP_ARGUMENTS = ["smoke", "--set", "method=simclr", "--set", f"epochs={EPOCHS}", "--set", "image_size=16",
                    "--set", "probe_epochs=10", "--set", "probe_repeats=1",
                    "--set", "method_params.projection_dim=32",
-                   "--set", "method_params.projection_hidden_dim=32"]
+                   "--set", "method_params.projection_hidden_dim=32",
+                   # Ray's own output in the sweep's log: the tests read Tune's and the workers' lines.
+                   "--verbose"]
 
 
 @pytest.fixture

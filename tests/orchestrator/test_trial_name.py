@@ -1,4 +1,5 @@
-"""Trial names: the axis values as they are, signs and exponents included, then the trial index.
+"""Trial names: the axis values as they are, signs and exponents included, then the trial index;
+short keys for common axes, values alone for the axes whose values name themselves.
 
 No Ray here: trial_name is a pure function of a trial's config and id, and ray.init is made to
 fail so that this file can never join a running cluster.
@@ -34,10 +35,10 @@ def no_ray(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        (1e12, "learning_rate=1e+12_00003"),
-        (1e-12, "learning_rate=1e-12_00003"),
-        (-0.5, "learning_rate=-0.5_00003"),
-        (0.123456, "learning_rate=0.123_00003"),
+        (1e12, "lr=1e+12_3"),
+        (1e-12, "lr=1e-12_3"),
+        (-0.5, "lr=-0.5_3"),
+        (0.123456, "lr=0.123_3"),
     ],
 )
 def test_a_number_keeps_its_sign_and_its_exponents_sign(value: float, expected: str) -> None:
@@ -47,13 +48,23 @@ def test_a_number_keeps_its_sign_and_its_exponents_sign(value: float, expected: 
 def test_names_join_axes_use_the_last_part_of_a_nested_key_and_drop_the_random_prefix() -> None:
     trial = StandInTrial({"method": "simclr", "method_params": {"temperature": 2e+20}}, "f00ba_00012")
     name = trial_name(trial, ["method", "method_params.temperature"])
-    assert name == "method=simclr_temperature=2e+20_00012"
+    assert name == "simclr_temperature=2e+20_12"
 
 
 def test_characters_unsafe_in_folder_names_become_dashes() -> None:
     trial = StandInTrial({"weights_path": "ckpt/{method} v2:1.pth"})
-    assert trial_name(trial, ["weights_path"]) == "weights_path=ckpt--method--v2-1.pth_00003"
+    assert trial_name(trial, ["weights_path"]) == "weights_path=ckpt--method--v2-1.pth_3"
 
 
 def test_without_axes_the_name_is_the_index() -> None:
-    assert trial_name(StandInTrial(), []) == "00003"
+    assert trial_name(StandInTrial(), []) == "3"
+
+
+def test_names_are_short_and_two_trials_differ_before_any_cut() -> None:
+    axes = ["method", "init", "dataset", "batch_size", "seed"]
+    first = trial_name(StandInTrial({"method": "simclr", "init": "imagenet", "dataset": "dermamnist",
+                                     "batch_size": 32, "seed": 0}, "f00ba_00000"), axes)
+    second = trial_name(StandInTrial({"method": "simclr", "init": "imagenet", "dataset": "dermamnist",
+                                      "batch_size": 1024, "seed": 1}, "f00ba_00001"), axes)
+    assert first == "simclr_imagenet_dermamnist_bs=32_seed=0_0"
+    assert second == "simclr_imagenet_dermamnist_bs=1024_seed=1_1"

@@ -4,13 +4,14 @@
 subsets, best-on-validation classifier tested) plus the collapse metric and the per-epoch kNN
 monitor; `finetuning` trains a copy of the whole network; `losses` holds the focal loss and class
 weights they share; `metrics` turns predictions into an `EvaluationResult` and its flat metric
-names; `tsne` draws the test embeddings; `similarity` holds linear CKA and SVCCA and
-`block_similarity` the per-block comparison of a trial's networks with their start (imported
-from there by the loop). Add a protocol as a module here that returns an
+names; `tsne` draws the test embeddings and `confusion` the confusion matrix; `similarity` holds
+linear CKA and SVCCA and `block_similarity` the per-block comparison of a trial's networks with
+their start (imported from there by the loop). Add a protocol as a module here that returns an
 `EvaluationResult`, then name it in `trainables.metrics.PREFIXES` and call it from
 `trainables.loop.evaluate`.
 """
 
+from trainables.evaluation.confusion import confusion_table, plot_confusion_matrix
 from trainables.evaluation.finetuning import finetune
 from trainables.evaluation.metrics import EvaluationResult, evaluation_metrics_to_flat_dict
 from trainables.evaluation.probes import (
@@ -23,5 +24,6 @@ from trainables.evaluation.probes import (
 )
 from trainables.evaluation.tsne import plot_tsne
 
-__all__ = ["EvaluationResult", "embedding_std", "evaluation_metrics_to_flat_dict", "extract_features",
-           "finetune", "is_collapsed", "knn_accuracy", "plot_tsne", "probe_knn", "probe_linear"]
+__all__ = ["EvaluationResult", "confusion_table", "embedding_std", "evaluation_metrics_to_flat_dict",
+           "extract_features", "finetune", "is_collapsed", "knn_accuracy", "plot_confusion_matrix",
+           "plot_tsne", "probe_knn", "probe_linear"]

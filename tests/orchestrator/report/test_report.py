@@ -351,3 +351,19 @@ def test_mlflow_params_show_the_optimizer_and_rates_a_trial_really_used() -> Non
     explicit = resolved_params(TrialConfig.from_dict({"method": "simclr", "optimizer": "sgd",
                                                       "learning_rate": 0.1}))
     assert (explicit["optimizer"], explicit["learning_rate"]) == ("sgd", 0.1)
+
+
+def test_the_parent_run_carries_each_claims_contrast_and_verdict(store: dict, report: dict) -> None:
+    parent = MlflowClient(store["uri"]).get_run(store["parent"])
+    for number, (claim, word, sign) in enumerate(zip(CLAIMS[:2], ("agrees", "disagrees"), (1.0, -1.0),
+                                                     strict=True), start=1):
+        value, spread = per_seed_contrast(sign, (0, 1))
+        assert parent.data.metrics[f"claim{number}/contrast"] == pytest.approx(value, abs=1e-9)
+        assert parent.data.metrics[f"claim{number}/spread"] == pytest.approx(spread, abs=1e-9)
+        assert parent.data.metrics[f"claim{number}/verdict"] == sign
+        assert (parent.data.tags[f"claim{number}.verdict"], parent.data.tags[f"claim{number}.text"]) == (
+            word, claim.text)
+    # A claim with a missing cell has no contrast to log, only its verdict.
+    assert "claim4/contrast" not in parent.data.metrics
+    assert parent.data.tags["claim4.verdict"] == "inconclusive"
+    assert parent.data.metrics["claim4/verdict"] == 0.0

@@ -1,0 +1,50 @@
+"""The report's numbers on the sweep's parent run, so its row in MLflow's runs table tells the result.
+
+Metrics: `best/<metric>` (the best usable trial's value of the report's metric; tags `best_trial`
+and `best_run_id` name it), `trials/<status>` (how many trials ended each way), and per paper
+claim i (1-based, in the sweep's order) `claim<i>/contrast`, `claim<i>/spread` and
+`claim<i>/verdict` (+1 agrees, -1 disagrees, 0 inconclusive); tags `claim<i>.verdict` (the word)
+and `claim<i>.text` (the claim).
+"""
+
+import math
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from mlflow.entities import Metric, RunTag
+from mlflow.tracking import MlflowClient
+
+from orchestrator.report.tables import AGREES, DISAGREES
+
+if TYPE_CHECKING:
+    from orchestrator.report.cli import SweepReport
+
+VERDICT_NUMBERS = {AGREES: 1.0, DISAGREES: -1.0}  # anything else (inconclusive): 0
+TAG_BEST_TRIAL, TAG_BEST_RUN_ID = "best_trial", "best_run_id"
+
+
+def summary_metrics(report: "SweepReport") -> tuple[dict[str, float], dict[str, str]]:
+    """The parent's summary metrics and tags (see the module docstring)."""
+    values: dict[str, float] = {f"trials/{status}": float(count)
+                                for status, count in Counter(t.status for t in report.trials).items()}
+    tags: dict[str, str] = {}
+    candidates = [trial for trial in report.trials
+                  if trial.usable_for(report.metric) and trial.value(report.metric) is not None]
+    if candidates:
+        best = max(candidates, key=lambda trial: trial.value(report.metric))
+        values[f"best/{report.metric}"] = best.value(report.metric)
+        tags.update({TAG_BEST_TRIAL: best.name, TAG_BEST_RUN_ID: best.run_id})
+    for number, result in enumerate(report.claims, start=1):
+        values[f"claim{number}/contrast"] = result.overall.value
+        values[f"claim{number}/spread"] = result.overall.spread
+        values[f"claim{number}/verdict"] = VERDICT_NUMBERS.get(result.verdict.word, 0.0)
+        tags[f"claim{number}.verdict"] = result.verdict.word
+        tags[f"claim{number}.text"] = result.claim.text
+    return {name: value for name, value in values.items() if math.isfinite(value)}, tags
+
+
+def log_summary(client: MlflowClient, report: "SweepReport") -> None:
+    values, tags = summary_metrics(report)
+    client.log_batch(report.parent.info.run_id,
+                     metrics=[Metric(name, value, 0, 0) for name, value in values.items()],
+                     tags=[RunTag(name, value[:5000]) for name, value in tags.items()])
