@@ -20,9 +20,10 @@ The estimate is computed on the CPU, without a GPU, in a fraction of a second pe
 
 `size_trial` then gives a trial the fewest workers (GPUs; negatives and BatchNorm statistics are
 already global across workers, trainables/distributed.py) whose per-GPU estimate fits the node's
-GPU memory less the share kept for a resident training split (trainables/batches.py keeps the
-uint8 split on the GPU when it fits RESIDENT_MEMORY_FRACTION of it), and activation checkpointing
-(trainables/checkpointing.py) only where no worker count fits without it. benchmarks/memory_check.py compares the estimate with torch.cuda's measurement.
+GPU memory less the share kept for a resident training split (trainables/batches.py keeps
+the uint8 split on the GPU when it fits RESIDENT_MEMORY_FRACTION of it), and activation
+checkpointing (trainables/checkpointing.py) only where no worker count fits without it.
+benchmarks/memory_check.py compares the estimate with torch.cuda's measurement.
 """
 
 import dataclasses
@@ -325,9 +326,9 @@ def size_trial(config: TrialConfig, gpu_memory_bytes: float, max_workers: int,
     raise PlanningError(
         f"{label} ({config.method}, {config.backbone}, {config.image_size} px, batch {config.batch_size}, "
         f"eval {config.eval}) needs about {smallest.total / GIB:.1f} GiB per GPU{spread} with activation "
-        f"checkpointing ({smallest.busiest} is the peak), more than the {usable / GIB:.1f} GiB a trial may use "
-        f"of the cluster's {gpu_memory_bytes / GIB:.1f} GiB GPUs (the rest holds the training split); lower "
-        "batch_size or image_size, or add a node type with larger GPUs"
+        f"checkpointing ({smallest.busiest} is the peak), more than the {usable / GIB:.1f} GiB a trial "
+        f"may use of the cluster's {gpu_memory_bytes / GIB:.1f} GiB GPUs (the rest holds the training "
+        "split); lower batch_size or image_size, or add a node type with larger GPUs"
     )
 
 

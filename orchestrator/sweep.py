@@ -166,8 +166,8 @@ def memory_line(plan: ResourcePlan) -> str:
         return ("GiB/GPU: estimated peak per GPU (orchestrator/memory.py), not checked: the GPUs' memory is "
                 "unknown; state it in the node type (labels: {gpu-memory-gib: \"24\"})")
     return (f"GiB/GPU: estimated peak per GPU (bf16 training; orchestrator/memory.py); every trial fits "
-            f"{1 - RESIDENT_MEMORY_FRACTION:.0%} of the {plan.gpu_memory_bytes / GIB:.1f} GiB GPUs (the rest may "
-            "hold the training split), spread over workers and checkpointed where needed")
+            f"{1 - RESIDENT_MEMORY_FRACTION:.0%} of the {plan.gpu_memory_bytes / GIB:.1f} GiB GPUs (the rest "
+            "may hold the training split), spread over workers and checkpointed where needed")
 
 
 def flat_value(config: dict[str, Any], flat_key: str) -> Any:

@@ -17,9 +17,9 @@ from orchestrator.memory import (
 )
 from orchestrator.resources import NodeType, plan_resources
 from orchestrator.sweep import main
-from trainables.batches import RESIDENT_MEMORY_FRACTION
 from search_spaces import SWEEPS
 from trainables.backbones import build_backbone
+from trainables.batches import RESIDENT_MEMORY_FRACTION
 from trainables.config import TrialConfig
 from trainables.methods import build_method
 

@@ -9,8 +9,8 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.tracking import TAG_ERROR, TAG_STATUS, SweepTracker, resolved_params
 from trainables import metrics
-from trainables.config import TrialConfig
 from trainables.backbones import build_backbone
+from trainables.config import TrialConfig
 from trainables.methods import RunShape, build_method
 
 
@@ -95,5 +95,6 @@ def test_logged_method_params_are_those_the_method_trained_with() -> None:
                 assert logged[name] == getattr(built, name), (method, image_size, name)
         if method == "swav":
             assert logged["queue_length"] == built.queue.shape[1] > 0  # one worker: the whole queue
-    assert resolved_params(TrialConfig(method="simclr", image_size=32))["method_params"]["temperature"] == 0.5
-    assert resolved_params(TrialConfig(method="simclr", image_size=224))["method_params"]["temperature"] == 0.1
+    for image_size, temperature in ((32, 0.5), (224, 0.1)):
+        logged = resolved_params(TrialConfig(method="simclr", image_size=image_size))["method_params"]
+        assert logged["temperature"] == temperature
