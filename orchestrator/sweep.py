@@ -237,6 +237,9 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
                                tracker.trial_logger(grid.method_params, plan, args.register_model),
                                args.resume, shared_data, max_failures=args.max_failures,
                                shared_weights=shared_weights, progress=progress)
+            # Nothing after this needs Ray; shut it down inside the redirect, so that the workers'
+            # lines Ray forwards late, at its shutdown, go to its output file, not under the table.
+            ray.shutdown()
         rows, failed = summarize(results, grid.display_axes, interrupted=interruption.signal is not None)
         status = "KILLED" if interruption.signal else "FAILED" if failed else "FINISHED"
         print(f"\nsweep {args.sweep}: final metrics (test_* from each trial's evaluation protocol)")

@@ -44,7 +44,8 @@ def test_a_sweep_trains_from_an_hf_hub_prior_in_the_hub_cache_offline(tmp_path: 
          "--set", "init=pretrained", "--set", "norm=groupnorm", "--set", "method=simclr",
          "--set", "batch_size=64", "--set", "epochs=1", "--set", "image_size=16", "--set", "probe_epochs=5",
          "--set", "probe_repeats=1", "--set", "method_params.projection_dim=64",
-         "--tracking-uri", tracking_uri, "--storage-path", str(tmp_path / "ray_results")],
+         "--tracking-uri", tracking_uri, "--storage-path", str(tmp_path / "ray_results"),
+         "--verbose"],  # the worker's initialization line is read from Ray's output below
         cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=600,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]

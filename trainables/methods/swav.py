@@ -113,6 +113,10 @@ class SwAV(SSLMethod):
         self.register_buffer("queue", torch.zeros(2, queue_length // world_size(), projection_dim))
         self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))
         self.register_buffer("queue_started", torch.zeros((), dtype=torch.bool))
+        # The same two values tracked on the host, so that the step never reads a device buffer (a
+        # host-device sync); read from the buffers at the first step and after a checkpoint loads.
+        self._host_queue_state: list | None = None
+        self.register_load_state_dict_post_hook(SwAV._forget_host_queue_state)
 
     @classmethod
     def run_defaults(cls, run: RunShape, params: dict[str, Any]) -> dict[str, Any]:
@@ -152,8 +156,9 @@ class SwAV(SSLMethod):
         """Sinkhorn codes of a global view, using the queue when it is full."""
         scores = scores.detach()
         queue_length = self.queue.shape[1]
-        if queue_length > 0 and self.training and self.queue_started:
-            if self.queue_filled >= queue_length:
+        started, filled = self.host_queue_state()
+        if queue_length > 0 and self.training and started:
+            if filled >= queue_length:
                 queued_scores = self.prototypes(self.queue[view_index]).detach()
                 codes = sinkhorn_knopp(torch.cat([scores, queued_scores]), self.sinkhorn_epsilon,
                                        self.sinkhorn_iterations)
@@ -164,6 +169,20 @@ class SwAV(SSLMethod):
             return codes
         return sinkhorn_knopp(scores, self.sinkhorn_epsilon, self.sinkhorn_iterations)
 
+    def host_queue_state(self) -> list:
+        """[started, filled] of the queue, as the buffers hold them. A shape-only (meta) network, as
+        the memory planner runs one, counts as not started: the queue keeps nothing for the backward
+        pass (its scores are detached), so the kept activations are those of a fresh network."""
+        if self.queue.is_meta:
+            return [False, 0]
+        if self._host_queue_state is None:
+            self._host_queue_state = [bool(self.queue_started), int(self.queue_filled)]
+        return self._host_queue_state
+
+    @staticmethod
+    def _forget_host_queue_state(module: nn.Module, incompatible_keys: object) -> None:
+        module._host_queue_state = None
+
     @torch.no_grad()
     def enqueue(self, view_index: int, embedding: torch.Tensor) -> None:
         # Per process, as in the official code: Sinkhorn's all-reduce then spans every queue.
@@ -171,11 +190,13 @@ class SwAV(SSLMethod):
         self.queue[view_index] = torch.cat([keys, self.queue[view_index, : -len(keys)]])
         if view_index == 1:
             self.queue_filled += len(keys)
+            self.host_queue_state()[1] += len(keys)
 
     def before_optimizer_step(self, epoch: int) -> None:
         # Epochs count from 1 here; the official `epoch >= epoch_queue_starts` counts from 0.
         if epoch > self.queue_start_epoch:
             self.queue_started.fill_(True)
+            self.host_queue_state()[0] = True
         # The prototypes stay fixed during the first epoch(s): this helps optimization (sec. B.1).
         if epoch <= self.freeze_prototypes_epochs:
             self.prototypes.weight.grad = None
