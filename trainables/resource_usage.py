@@ -2,6 +2,7 @@
 
 import resource
 import sys
+from pathlib import Path
 
 import torch
 
@@ -21,6 +22,12 @@ def peak_memory(device: torch.device) -> dict[str, float]:
 
 
 def peak_process_rss_bytes() -> int:
-    """getrusage's ru_maxrss: KiB on Linux, bytes on macOS."""
+    """The kernel's high-water mark of the resident set (VmHWM, never below the VmRSS of the same
+    moment) on Linux; getrusage's ru_maxrss elsewhere (bytes on macOS), which can lag the RSS."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
