@@ -8,6 +8,7 @@
 import argparse
 import math
 import os
+import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -340,8 +341,11 @@ def report_on_parent(tracker: Any, sweep_name: str) -> None:
 
 
 def trial_display_name(result: Any) -> str:
-    """The trial's deterministic name (its MLflow run name): its folder name less Tune's id."""
-    return Path(result.path).name.rsplit("_", 2)[0] if result.path else "?"
+    """The trial's deterministic name (its MLflow run name): its folder name less Tune's id, which
+    is "<prefix>_<index>" in a grid and one random word in a search ("583547f7")."""
+    if not result.path:
+        return "?"
+    return re.sub(r"_(?:[0-9a-f]+_\d{5}|[0-9a-f]{8})$", "", Path(result.path).name)
 
 
 def summarize(results: Any, axes: list[str], interrupted: bool = False) -> tuple[list[list[str]], bool]:

@@ -86,15 +86,16 @@ def trial_name(trial: Trial, axes: list[str]) -> str:
     """Deterministic, short and readable: the axis values, then the trial's index in the sweep,
     e.g. "simclr_bs=64_0" (MLflow's runs table cuts long names, so two trials must differ early).
 
-    (Tune's trial id is "<random experiment prefix>_<index>"; the prefix is left out so that a
-    re-run names its trials the same way. Ray Train run names keep the whole id.) Characters that
+    (A grid's Tune trial id is "<random experiment prefix>_<index>"; the prefix is left out so that
+    a re-run names its trials the same way. A searcher's ids have no index: they stay whole. Ray Train run names keep the whole id.) Characters that
     are unsafe in a folder name become "-"; "+" is safe and stays, or 1e+12 would read as 1e-12.
     """
     parts = []
     for axis in axes:
         key, value = axis.split(".")[-1], short(lookup(trial.config, axis))
         parts.append(value if key in SELF_DESCRIBING_AXES else f"{SHORT_KEYS.get(key, key)}={value}")
-    index = str(int(trial.trial_id.rsplit("_", 1)[-1]))
+    suffix = trial.trial_id.rsplit("_", 1)[-1]  # a search sweep's trial ids are random: "583547f7"
+    index = str(int(suffix)) if suffix.isdigit() else suffix
     return re.sub(r"[^A-Za-z0-9_.=+-]", "-", "_".join([*parts, index]))
 
 

@@ -68,3 +68,9 @@ def test_names_are_short_and_two_trials_differ_before_any_cut() -> None:
                                       "batch_size": 1024, "seed": 1}, "f00ba_00001"), axes)
     assert first == "simclr_imagenet_dermamnist_bs=32_seed=0_0"
     assert second == "simclr_imagenet_dermamnist_bs=1024_seed=1_1"
+
+
+def test_a_search_sweeps_random_trial_id_stays_whole() -> None:
+    """Tune gives trials proposed by a searcher (Optuna) ids like "583547f7", with no index."""
+    trial = StandInTrial(config={"learning_rate": 0.0763}, trial_id="583547f7")
+    assert trial_name(trial, ["learning_rate"]) == "lr=0.0763_583547f7"
