@@ -65,8 +65,8 @@ class ResourcePoller(threading.Thread):
         while not self.stop.is_set():
             try:
                 if ray.is_initialized():
-                    free, total = ray.available_resources().get("CPU", 0.0), ray.cluster_resources().get("CPU", 0.0)
-                    self.samples.append((time.time(), free, total))
+                    free = ray.available_resources().get("CPU", 0.0)
+                    self.samples.append((time.time(), free, ray.cluster_resources().get("CPU", 0.0)))
             except Exception:  # Ray shutting down under us
                 pass
             time.sleep(0.2)

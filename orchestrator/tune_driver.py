@@ -87,8 +87,9 @@ def trial_name(trial: Trial, axes: list[str]) -> str:
     e.g. "simclr_bs=64_0" (MLflow's runs table cuts long names, so two trials must differ early).
 
     (A grid's Tune trial id is "<random experiment prefix>_<index>"; the prefix is left out so that
-    a re-run names its trials the same way. A searcher's ids have no index: they stay whole. Ray Train run names keep the whole id.) Characters that
-    are unsafe in a folder name become "-"; "+" is safe and stays, or 1e+12 would read as 1e-12.
+    a re-run names its trials the same way. A searcher's ids have no index: they stay whole. Ray
+    Train run names keep the whole id.) Characters that are unsafe in a folder name become "-";
+    "+" is safe and stays, or 1e+12 would read as 1e-12.
     """
     parts = []
     for axis in axes:
