@@ -160,10 +160,27 @@ def spread_kind(over_seeds: bool) -> str:
 
 # Tables ----------------------------------------------------------------------------------------------
 
+def pivot_axes(report: SweepReport) -> tuple[list[str], str | None]:
+    """The row axes and the column axis: all axes but the last, and the last. A search's axes hold
+    sampled values, not a grid: one row per trial's values, and the metric as the one column."""
+    if report.sweep.search is not None or not report.axes:
+        return list(report.axes), None
+    return list(report.axes[:-1]), report.axes[-1]
+
+
 def pivot_table(report: SweepReport) -> tuple[list[str], list[list[Cell | None]], list[dict[str, str]]]:
-    """Column labels, cells[row][column] and the row keys: rows = all axes but the last."""
-    row_axes, column_axis = report.axes[:-1], (report.axes[-1] if report.axes else None)
-    rows = combinations(row_axes, report.values)
+    """Column labels, cells[row][column] and the row keys (see pivot_axes); a search's rows are
+    ranked by the metric, highest first (the report's metrics are accuracies, F1 and AUC)."""
+    row_axes, column_axis = pivot_axes(report)
+    if column_axis is None and report.sweep.search is not None:
+        observed = {tuple(trial.params.get(axis, "") for axis in row_axes): None
+                    for trial in report.trials if trial.usable}
+        rows = [dict(zip(row_axes, values, strict=True)) for values in observed]
+        means = [pivot_cell(report.trials, row, report.metric, report.over_seeds) for row in rows]
+        order = sorted(range(len(rows)), key=lambda i: -means[i].mean if means[i] else math.inf)
+        rows = [rows[i] for i in order]
+    else:
+        rows = combinations(row_axes, report.values)
     columns = [{column_axis: value} for value in report.values[column_axis]] if column_axis else [{}]
     cells = [[pivot_cell(report.trials, {**row, **column}, report.metric, report.over_seeds)
               for column in columns] for row in rows]
@@ -173,7 +190,7 @@ def pivot_table(report: SweepReport) -> tuple[list[str], list[list[Cell | None]]
 
 def pivot_csv(report: SweepReport) -> str:
     labels, cells, rows = pivot_table(report)
-    header = [*report.axes[:-1]] + [f"{label} {part}" for label in labels for part in ("mean", "std", "n")]
+    header = pivot_axes(report)[0] + [f"{label} {part}" for label in labels for part in ("mean", "std", "n")]
     lines = [header]
     for row, row_cells in zip(rows, cells, strict=True):
         line = list(row.values())
@@ -260,7 +277,7 @@ def claims_markdown(report: SweepReport) -> str:
 
 def pivot_markdown(report: SweepReport) -> str:
     labels, cells, rows = pivot_table(report)
-    return markdown_table([*report.axes[:-1], *labels],
+    return markdown_table([*pivot_axes(report)[0], *labels],
                           [[*row.values(), *(cell_text(cell, report.over_seeds) for cell in row_cells)]
                            for row, row_cells in zip(rows, cells, strict=True)])
 
