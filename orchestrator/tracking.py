@@ -223,32 +223,33 @@ class MlflowTrialLogger(Callback):
             self.client.log_batch(run_id, metrics=logged)
             seen.update((metric.key, step) for metric in logged)
         if metrics.SPLIT_HASH in result:
-            self.client.set_tag(self.run_id(trial), metrics.SPLIT_HASH, str(result[metrics.SPLIT_HASH]))
+            self.client.set_tag(run_id, metrics.SPLIT_HASH, str(result[metrics.SPLIT_HASH]))
             log_dataset_input(self.client, run_id, self.trial_config(trial), result[metrics.SPLIT_HASH])
         if metrics.AUGMENTATION_RECIPES in result:
             log_augmentation(self.client, run_id, result)
         if CHECKPOINT_PATH_KEY in result and any(name in result for name in metrics.FINAL):
-            self.log_evaluation_artifacts(trial, result[CHECKPOINT_PATH_KEY])
-            self.log_backbone(trial, result[CHECKPOINT_PATH_KEY], step)
+            # One local copy of the final checkpoint (a download where storage is remote) for both.
+            with ray.train.Checkpoint(result[CHECKPOINT_PATH_KEY]).as_directory() as directory:
+                self.log_evaluation_artifacts(trial, Path(directory))
+                self.log_backbone(trial, Path(directory), step)
 
-    def log_evaluation_artifacts(self, trial: Trial, checkpoint_path: str) -> None:
+    def log_evaluation_artifacts(self, trial: Trial, checkpoint_directory: Path) -> None:
         """The final checkpoint carries the evaluation's files (confusion matrix, t-SNE plot)."""
-        with ray.train.Checkpoint(checkpoint_path).as_directory() as directory:
-            artifacts = Path(directory) / ARTIFACTS_FOLDER
-            if artifacts.is_dir():
-                log_evaluation_folder(self.client, self.run_id(trial), artifacts, ARTIFACTS_FOLDER)
+        artifacts = checkpoint_directory / ARTIFACTS_FOLDER
+        if artifacts.is_dir():
+            log_evaluation_folder(self.client, self.run_id(trial), artifacts, ARTIFACTS_FOLDER)
 
     def trial_config(self, trial: Trial) -> TrialConfig:
         """The trial's config as it runs: with its method's params, sized to the plan's GPUs."""
         config = TrialConfig.from_dict(with_method_params(trial.config, self.method_params))
         return config if self.plan is None else sized_trial(config, self.plan)
 
-    def log_backbone(self, trial: Trial, checkpoint_path: str, step: int) -> None:
+    def log_backbone(self, trial: Trial, checkpoint_directory: Path, step: int) -> None:
         """The final checkpoint's backbone as the run's MLflow model (orchestrator.lineage)."""
         try:
-            with ray.train.Checkpoint(checkpoint_path).as_directory() as directory:
-                log_backbone_model(self.tracking_uri, self.experiment_id, self.run_id(trial), Path(directory),
-                                   self.trial_config(trial), step, self.registered_model_name)
+            log_backbone_model(self.tracking_uri, self.experiment_id, self.run_id(trial),
+                               checkpoint_directory, self.trial_config(trial), step,
+                               self.registered_model_name)
         except Exception as error:  # e.g. a module torch.export cannot trace: the trial's results stand
             line = f"{type(error).__name__}: {' '.join(str(error).split())}"[:5000]
             print(f"warning: trial {trial}: its backbone was not logged as an MLflow model ({line})",
