@@ -4,6 +4,7 @@ on a real pseudo-terminal (redrawn in place) and on a plain stream (one line per
 import io
 import os
 import pty
+import select
 
 import pytest
 from ray.tune.experiment import Trial
@@ -28,6 +29,14 @@ def report(view: SweepProgress, trials: list[Trial], trial: Trial, epoch: int, k
     view.on_trial_result(0, trials, trial, {metrics.EPOCH: epoch, metrics.KNN_VAL_ACCURACY: knn})
 
 
+def read_all(descriptor: int) -> str:
+    """Everything written to the pty so far: one read may return only part of it."""
+    chunks = []
+    while select.select([descriptor], [], [], 0.5)[0]:
+        chunks.append(os.read(descriptor, 65536))
+    return b"".join(chunks).decode()
+
+
 def test_on_a_terminal_the_view_is_redrawn_in_place_with_an_eta() -> None:
     main, secondary = pty.openpty()
     terminal = os.fdopen(secondary, "w")
@@ -43,7 +52,8 @@ def test_on_a_terminal_the_view_is_redrawn_in_place_with_an_eta() -> None:
         view.draw(trials)
         report(view, trials, trials[0], 2, 0.75)
         view.draw(trials)
-        output = os.read(main, 65536).decode()
+        terminal.flush()
+        output = read_all(main)
     finally:
         terminal.close()
         os.close(main)
