@@ -2,6 +2,15 @@
 
 Grill et al. "Bootstrap Your Own Latent: A New Approach to Self-Supervised Learning",
 NeurIPS 2020. https://arxiv.org/abs/2006.07733
+
+Where each default comes from (official code: google-deepmind/deepmind-research, byol/); paper
+and code agree on all of them:
+- LARS at 0.2 x batch/256, wd 1.5e-6, biases and BatchNorm parameters excluded from both the
+  decay and LARS's adaptation (sec. 3.3 and appendix C, and the code's optimizer settings).
+- Target decay from 0.996 to 1 on a cosine (sec. 3.3); projector 4096-256, predictor 4096-256.
+- The loss: per image, the squared distance of the normalized vectors (2 - 2 cos, eq. 2), summed
+  over the two directions and averaged over the batch, as the code computes it.
+- The asymmetric augmentation pair of appendix B (table 6).
 """
 
 import copy

@@ -2,6 +2,13 @@
 
 Chen, Fan, Girshick, He. "Improved Baselines with Momentum Contrastive Learning", 2020.
 https://arxiv.org/abs/2003.04297 (MoCo: He et al., CVPR 2020, https://arxiv.org/abs/1911.05722)
+
+Where each default comes from (official code: facebookresearch/moco, main_moco.py with the
+README's MoCo v2 flags `--mlp --moco-t 0.2 --aug-plus --cos`); paper and code agree:
+- queue 65536, key-encoder momentum 0.999, temperature 0.2, 2048-128 MLP head, SGD at 0.03 per
+  256 images with momentum 0.9, wd 1e-4, cosine decay. The code sets 0.03 for its batch of 256;
+  this code scales it linearly with the batch (the README's advice for other batch sizes).
+- One deliberate difference: no shuffled BatchNorm (see `forward`).
 """
 
 import copy

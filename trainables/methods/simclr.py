@@ -9,7 +9,7 @@ Where each default comes from (official code: google-research/simclr, run.py and
   README's CIFAR-10 command. `run_defaults` picks by the trial's image size; method_params'
   `temperature` overrides it.
 - The 2-layer projection head to 128 dimensions, LARS at 0.3 x batch/256, wd 1e-6: the paper
-  (the official code's README uses wd 1e-4 with its own schedules).
+  (the official README's CIFAR-10 command uses wd 1e-4).
 """
 
 from typing import Any

@@ -2,6 +2,15 @@
 
 Chen, He. "Exploring Simple Siamese Representation Learning", CVPR 2021.
 https://arxiv.org/abs/2011.10566
+
+Where each default comes from (official code: facebookresearch/simsiam, main_simsiam.py and its
+README's command); paper and code agree on all of them:
+- SGD at 0.05 x batch/256, momentum 0.9, wd 1e-4, cosine decay; the predictor's rate kept fixed
+  (the README's `--fix-pred-lr`, paper sec. 4.1).
+- The 3-layer 2048-d projector whose Linear layers before a BatchNorm have no bias and whose last
+  BatchNorm has no affine parameters (the code freezes that Linear's bias, which the BatchNorm
+  cancels), and the 2048-512-2048 bottleneck predictor (sec. 4.4).
+- Two views of MoCo v2's augmentation recipe (implementation details).
 """
 
 import torch
