@@ -253,7 +253,7 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
         if grid.search and not interruption.signal:
             report_best(results, grid, tracker)
         if not interruption.signal:
-            report_on_parent(tracker, args.sweep)
+            report_on_parent(tracker, args.sweep, status)
     except KeyboardInterrupt:  # a second Ctrl-C: stop at once
         interruption.signal = interruption.signal or signal.SIGINT
         status = "KILLED"
@@ -330,12 +330,13 @@ def is_smoke_run(args: argparse.Namespace) -> bool:
     return args.smoke or args.sweep == "smoke"
 
 
-def report_on_parent(tracker: Any, sweep_name: str) -> None:
-    """The report (orchestrator.report) of this run, on its parent run and in reports/NAME/."""
+def report_on_parent(tracker: Any, sweep_name: str, status: str) -> None:
+    """The report (orchestrator.report) of this run, on its parent run and in reports/NAME/;
+    `status` is the one the parent run is about to end with."""
     from orchestrator.report.cli import report_sweep_run
 
     markdown = report_sweep_run(tracker.tracking_uri, sweep_name, tracker.parent_run_id,
-                                Path("reports") / sweep_name)
+                                Path("reports") / sweep_name, status)
     if markdown is not None:
         print(f"report: {markdown} (also on the parent run under report/)")
 

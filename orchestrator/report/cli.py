@@ -105,6 +105,7 @@ class SweepReport:
     metric: str
     claims: list[ClaimResult]
     ablation: ClaimResult | None  # last axis, first value minus second, when it has two values
+    parent_status: str  # the parent run's status, or the one the sweep ends it with
 
 
 def default_metric(sweep: Sweep, trials: Sequence[TrialRun]) -> str:
@@ -116,7 +117,7 @@ def default_metric(sweep: Sweep, trials: Sequence[TrialRun]) -> str:
 
 
 def build_report(sweep: Sweep, tracking_uri: str, parent: Run, trials: list[TrialRun],
-                 metric: str | None) -> SweepReport:
+                 metric: str | None, parent_status: str | None = None) -> SweepReport:
     axes = sweep_axes(parent, fallback=list(sweep.grid))
     values = {axis: axis_values(parent, trials, axis) for axis in axes}
     over_seeds = seeds_vary(parent, trials)
@@ -126,7 +127,7 @@ def build_report(sweep: Sweep, tracking_uri: str, parent: Run, trials: list[Tria
     ablation = (evaluate_claim(trials, last_axis_claim, axes, values, over_seeds)
                 if last_axis_claim else None)
     return SweepReport(sweep, tracking_uri, parent, trials, axes, values, over_seeds, metric, claims,
-                       ablation)
+                       ablation, parent_status or parent.info.status)
 
 
 # Numbers as text -----------------------------------------------------------------------------------
@@ -249,7 +250,7 @@ def render_markdown(report: SweepReport) -> str:
     sections = [
         f"# Sweep report: {report.sweep.name}",
         f"{report.sweep.description}\n\nParent run `{parent.info.run_id}` ({parent.info.run_name}, "
-        f"{parent.info.status}) in `{report.tracking_uri}`; {len(report.trials)} trial(s): "
+        f"{report.parent_status}) in `{report.tracking_uri}`; {len(report.trials)} trial(s): "
         + ", ".join(f"{count} {status}" for status, count in sorted(statuses.items()))
         + f". Axes: {', '.join(report.axes) or '(none)'}.",
         "## Claims", claims_markdown(report),
@@ -344,15 +345,18 @@ def publish(report: SweepReport, client: MlflowClient, out: Path) -> tuple[str, 
     return markdown, paths
 
 
-def report_sweep_run(tracking_uri: str, sweep_name: str, parent_run_id: str, out: Path) -> Path | None:
-    """The report of one sweep run, published on its parent run (the sweep does this at its end);
-    returns report.md's path, or None when the run has no trial runs."""
+def report_sweep_run(tracking_uri: str, sweep_name: str, parent_run_id: str, out: Path,
+                     parent_status: str) -> Path | None:
+    """The report of one sweep run, published on its parent run (the sweep does this at its end,
+    just before it ends the parent run with `parent_status`); returns report.md's path, or None
+    when the run has no trial runs."""
     client = MlflowClient(tracking_uri)
     parent = client.get_run(parent_run_id)
     trials = load_trials(client, parent)
     if not trials:
         return None
-    _, paths = publish(build_report(SWEEPS[sweep_name], tracking_uri, parent, trials, None), client, out)
+    report = build_report(SWEEPS[sweep_name], tracking_uri, parent, trials, None, parent_status)
+    _, paths = publish(report, client, out)
     return paths[0]
 
 

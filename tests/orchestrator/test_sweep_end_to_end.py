@@ -217,6 +217,9 @@ def test_the_parent_run_carries_the_report_and_its_numbers(finished_sweep) -> No
     report = {item.path for item in client.list_artifacts(parent.info.run_id, "report")}
     files = ("report.md", "pivot.csv", "differences.csv", "convergence.png")
     assert report == {f"report/{name}" for name in files}
+    # Written just before the parent run ends: it names the status the run ended with, not RUNNING.
+    markdown = Path(client.download_artifacts(parent.info.run_id, "report/report.md")).read_text()
+    assert parent.info.status == "FINISHED" and f"{parent.info.run_name}, FINISHED)" in markdown
     best = max(child.data.metrics[metrics.LINEAR_TEST_BALANCED_ACCURACY] for child in children)
     assert parent.data.metrics[f"best/{metrics.LINEAR_TEST_BALANCED_ACCURACY}"] == pytest.approx(best)
     assert parent.data.tags["best_trial"] in {child.info.run_name for child in children}
