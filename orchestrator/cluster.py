@@ -71,18 +71,25 @@ class ClusterShape:
     source: str  # where the node types came from, for the plan's printout
 
 
+# Environment of every task and actor the sweep starts, on every node. Ray Train V2 redirects a
+# worker's print() to its logger and, because Ray's worker wraps sys.stdout, also prints it: each
+# line reached the driver twice. Without the patch print() writes to the worker's stdout, once.
+WORKER_ENV = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
+
+
 def connect(address: str | None) -> None:
     """ray.init for the sweep: a local Ray without an address, else the cluster at `address`."""
     import ray
 
     if ray.is_initialized():
         return
+    runtime_env = {"env_vars": WORKER_ENV}
     if address in (None, "", "local"):
-        ray.init(address="local" if address == "local" else None)
+        ray.init(address="local" if address == "local" else None, runtime_env=runtime_env)
         return
     _check_reachable(address)
     try:
-        ray.init(address=address)
+        ray.init(address=address, runtime_env=runtime_env)
     except Exception as error:  # Ray raises ConnectionError, AuthenticationError, RuntimeError...
         chain = []
         while error is not None:

@@ -207,7 +207,11 @@ def test_the_progress_view_shows_every_epoch_of_every_trial_and_the_sweep(finish
     log = re.search(r"Ray's own output: (\S+)", completed.stdout).group(1)
     # Tune's tables are there. (The workers' lines are too, but Ray forwards them late: on a fast run some
     # arrive after the view has ended, so their count is not asserted here; see test_progress for the dedup.)
-    assert "Trial status" in Path(log).read_text()
+    output = Path(log).read_text()
+    assert "Trial status" in output
+    # Each worker line once: Train V2's print patch, off for the workers, printed every line twice.
+    epoch_lines = re.findall(r"^.*\(RayTrainWorker pid=\d+\).* epoch \d+/\d+ .*$", output, re.MULTILINE)
+    assert epoch_lines and len(epoch_lines) == len(set(epoch_lines))
 
 
 def test_the_parent_run_carries_the_report_and_its_numbers(finished_sweep) -> None:
