@@ -86,6 +86,13 @@ def test_swav_queue_starts_after_its_epoch_and_is_used_once_full() -> None:
     torch.testing.assert_close(method.queue[0, 4:], queued[0])
 
 
+def test_swav_host_queue_count_follows_the_buffer_after_a_checkpoint_loads() -> None:
+    method = build("swav", SMALL_SWAV | {"queue_length": 8, "queue_start_epoch": 1})
+    method.load_state_dict(method.state_dict())  # forgets the host copy, as a resumed trial does
+    method.enqueue(1, torch.nn.functional.normalize(torch.randn(4, 8), dim=1))  # before any assign
+    assert method.host_queue_state()[1] == int(method.queue_filled) == 4
+
+
 @pytest.mark.parametrize(("image_size", "params", "expected"), [
     (32, {}, 0.5),  # CIFAR-scale: the paper's CIFAR-10 setting
     (224, {}, 0.1),  # ImageNet-scale: the official code's default

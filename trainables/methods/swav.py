@@ -189,8 +189,9 @@ class SwAV(SSLMethod):
         keys = embedding[: self.queue.shape[1]]
         self.queue[view_index] = torch.cat([keys, self.queue[view_index, : -len(keys)]])
         if view_index == 1:
+            state = self.host_queue_state()  # read before the buffer moves, or it counts keys twice
             self.queue_filled += len(keys)
-            self.host_queue_state()[1] += len(keys)
+            state[1] += len(keys)
 
     def before_optimizer_step(self, epoch: int) -> None:
         # Epochs count from 1 here; the official `epoch >= epoch_queue_starts` counts from 0.
