@@ -62,7 +62,7 @@ def main() -> None:
     times: dict[str, list[float]] = {"total": [], "forward": [], "measures": [], "bootstrap": []}
     for _ in range(args.repeats):
         started = time.perf_counter()
-        block_similarity_metrics(config, None, pretrained, finetuned, images, device, probe_count=count,
+        block_similarity_metrics(config, pretrained, finetuned, images, device, probe_count=count,
                                  bootstrap_samples=args.bootstrap)
         times["total"].append(time.perf_counter() - started)
 

@@ -44,8 +44,9 @@ STEPS = 3
 
 def measure_pretraining(config: TrialConfig) -> int:
     """Peak bytes allocated over STEPS pretraining steps as the loop runs them on one GPU."""
-    from trainables.loop import build_optimizer, memory_format, mixed_precision
     from trainables.methods import build_method
+    from trainables.optimization import build_optimizer
+    from trainables.training import memory_format, mixed_precision
 
     device = torch.device("cuda")
     backbone, feature_dim = build_backbone(config.backbone)

@@ -33,29 +33,20 @@ from trainables.augmentations import augment
 from trainables.batches import TrainingBatches
 from trainables.config import TrialConfig
 from trainables.evaluation import embedding_std
-from trainables.initializations import build_initialized_backbone
-from trainables.loop import (
+from trainables.optimization import build_optimizer, set_learning_rates
+from trainables.training import (
     TrainingState,
-    build_optimizer,
-    memory_format,
-    set_learning_rates,
+    build_training_state,
     train_step,
     with_dataset_flips,
 )
-from trainables.methods import build_method
 
 MATMUL_SIDE = 8192  # square bf16 matmul whose throughput is the device's peak
 
 
 def build_state(config: TrialConfig, device: torch.device) -> TrainingState:
-    """What build_training_state makes for one worker (no Ray context needed)."""
-    backbone, feature_dim, _ = build_initialized_backbone(config.backbone, config.init, seed=config.seed,
-                                                          cifar_stem=config.cifar_stem)
-    method = build_method(config.method, backbone, feature_dim, config.method_params)
-    method = method.to(device, memory_format=memory_format(device))
-    optimizer = build_optimizer(method, config.resolved_optimizer, config.momentum,
-                                config.resolved_weight_decay)
-    return TrainingState(method=method, model=method, optimizer=optimizer)
+    """What the loop builds for one worker (no Ray context needed)."""
+    return build_training_state(config, 1, device, announce=False)
 
 
 def synchronize(device: torch.device) -> None:

@@ -24,7 +24,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from trainables.augmentations import IMAGENET_MEAN, IMAGENET_STD
 from trainables.config import TrialConfig
-from trainables.loop import BACKBONE_FILE, resolved_weights_path
+from trainables.trial_checkpoint import BACKBONE_FILE
 
 MODEL_NAME = "backbone"  # the model's name in its run: runs:/<run id>/backbone
 MLFLOW_URI_SCHEMES = ("runs:/", "models:/")
@@ -122,7 +122,7 @@ def fetch_weights(location: str, tracking_uri: str) -> bytes:
 def resolve_weights(configs: Iterable[TrialConfig], tracking_uri: str) -> dict[str, bytes]:
     """{weights_path: state dict bytes} for each distinct MLflow URI the trials name ({method} and
     {backbone} filled in); printed one line each. Raises ValueError for one that does not load."""
-    locations = dict.fromkeys(location for location in map(resolved_weights_path, configs)
+    locations = dict.fromkeys(location for location in (config.resolved_weights_path for config in configs)
                               if is_mlflow_uri(location))
     resolved = {}
     for location in locations:

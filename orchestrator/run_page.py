@@ -18,10 +18,10 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 
 from trainables.evaluation import confusion_table
+from trainables.evaluation.protocol import CONFUSION_MATRIX_JSON
 
 PARENT_AXES_PARAM = "axes"  # the parent run's comma-separated grid axes (orchestrator.sweep)
 CONFIG_ARTIFACT = "config.json"
-CONFUSION_MATRIX_JSON = "confusion_matrix.json"  # written by trainables.loop.evaluate
 CONFUSION_TABLE_ARTIFACT = "confusion_matrix_table.json"
 FIGURE_SUFFIX = ".png"
 # Settings whose default means "this option is off": on the run page only when set otherwise.

@@ -28,8 +28,8 @@ from orchestrator.resources import ResourcePlan
 from orchestrator.run_page import log_config, log_evaluation_folder, meaningful_params, sweep_axes
 from trainables import metrics
 from trainables.config import TrialConfig
-from trainables.loop import ARTIFACTS_FOLDER
 from trainables.methods import RunShape, method_parameters, resolved_method_params
+from trainables.trial_checkpoint import ARTIFACTS_FOLDER
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 TAG_SWEEP = "sweep"

@@ -25,7 +25,7 @@ from orchestrator.resources import ResourcePlan
 from orchestrator.tracking import MlflowTrialLogger
 from trainables import metrics
 from trainables.config import TrialConfig
-from trainables.loop import resolved_weights_path, train_loop_per_worker
+from trainables.loop import train_loop_per_worker
 
 TRAIN_RUNS_FOLDER = "train_runs"
 DRIVER_MEMORY_BYTES = 64 * 1024**2
@@ -71,7 +71,7 @@ def run_trial(config: dict[str, Any], storage_path: str, plan: ResourcePlan,
     trainer = build_trainer(trial_config, f"trial_{trial_id}", storage_path, plan,
                             callbacks=[TuneReportCallback()],
                             shared_data=shared_data.get(DataKey.of(trial_config)), max_failures=max_failures,
-                            shared_weights=(shared_weights or {}).get(resolved_weights_path(trial_config)))
+                            shared_weights=(shared_weights or {}).get(trial_config.resolved_weights_path))
     trainer.fit()
 
 

@@ -2,7 +2,6 @@
 
 from trainables.config import TrialConfig
 from trainables.initializations.availability import weights_availability
-from trainables.loop import resolved_weights_path
 
 
 def print_weights_availability(configs: list[TrialConfig]) -> None:
@@ -13,7 +12,7 @@ def print_weights_availability(configs: list[TrialConfig]) -> None:
     """
     lines: dict[str, str] = {}
     for config in configs:
-        weights_path = resolved_weights_path(config)
+        weights_path = config.resolved_weights_path
         status = weights_availability(config.init, config.backbone, config.method, config.weights_dir,
                                       weights_path)
         if status is not None:

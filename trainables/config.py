@@ -149,6 +149,14 @@ class TrialConfig:
         """The weight decay: the config's, else the method's paper value."""
         return METHODS[self.method].weight_decay if self.weight_decay is None else self.weight_decay
 
+    @property
+    def resolved_weights_path(self) -> str | None:
+        """weights_path with {method} and {backbone} filled in: P2X starts from the same method's
+        ImageNet checkpoint, so one sweep can name every method's file at once."""
+        if self.weights_path is None:
+            return None
+        return self.weights_path.format(method=self.method, backbone=self.backbone)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

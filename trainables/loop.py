@@ -1,73 +1,41 @@
 """The Ray Train loop that runs on every worker of a trial.
 
 Build data, model and optimizer; for each epoch train, monitor, checkpoint and report; then
-evaluate with a linear probe on frozen features. Only rank 0's metrics reach Ray Tune.
+evaluate with a linear probe on frozen features. Only rank 0's metrics reach Ray Tune. This is
+the only module below `orchestrator/` that imports Ray: the pieces it calls (trainables.training,
+trainables.evaluation.protocol, trainables.trial_checkpoint) run with torch alone.
 """
 
-import contextlib
-import dataclasses
-import json
 import math
 import os
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import ray
 import ray.train
 import ray.train.torch
-import timm.optim
 import torch
 from torch import nn
 
 from trainables import metrics
-from trainables.augmentations import AugmentationRecipe, augment, describe_recipes, without_color
+from trainables.augmentations import describe_recipes
 from trainables.batches import TrainingBatches
-from trainables.checkpointing import enable_activation_checkpointing
 from trainables.config import TrialConfig
-from trainables.data import DATASETS, ImageSplits, load_dataset
-from trainables.distributed import convert_batchnorm_for_distributed
-from trainables.evaluation import (
-    EvaluationResult,
-    embedding_std,
-    evaluation_metrics_to_flat_dict,
-    extract_features,
-    finetune,
-    is_collapsed,
-    knn_accuracy,
-    plot_confusion_matrix,
-    plot_tsne,
-    probe_knn,
-    probe_linear,
-)
-from trainables.evaluation.block_similarity import block_similarity_metrics
-from trainables.initializations import build_initialized_backbone
-from trainables.methods import RunShape, SSLMethod, build_method
-from trainables.methods.base import StepOutput, ViewSpec
-from trainables.monitoring import KNN_REFERENCE_IMAGES, is_monitored_epoch, knn_reference_indices
+from trainables.data import ImageSplits, load_dataset
+from trainables.evaluation import embedding_std, is_collapsed
+from trainables.evaluation.protocol import evaluate, timed_monitor
+from trainables.monitoring import is_monitored_epoch
+from trainables.optimization import scaled_learning_rate, set_learning_rates
 from trainables.resource_usage import images_per_second, peak_memory
-from trainables.schedules import scaled_learning_rate, warmup_cosine
 from trainables.shipped_weights import local_weights_file
-
-CHECKPOINT_FILE = "state.pt"
-BACKBONE_FILE = "backbone.pt"  # the final checkpoint's backbone alone, a pickled module (the MLflow model)
-ARTIFACTS_FOLDER = "evaluation"  # inside the final checkpoint; the MLflow logger uploads it
-CONFUSION_MATRIX_FIGURE = "confusion_matrix.png"
-CONSTANT_LEARNING_RATE = "constant_learning_rate"  # a param-group flag: no decay after warmup
-LEARNING_RATE_RATIO = "learning_rate_ratio"  # a param-group factor on the schedule's rate
-
-
-@dataclass
-class TrainingState:
-    method: SSLMethod  # the unwrapped module: its state dict has no "module." prefix
-    model: nn.Module  # what the loop calls: the method, wrapped in DDP on several workers
-    optimizer: torch.optim.Optimizer
-    epoch: int = 0  # the last finished epoch
-    step: int = 0
-    collapse_std: float = float("nan")  # of the last finished epoch
-    embedding_dim: int = 1
-    epoch_metrics: dict = dataclasses.field(default_factory=dict)  # the last finished epoch's report
+from trainables.training import (
+    TrainingState,
+    build_training_state,
+    train_step,
+    training_view_specs,
+)
+from trainables.trial_checkpoint import ARTIFACTS_FOLDER, load_state, save_final, save_state
 
 
 def train_loop_per_worker(config_dict: dict, shared_data: ray.ObjectRef | None = None,
@@ -88,8 +56,17 @@ def train_loop_per_worker(config_dict: dict, shared_data: ray.ObjectRef | None =
     else:
         data = load_dataset(config.dataset, config.image_size, config.seed, config.data_root,
                             split=config.split, download=config.download)
+    # The shipped weights' file lives as long as the trial: block similarity rebuilds the
+    # initialization from it after pretraining.
     with local_weights_file(config, None if shared_weights is None else ray.get(shared_weights)) as built:
-        state = build_training_state(built, world_size, device)
+        train_and_evaluate(built, data, rank, world_size, device)
+
+
+def train_and_evaluate(config: TrialConfig, data: ImageSplits, rank: int, world_size: int,
+                       device: torch.device) -> None:
+    """Pretrain from the last checkpoint on (or from the start), report every epoch, evaluate."""
+    state = build_training_state(config, world_size, device, data_parallel=distributed_data_parallel,
+                                 announce=rank == 0)
     if restore_latest_checkpoint(state) and state.epoch_metrics:
         # The restored epoch's report may never have reached Tune (the driver or a worker died
         # between the checkpoint and the report): report it again. The MLflow logger keeps each
@@ -106,11 +83,7 @@ def train_loop_per_worker(config_dict: dict, shared_data: ray.ObjectRef | None =
     peak_learning_rate = scaled_learning_rate(
         config.resolved_learning_rate, config.batch_size, config.learning_rate_scaling,
     )
-    # Each view's recipe is the method's paper recipe, with vertical flips where the dataset allows.
-    view_specs = [spec._replace(recipe=with_dataset_flips(spec.recipe, config.dataset))
-                  for spec in state.method.views(config.image_size)]
-    if data.grayscale:  # hue, saturation and grayscale conversion mean nothing on one channel
-        view_specs = [spec._replace(recipe=without_color(spec.recipe)) for spec in view_specs]
+    view_specs = training_view_specs(state.method, config, data.grayscale)
     epochs = range(state.epoch + 1, config.epochs + 1) if state.method.pretrains else range(0)
     batches = TrainingBatches(data.train_images, device, config.batch_size, world_size, rank)
 
@@ -178,130 +151,9 @@ def train_loop_per_worker(config_dict: dict, shared_data: ray.ObjectRef | None =
             if state.method.pretrains:
                 collapsed = is_collapsed(state.collapse_std, state.embedding_dim)
                 final_metrics[metrics.COLLAPSED] = float(collapsed)
-            save_state(state, Path(directory))
-            torch.save(state.method.backbone, Path(directory) / BACKBONE_FILE)  # for the MLflow model
+            save_final(state, state.method.backbone, Path(directory))
             checkpoint = ray.train.Checkpoint.from_directory(directory)
         ray.train.report(final_metrics, checkpoint=checkpoint)
-
-
-def train_step(state: TrainingState, images: torch.Tensor, view_specs: list[ViewSpec],
-               generator: torch.Generator, epoch: int, total_steps: int) -> StepOutput:
-    """One optimizer step on a uint8 batch already on the device: augment each view, forward,
-    backward, step. No host-device sync: the loss stays on the device."""
-    device = images.device
-    views = [augment(images, spec.recipe, generator, output_size=spec.size)
-             .to(memory_format=memory_format(device)) for spec in view_specs]
-    with mixed_precision(device):
-        output = state.model(views)
-    state.optimizer.zero_grad(set_to_none=True)
-    output.loss.backward()
-    state.method.before_optimizer_step(epoch)
-    state.optimizer.step()
-    state.step += 1
-    state.method.after_optimizer_step(state.step / total_steps)
-    return output
-
-
-def with_dataset_flips(recipe: AugmentationRecipe, dataset: str) -> AugmentationRecipe:
-    """The recipe, flipping up-down with probability 0.5 when the dataset's images have no up/down
-    orientation (dermoscopy, pathology, fundus: DatasetSpec.vertical_flip)."""
-    if DATASETS[dataset].vertical_flip:
-        return dataclasses.replace(recipe, vertical_flip_probability=0.5)
-    return recipe
-
-
-def memory_format(device: torch.device) -> torch.memory_format:
-    """channels_last on GPUs, where convolutions in that layout are faster."""
-    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
-
-
-def mixed_precision(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on GPUs (each loss upcasts itself to fp32); plain fp32 on CPUs."""
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def build_training_state(config: TrialConfig, world_size: int, device: torch.device) -> TrainingState:
-    backbone, feature_dim, report = build_initialized_backbone(
-        config.backbone, config.init, norm=config.norm, weight_standardization=config.weight_standardization,
-        weight_scaling=config.weight_scaling, dead_filters=config.dead_filters,
-        weights_dir=config.weights_dir, weights_path=resolved_weights_path(config),
-        cifar_stem=config.cifar_stem, seed=config.seed, method=config.method,
-    )
-    if ray.train.get_context().get_world_rank() == 0:
-        print(f"[{config.init} {config.backbone}] {report}", flush=True)
-    method = build_method(config.method, backbone, feature_dim, config.method_params,
-                          RunShape(config.batch_size, config.epochs, config.image_size))
-    if world_size > 1:
-        # BatchNorm statistics must be those of the global batch, as on one worker.
-        method = convert_batchnorm_for_distributed(method, device)
-    method = method.to(device, memory_format=memory_format(device))
-    if config.activation_checkpointing:  # after the BatchNorm conversion: its hooks go on the new layers
-        enable_activation_checkpointing(method.backbone)
-    model = method
-    if world_size > 1:
-        # Buffers are not broadcast from rank 0: SyncBatchNorm already agrees, and per-process
-        # state (SwAV's queue) must stay each process's own.
-        model = ray.train.torch.prepare_model(
-            method, move_to_device=False, parallel_strategy_kwargs={"broadcast_buffers": False}
-        )
-    optimizer = build_optimizer(method, config.resolved_optimizer, config.momentum,
-                                config.resolved_weight_decay)
-    return TrainingState(method=method, model=model, optimizer=optimizer)
-
-
-def resolved_weights_path(config: TrialConfig) -> str | None:
-    """weights_path with {method} and {backbone} filled in: P2X starts from the same method's
-    ImageNet checkpoint, so one sweep can name every method's file at once."""
-    if config.weights_path is None:
-        return None
-    return config.weights_path.format(method=config.method, backbone=config.backbone)
-
-
-def build_optimizer(
-    method: SSLMethod, name: str, momentum: float, weight_decay: float
-) -> torch.optim.Optimizer:
-    """SGD over every trainable parameter, or LARS (timm's) with biases and normalization
-    parameters excluded from weight decay and from the trust-ratio adaptation (the SimCLR/BYOL
-    recipe: timm's Lars adapts only groups whose weight decay is non-zero).
-
-    Parameters of the method's `constant_learning_rate_modules` get groups of their own, marked
-    CONSTANT_LEARNING_RATE: the loop keeps their learning rate at its peak after warmup. Groups of
-    biases and norms only (LARS) get LEARNING_RATE_RATIO = the method's bias_and_norm_learning_rate_ratio.
-    """
-    constant_prefixes = tuple(f"{module}." for module in method.constant_learning_rate_modules)
-    groups = []
-    for constant in (False, True):
-        members = [parameter for parameter_name, parameter in method.named_parameters()
-                   if parameter.requires_grad and parameter_name.startswith(constant_prefixes) == constant]
-        if name == "lars":  # weight decay (and so adaptation) for weights, not biases or norms
-            decays = [([p for p in members if p.ndim > 1], weight_decay),
-                      ([p for p in members if p.ndim <= 1], 0.0)]
-        else:
-            decays = [(members, weight_decay)]
-        groups += [{"params": params, "weight_decay": decay, CONSTANT_LEARNING_RATE: constant}
-                   for params, decay in decays if params]
-    for group in groups:  # biases and norms in a group of their own (LARS) may learn at their own rate
-        biases_and_norms = all(parameter.ndim <= 1 for parameter in group["params"])
-        group[LEARNING_RATE_RATIO] = method.bias_and_norm_learning_rate_ratio if biases_and_norms else 1.0
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=0.0, momentum=momentum)
-    if name == "lars":
-        return timm.optim.Lars(groups, lr=0.0, momentum=momentum)
-    raise ValueError(f"unknown optimizer {name!r}; use 'sgd' or 'lars'")
-
-
-def set_learning_rates(optimizer: torch.optim.Optimizer, step: int, total_steps: int, warmup_steps: int,
-                       peak: float) -> float:
-    """Warmup then cosine decay for every group, except that CONSTANT_LEARNING_RATE groups stay at
-    the peak after warmup; each group's rate is times its LEARNING_RATE_RATIO. Returns the decaying
-    learning rate (the one logged)."""
-    for group in optimizer.param_groups:
-        decay = not group[CONSTANT_LEARNING_RATE]
-        group["lr"] = warmup_cosine(step, total_steps, warmup_steps, peak, decay=decay) * group.get(
-            LEARNING_RATE_RATIO, 1.0)
-    return warmup_cosine(step, total_steps, warmup_steps, peak)
 
 
 def restore_latest_checkpoint(state: TrainingState) -> bool:
@@ -310,24 +162,9 @@ def restore_latest_checkpoint(state: TrainingState) -> bool:
     if checkpoint is None:
         return False
     with checkpoint.as_directory() as directory:
-        saved = torch.load(Path(directory) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-    state.method.load_state_dict(saved["method"])
-    state.optimizer.load_state_dict(saved["optimizer"])
-    for key in ("epoch", "step", "collapse_std", "embedding_dim"):
-        setattr(state, key, saved[key])
-    state.epoch_metrics = saved.get("epoch_metrics", {})
+        load_state(state, Path(directory))
     print(f"resumed from checkpoint at epoch {state.epoch} (step {state.step})", flush=True)
     return True
-
-
-def save_state(state: TrainingState, directory: Path) -> None:
-    torch.save(
-        {"method": state.method.state_dict(), "optimizer": state.optimizer.state_dict(),
-         "epoch": state.epoch, "step": state.step,
-         "collapse_std": state.collapse_std, "embedding_dim": state.embedding_dim,
-         "epoch_metrics": state.epoch_metrics},
-        directory / CHECKPOINT_FILE,
-    )
 
 
 def report_with_checkpoint(epoch_metrics: dict, state: TrainingState, rank: int) -> None:
@@ -340,70 +177,8 @@ def report_with_checkpoint(epoch_metrics: dict, state: TrainingState, rank: int)
         ray.train.report(epoch_metrics, checkpoint=checkpoint)
 
 
-def monitor_knn(backbone: nn.Module, data: ImageSplits, config: TrialConfig, device: torch.device,
-                reference_size: int | None = KNN_REFERENCE_IMAGES) -> float:
-    """kNN accuracy on the validation split against the monitor's reference subset of the training
-    split (trainables.monitoring; None: all of it): the convergence curves' metric."""
-    reference = knn_reference_indices(len(data.train_images), config.seed, reference_size)
-    train_features = extract_features(backbone, data.train_images[reference], device=device)
-    val_features = extract_features(backbone, data.val_images, device=device)
-    return knn_accuracy(train_features, data.train_labels[reference], val_features, data.val_labels,
-                        data.num_classes, k=config.knn_k)
-
-
-def timed_monitor(backbone: nn.Module, data: ImageSplits, config: TrialConfig,
-                  device: torch.device) -> dict[str, float]:
-    """The kNN monitor's accuracy and its wall time, as metrics."""
-    started = time.perf_counter()
-    accuracy = monitor_knn(backbone, data, config, device)
-    return {metrics.KNN_VAL_ACCURACY: accuracy, metrics.KNN_SECONDS: time.perf_counter() - started}
-
-
-def evaluate(backbone: nn.Module, data: ImageSplits, config: TrialConfig, device: torch.device,
-             artifacts: Path) -> dict[str, float]:
-    """The trial's evaluation protocol, plus the last kNN monitor value (searchers and schedulers
-    read it from every result); writes the confusion matrix and a t-SNE plot to `artifacts`.
-
-    Features are computed once, in eval mode, and serve the monitor, the linear and kNN
-    evaluations and the plot: those never touch the backbone. Fine-tuning trains a copy of it.
-    """
-    features = [extract_features(backbone, images, device=device)
-                for images in (data.train_images, data.val_images, data.test_images)]
-    reference = knn_reference_indices(len(data.train_images), config.seed)  # the monitor's, as every epoch
-    monitor = knn_accuracy(features[0][reference], data.train_labels[reference], features[1], data.val_labels,
-                           data.num_classes, k=config.knn_k)
-    splits = (features[0], data.train_labels, features[1], data.val_labels, features[2], data.test_labels)
-    result: EvaluationResult
-    if config.eval == metrics.LINEAR_PREFIX:
-        result = probe_linear(*splits, data.num_classes, label_fraction=config.label_fraction,
-                              repeats=config.probe_repeats, focal_gamma=config.focal_gamma,
-                              class_weighted=config.class_weighted, epochs=config.probe_epochs,
-                              seed=config.seed)
-    elif config.eval == metrics.KNN_PREFIX:
-        result = probe_knn(*splits, data.num_classes, k=config.knn_k, label_fraction=config.label_fraction,
-                           repeats=config.probe_repeats, seed=config.seed)
-    else:
-        recipe = with_dataset_flips(AugmentationRecipe(), config.dataset)
-        if data.grayscale:
-            recipe = without_color(recipe)
-        result = finetune(backbone, data.train_images, data.train_labels, data.val_images, data.val_labels,
-                          data.test_images, data.test_labels, data.num_classes,
-                          epochs=config.finetune_epochs, batch_size=config.batch_size,
-                          learning_rate=config.finetune_learning_rate, device=device,
-                          augment_fn=lambda images: augment(images, recipe),
-                          label_fraction=config.label_fraction, focal_gamma=config.focal_gamma,
-                          class_weighted=config.class_weighted, seed=config.seed)
-    artifacts.mkdir(parents=True, exist_ok=True)
-    (artifacts / "confusion_matrix.json").write_text(json.dumps(
-        {"classes": list(data.class_names), "matrix": result.confusion_matrix}
-    ))
-    plot_confusion_matrix(result.confusion_matrix, data.class_names, artifacts / CONFUSION_MATRIX_FIGURE,
-                          title=f"{config.method} / {config.init} / {config.dataset}: test confusion matrix")
-    plot_tsne(features[2], data.test_labels, artifacts / "tsne_test.png", data.class_names,
-              title=f"{config.method} / {config.init} / {config.dataset}: test embeddings", seed=config.seed)
-    similarity = {}
-    if config.block_similarity:  # per-block CKA and SVCCA of each trained network to its start
-        similarity = block_similarity_metrics(config, resolved_weights_path(config), backbone,
-                                              result.finetuned_backbone, data.val_images, device, artifacts)
-    return {metrics.KNN_VAL_ACCURACY: monitor, **evaluation_metrics_to_flat_dict(result, config.eval),
-            **similarity}
+def distributed_data_parallel(method: nn.Module) -> nn.Module:
+    """Ray Train's DDP around the method. Buffers are not broadcast from rank 0: SyncBatchNorm
+    already agrees, and per-process state (SwAV's queue) must stay each process's own."""
+    return ray.train.torch.prepare_model(method, move_to_device=False,
+                                         parallel_strategy_kwargs={"broadcast_buffers": False})

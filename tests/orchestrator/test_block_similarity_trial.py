@@ -9,7 +9,7 @@ from orchestrator.tune_driver import build_trainer
 from trainables import metrics
 from trainables.config import TrialConfig
 from trainables.evaluation.block_similarity import FIGURE_FILE
-from trainables.loop import ARTIFACTS_FOLDER
+from trainables.trial_checkpoint import ARTIFACTS_FOLDER
 
 
 def test_final_report_carries_per_block_similarity(local_ray, record_reports, tmp_path: Path) -> None:

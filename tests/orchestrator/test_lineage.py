@@ -21,9 +21,9 @@ from orchestrator.lineage import (
 from trainables import metrics
 from trainables.config import TrialConfig
 from trainables.initializations import build_initialized_backbone
-from trainables.loop import BACKBONE_FILE
 from trainables.resource_usage import peak_memory
 from trainables.shipped_weights import local_weights_file
+from trainables.trial_checkpoint import BACKBONE_FILE
 
 
 @pytest.fixture

@@ -5,9 +5,8 @@ import pytest
 import torch
 
 from trainables.backbones import build_backbone
-from trainables.loop import CONSTANT_LEARNING_RATE, build_optimizer, set_learning_rates
 from trainables.methods import METHODS, PRETRAINING_METHODS, build_method
-from trainables.schedules import warmup_cosine
+from trainables.optimization import CONSTANT_LEARNING_RATE, build_optimizer, set_learning_rates, warmup_cosine
 
 WEIGHT_DECAY = 1e-4
 PEAK, TOTAL_STEPS, WARMUP_STEPS = 0.3, 100, 10

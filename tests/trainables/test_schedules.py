@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from trainables.schedules import scaled_learning_rate, warmup_cosine
+from trainables.optimization import scaled_learning_rate, warmup_cosine
 
 PEAK = 0.8
 TOTAL_STEPS = 1000

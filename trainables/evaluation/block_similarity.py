@@ -26,6 +26,7 @@ smoke scale (cbr_nano, 32 px) on one loaded CPU core, most of it the bootstrap; 
 224 px the float64 SVDs of 8,192 x 2,048 matrices make it hours on a CPU: a GPU-worker setting.
 """
 
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,8 +41,8 @@ from trainables.augmentations import normalize
 from trainables.backbones import CBRNetwork
 from trainables.config import TrialConfig
 from trainables.evaluation.similarity import MEASURES
-from trainables.initializations import build_initialized_backbone
 from trainables.methods import METHODS
+from trainables.training import build_trial_backbone
 
 DEFAULT_PROBE_IMAGES = 256
 POSITIONS_PER_IMAGE = 32
@@ -179,17 +180,13 @@ def comparison_metrics(comparison: str, first: Activations, second: Activations,
     return flat
 
 
-def initialization(config: TrialConfig, weights_path: str | None, init: str, seed: int) -> nn.Module:
-    """The trial's architecture initialized as `init` with `seed`, rebuilt as the loop builds it."""
-    backbone, _, _ = build_initialized_backbone(
-        config.backbone, init, norm=config.norm, weight_standardization=config.weight_standardization,
-        weight_scaling=config.weight_scaling, dead_filters=config.dead_filters,
-        weights_dir=config.weights_dir, weights_path=weights_path, cifar_stem=config.cifar_stem, seed=seed,
-    )
+def initialization(config: TrialConfig, init: str, seed: int) -> nn.Module:
+    """The trial's architecture initialized as `init` with `seed`, built as the loop builds it."""
+    backbone, _, _ = build_trial_backbone(dataclasses.replace(config, init=init, seed=seed))
     return backbone
 
 
-def block_similarity_metrics(config: TrialConfig, weights_path: str | None, trained: nn.Module,
+def block_similarity_metrics(config: TrialConfig, trained: nn.Module,
                              finetuned: nn.Module | None, images: torch.Tensor, device: torch.device | str,
                              artifacts: Path | None = None,
                              probe_count: int = DEFAULT_PROBE_IMAGES,
@@ -204,7 +201,7 @@ def block_similarity_metrics(config: TrialConfig, weights_path: str | None, trai
     def activations_of(backbone: nn.Module) -> Activations:
         return block_activations(backbone.to(device), probe, device)
 
-    initial = activations_of(initialization(config, weights_path, config.init, config.seed))
+    initial = activations_of(initialization(config, config.init, config.seed))
     pairs: dict[str, tuple[Activations, Activations]] = {}
     start_of_finetuning = initial
     if METHODS[config.method].pretrains:
@@ -213,8 +210,8 @@ def block_similarity_metrics(config: TrialConfig, weights_path: str | None, trai
     if finetuned is not None:
         pairs[metrics.SIMILARITY_FINETUNING] = (start_of_finetuning, activations_of(finetuned))
     random_first = (initial if config.init == "random"
-                    else activations_of(initialization(config, weights_path, "random", config.seed)))
-    random_second = activations_of(initialization(config, weights_path, "random",
+                    else activations_of(initialization(config, "random", config.seed)))
+    random_second = activations_of(initialization(config, "random",
                                                   config.seed + BASELINE_SEED_OFFSET))
     pairs[metrics.SIMILARITY_RANDOM_BASELINE] = (random_first, random_second)
 

@@ -22,7 +22,7 @@ from trainables.evaluation.metrics import (
     classification_metrics,
 )
 from trainables.evaluation.probes import extract_features, stratified_subset
-from trainables.schedules import warmup_cosine
+from trainables.optimization import warmup_cosine
 
 OPTIMIZERS = ("sgd", "adam")
 

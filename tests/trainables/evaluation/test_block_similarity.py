@@ -81,7 +81,7 @@ def test_a_trial_compares_its_rebuilt_initialization_its_pretrained_and_finetune
     with torch.no_grad():  # a "fine-tuning" that rewrote the last block only
         for parameter in moved.blocks[3].parameters():
             parameter.normal_()
-    flat = block_similarity_metrics(config, None, initial, moved, images(40), "cpu", tmp_path,
+    flat = block_similarity_metrics(config, initial, moved, images(40), "cpu", tmp_path,
                                     probe_count=30, bootstrap_samples=4)
     for measure in metrics.SIMILARITY_MEASURES:
         for block in ("block1", "block2", "block3", "block4"):
@@ -103,6 +103,6 @@ def test_a_trial_compares_its_rebuilt_initialization_its_pretrained_and_finetune
 def test_without_pretraining_or_finetuning_only_the_baseline_is_reported() -> None:
     config = TrialConfig.from_dict({"method": "none", "block_similarity": True})
     backbone, _ = build_backbone("cbr_nano")
-    flat = block_similarity_metrics(config, None, backbone, None, images(20), "cpu", probe_count=20)
+    flat = block_similarity_metrics(config, backbone, None, images(20), "cpu", probe_count=20)
     compared = {name.split("/")[1] for name in flat if name != metrics.SIMILARITY_SECONDS}
     assert compared == {metrics.SIMILARITY_RANDOM_BASELINE}
