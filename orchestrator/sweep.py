@@ -333,7 +333,7 @@ def is_smoke_run(args: argparse.Namespace) -> bool:
 def report_on_parent(tracker: Any, sweep_name: str, status: str) -> None:
     """The report (orchestrator.report) of this run, on its parent run and in reports/NAME/;
     `status` is the one the parent run is about to end with."""
-    from orchestrator.report.cli import report_sweep_run
+    from orchestrator.report.render import report_sweep_run
 
     markdown = report_sweep_run(tracker.tracking_uri, sweep_name, tracker.parent_run_id,
                                 Path("reports") / sweep_name, status)

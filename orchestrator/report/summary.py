@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from orchestrator.report.tables import AGREES, DISAGREES
 
 if TYPE_CHECKING:
-    from orchestrator.report.cli import SweepReport
+    from orchestrator.report.model import SweepReport
 
 VERDICT_NUMBERS = {AGREES: 1.0, DISAGREES: -1.0}  # anything else (inconclusive): 0
 TAG_BEST_TRIAL, TAG_BEST_RUN_ID = "best_trial", "best_run_id"

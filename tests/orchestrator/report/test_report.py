@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 import search_spaces
-from orchestrator.report import main
+from orchestrator.report.cli import main
 from orchestrator.tracking import (
     TAG_ERROR,
     TAG_ROLE,

@@ -11,7 +11,7 @@ from mlflow.entities import Metric
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 import search_spaces
-from orchestrator.report import main
+from orchestrator.report.cli import main
 from orchestrator.tracking import TAG_ROLE, TAG_STATUS, TAG_SWEEP, SweepTracker, flatten, log_params
 from search_spaces import Search, Sweep
 from trainables import metrics

@@ -10,7 +10,7 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from orchestrator.report import main
+from orchestrator.report.cli import main
 from orchestrator.tracking import (
     TAG_ROLE,
     TAG_STATUS,
