@@ -13,7 +13,7 @@ from typing import Any
 
 from trainables import metrics
 from trainables.backbones import BACKBONE_NAMES
-from trainables.data import DATASETS
+from trainables.data import DATASETS, LABELED_DATASETS
 from trainables.data.splits import SPLIT_POLICIES
 from trainables.initializations import (
     DEAD_FILTERS,
@@ -88,6 +88,11 @@ class TrialConfig:
     data_root: str = "data"
     split: str = "default"  # the dataset's own protocol; "random": stratified 60/20/20
     download: bool = False  # fetch a missing dataset where its source allows it
+    # What SSL pretrains on: a registered dataset (its train split, labels ignored) or "unlabeled"
+    # (every image under pretrain_data_root); None = the evaluation dataset's train split.
+    pretrain_dataset: str | None = None
+    pretrain_data_root: str | None = None  # None = data_root
+    pretrain_fraction: float = 1.0  # a subset of the pretraining pool, drawn with the seed
     batch_size: int = 128
     image_size: int = 32
     epochs: int = 5
@@ -160,6 +165,14 @@ class TrialConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def resolved_pretrain_dataset(self) -> str:
+        return self.pretrain_dataset or self.dataset
+
+    @property
+    def resolved_pretrain_data_root(self) -> str:
+        return self.pretrain_data_root or self.data_root
+
     def validate(self) -> None:
         for key, registry in CHOICES.items():
             if key in DEFAULTS_FROM_METHOD and getattr(self, key) is None:
@@ -199,7 +212,8 @@ CHOICES: dict[str, typing.Iterable[str]] = {
     "method": METHODS,
     "init": INITIALIZATIONS,
     "backbone": BACKBONE_NAMES,
-    "dataset": DATASETS,
+    "dataset": LABELED_DATASETS,
+    "pretrain_dataset": DATASETS,
     "learning_rate_scaling": ("linear", "sqrt"),
     "optimizer": ("sgd", "lars"),
     "eval": metrics.PREFIXES,
@@ -210,7 +224,7 @@ CHOICES: dict[str, typing.Iterable[str]] = {
     "dead_filters": DEAD_FILTERS,
 }
 # Choices whose None means "the method's paper value".
-DEFAULTS_FROM_METHOD = ("optimizer",)
+DEFAULTS_FROM_METHOD = ("optimizer", "pretrain_dataset")
 FIELD_TYPES: dict[str, Any] = typing.get_type_hints(TrialConfig)
 
 # Every int and float field of TrialConfig, and what it allows (None, where the type allows it,
@@ -230,6 +244,7 @@ NUMBER_RANGES: dict[str, NumberRange] = {
     "probe_epochs": AT_LEAST_ONE,
     "probe_repeats": AT_LEAST_ONE,
     "label_fraction": NumberRange(minimum=0, maximum=1, minimum_included=False),
+    "pretrain_fraction": NumberRange(minimum=0, maximum=1, minimum_included=False),
     "focal_gamma": NOT_NEGATIVE,
     "finetune_epochs": AT_LEAST_ONE,
     "finetune_learning_rate": POSITIVE,

@@ -73,7 +73,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from trainables.data.cache import cache_file, cached_pool
+from trainables.data.cache import cache_file, read_cached_pool, source_manifest, store_pool
 from trainables.data.cifar10 import cifar10_pool
 from trainables.data.files import (
     CsvLayout,
@@ -82,6 +82,7 @@ from trainables.data.files import (
     csvfolder_pool,
     ham10000_pool,
     imagefolder_pool,
+    unlabeled_pool,
 )
 from trainables.data.medmnist import MEDMNIST_CLASSES, medmnist_pool
 from trainables.data.pool import (
@@ -93,11 +94,13 @@ from trainables.data.pool import (
     is_grayscale,
     resize_to_uint8_rgb,
 )
+from trainables.data.pretraining import PretrainingPool, seeded_subset, without_images_in
 from trainables.data.splits import SPLIT_POLICIES, split_pool, stratified_split, stratified_subset
 from trainables.data.synthetic import digits_pool, shapes_pool
 
-__all__ = ["DATASETS", "DatasetLabelError", "DatasetNotFoundError", "DatasetSpec", "ImageSplits",
-           "SPLIT_POLICIES", "load_dataset", "resize_to_uint8_rgb", "stratified_split"]
+__all__ = ["DATASETS", "LABELED_DATASETS", "DatasetLabelError", "DatasetNotFoundError", "DatasetSpec",
+           "EmptyDatasetError", "ImageSplits", "PretrainingPool", "SPLIT_POLICIES", "load_dataset",
+           "load_pretraining_pool", "resize_to_uint8_rgb", "stratified_split"]
 
 
 @dataclass(frozen=True)
@@ -186,6 +189,10 @@ class DatasetSpec:
     # saturation and grayscale conversion. None: detected, true when every decoded image has
     # R = G = B (a folder of DICOMs or gray PNGs; JPEGs saved in colour are not).
     grayscale: bool | None = None
+    # The folder under data_root whose files the cache fingerprints ("" is data_root itself);
+    # None: no files (bundled or generated data).
+    source_folder: str | None = ""
+    labeled: bool = True  # False: a pretraining pool only (the `unlabeled` layout)
 
 
 def _exists(relative: str) -> Callable[[Path], bool]:
@@ -197,7 +204,7 @@ MEDMNIST_WITHOUT_ORIENTATION = ("dermamnist", "pathmnist", "bloodmnist", "retina
 
 def _medmnist(name: str) -> DatasetSpec:
     return DatasetSpec(f"MedMNIST v2 {name} ({len(MEDMNIST_CLASSES[name])} classes), official split",
-                       partial(medmnist_pool, name),
+                       partial(medmnist_pool, name), source_folder="medmnist",
                        on_disk=lambda data_root: any((Path(data_root) / "medmnist").glob(f"{name}*.npz")),
                        vertical_flip=name in MEDMNIST_WITHOUT_ORIENTATION)
 
@@ -233,29 +240,72 @@ CSVFOLDER = CsvLayout("csvfolder", "", "your own data: a labels CSV and an image
 
 DATASETS: dict[str, DatasetSpec] = {
     "digits": DatasetSpec("scikit-learn's bundled 8x8 digits, upsampled (offline)",
-                          lambda size, root, download: digits_pool(size), cache_from_size=None),
+                          lambda size, root, download: digits_pool(size), cache_from_size=None,
+                          source_folder=None),
     "shapes": DatasetSpec("6 procedurally generated shapes on textured, coloured backgrounds (offline)",
                           lambda size, root, download: shapes_pool(size), cache_from_size=96,
-                          vertical_flip=True),
+                          vertical_flip=True, source_folder=None),
     "cifar10": DatasetSpec("CIFAR-10 via torchvision, official test set", cifar10_pool,
-                           on_disk=_exists("cifar10/cifar-10-batches-py")),
+                           on_disk=_exists("cifar10/cifar-10-batches-py"), source_folder="cifar10"),
     "ham10000": DatasetSpec("HAM10000 dermoscopy, 7 classes, split grouped by lesion", ham10000_pool,
-                            on_disk=_exists("ham10000/HAM10000_metadata.csv"), vertical_flip=True),
+                            on_disk=_exists("ham10000/HAM10000_metadata.csv"), vertical_flip=True,
+                            source_folder="ham10000"),
     **{name: _medmnist(name) for name in MEDMNIST_CLASSES},
     "kermany_cxr": DatasetSpec("Kermany pediatric chest X-rays, normal vs pneumonia",
                                partial(imagefolder_pool, KERMANY_CXR),
-                               on_disk=_exists(KERMANY_CXR.directory), grayscale=True),
+                               on_disk=_exists(KERMANY_CXR.directory),
+                               source_folder=KERMANY_CXR.directory, grayscale=True),
     "covid19_radiography": DatasetSpec("COVID-19 Radiography Database, 4 classes",
                                        partial(imagefolder_pool, COVID19_RADIOGRAPHY),
-                                       on_disk=_exists(COVID19_RADIOGRAPHY.directory), grayscale=True),
+                                       on_disk=_exists(COVID19_RADIOGRAPHY.directory),
+                                       source_folder=COVID19_RADIOGRAPHY.directory, grayscale=True),
     "isic2019": DatasetSpec("ISIC 2019 dermoscopy, 8 classes", partial(csvfolder_pool, ISIC2019),
-                            on_disk=_exists(ISIC2019.directory), vertical_flip=True),
+                            on_disk=_exists(ISIC2019.directory),
+                            source_folder=ISIC2019.directory, vertical_flip=True),
     "idrid_grading": DatasetSpec("IDRiD diabetic retinopathy grades 0-4",
                                  partial(csvfolder_pool, IDRID_GRADING),
-                                 on_disk=_exists(IDRID_GRADING.directory), vertical_flip=True),
+                                 on_disk=_exists(IDRID_GRADING.directory),
+                                 source_folder=IDRID_GRADING.directory, vertical_flip=True),
     "imagefolder": DatasetSpec("data_root/<class>/*.png|jpg|dcm", partial(imagefolder_pool, IMAGEFOLDER)),
     "csvfolder": DatasetSpec("data_root/labels.csv + data_root/images/", partial(csvfolder_pool, CSVFOLDER)),
+    "unlabeled": DatasetSpec("every image under data_root, recursively, no labels (pretraining only)",
+                             unlabeled_pool, labeled=False),
 }
+# The datasets a trial can evaluate on (all but the pretraining-only ones).
+LABELED_DATASETS: tuple[str, ...] = tuple(name for name, spec in DATASETS.items() if spec.labeled)
+
+
+class EmptyDatasetError(ValueError):
+    """A dataset whose files are there but none of whose images could be read."""
+
+
+def decoded_pool(name: str, image_size: int, data_root: str | Path, *, download: bool = False,
+                 cache: bool = True, accept: Callable[[DecodedPool], object] | None = None) -> DecodedPool:
+    """The dataset's decoded pool, from the on-disk cache while its source files are unchanged.
+
+    `accept` (e.g. splitting the pool) raises to refuse a pool: a refused or empty pool is never
+    written to the cache, so it cannot poison a later run."""
+    spec, root = DATASETS[name], Path(data_root)
+
+    def build() -> DecodedPool:
+        pool = spec.build(image_size, root, download)
+        if len(pool.labels) == 0:
+            raise EmptyDatasetError(f"dataset {name!r} at {root}: none of its {pool.skipped_images} "
+                                    "images could be read; check the files (the log names each one)")
+        if accept is not None:
+            accept(pool)
+        return pool
+
+    if not (cache and spec.cache_from_size is not None and image_size >= spec.cache_from_size):
+        return build()
+    path = cache_file(root, name, image_size)
+    # Listed before decoding: a file changed while decoding makes the next run rebuild, never lie.
+    manifest = source_manifest(None if spec.source_folder is None else root / spec.source_folder)
+    pool = read_cached_pool(path, manifest)
+    if pool is None:
+        pool = build()
+        store_pool(path, pool, manifest)
+    return pool
 
 
 def load_dataset(name: str, image_size: int, seed: int, data_root: str | Path = "data", *,
@@ -267,19 +317,19 @@ def load_dataset(name: str, image_size: int, seed: int, data_root: str | Path = 
     60/20/20); label_fraction: the stratified share of training labels the probe sees;
     download: fetch a missing dataset where the source allows it; cache: reuse the decoded pool.
     """
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
+    if name not in LABELED_DATASETS:
+        raise ValueError(f"unknown labeled dataset {name!r}; valid datasets: {', '.join(LABELED_DATASETS)}")
     if split not in SPLIT_POLICIES:
         raise ValueError(f"unknown split policy {split!r}; valid policies: {', '.join(SPLIT_POLICIES)}")
     if not 0 < label_fraction <= 1:
         raise ValueError(f"bad label_fraction {label_fraction}; it must be in (0, 1]")
-    spec, root = DATASETS[name], Path(data_root)
-    build = partial(spec.build, image_size, root, download)
-    if cache and spec.cache_from_size is not None and image_size >= spec.cache_from_size:
-        pool = cached_pool(cache_file(root, name, image_size), build)
-    else:
-        pool = build()
-    train, val, test = split_pool(pool.labels, pool.official_split, pool.groups, split, seed)
+    spec = DATASETS[name]
+
+    def split_of(pool: DecodedPool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return split_pool(pool.labels, pool.official_split, pool.groups, split, seed)
+
+    pool = decoded_pool(name, image_size, data_root, download=download, cache=cache, accept=split_of)
+    train, val, test = split_of(pool)
     if np.intersect1d(train, test).size or np.intersect1d(val, test).size or np.intersect1d(train, val).size:
         raise RuntimeError(f"the {split!r} split of {name} overlaps; this is a bug")
     labels = torch.as_tensor(pool.labels, dtype=torch.int64)
@@ -293,3 +343,35 @@ def load_dataset(name: str, image_size: int, seed: int, data_root: str | Path = 
         label_fraction=label_fraction, labeled_train_indices=torch.as_tensor(labeled, dtype=torch.int64),
         grayscale=is_grayscale(pool.images) if spec.grayscale is None else spec.grayscale,
     )
+
+
+def load_pretraining_pool(name: str, data_root: str | Path, evaluation: ImageSplits, *,
+                          same_files: bool, image_size: int, seed: int, fraction: float = 1.0,
+                          download: bool = False, cache: bool = True) -> PretrainingPool:
+    """What SSL pretrains on (trainables.data.pretraining): the evaluation's own train split when
+    `same_files`, else the train split of dataset `name` under `data_root` (or every image of an
+    `unlabeled` folder) less any image equal to an evaluation val/test image; then a seeded
+    `fraction` of it."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
+    spec, removed, skipped = DATASETS[name], 0, evaluation.skipped_images
+    if same_files:
+        images, grayscale = evaluation.train_images, evaluation.grayscale
+    else:
+        pool = decoded_pool(name, image_size, data_root, download=download, cache=cache)
+        skipped = pool.skipped_images
+        if name in LABELED_DATASETS:  # its train split only: its own val/test stay unseen too
+            train, _, _ = split_pool(pool.labels, pool.official_split, pool.groups, "default", seed)
+            images = pool.images[torch.as_tensor(train, dtype=torch.int64)]
+        else:
+            images = pool.images
+        held_out = torch.cat([evaluation.val_images, evaluation.test_images])
+        images, removed = without_images_in(images, held_out)
+        grayscale = is_grayscale(images) if spec.grayscale is None else spec.grayscale
+    if len(images) == 0:
+        raise EmptyDatasetError(f"the pretraining pool {name!r} at {data_root} is empty after removing "
+                                f"{removed} images of the evaluation's val/test splits")
+    kept = torch.as_tensor(seeded_subset(len(images), fraction, seed), dtype=torch.int64)
+    return PretrainingPool(images=images[kept] if fraction < 1 else images, dataset=name,
+                           grayscale=grayscale, overlap_removed=removed, skipped_images=skipped,
+                           fraction=fraction)

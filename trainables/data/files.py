@@ -203,3 +203,21 @@ def csvfolder_pool(layout: CsvLayout, image_size: int, data_root: Path,
     split = np.array(official, dtype=np.int8) if all(part is not None for part in official) else None
     groups = _groups_of(layout, folder, [row[layout.id_column] for row in rows])
     return pool_from_files(paths, labels, class_names, image_size, official_split=split, groups=groups)
+
+
+UNLABELED_CLASS = ("unlabeled",)
+
+
+def unlabeled_pool(image_size: int, data_root: Path, download: bool = False) -> DecodedPool:
+    """Every image, DICOM or 16-bit PNG/TIFF under data_root, recursively (hidden folders such as
+    .cache left out), with no labels: a pretraining pool only (every label 0, one class)."""
+    root = Path(data_root)
+    paths = sorted(
+        path for path in root.rglob("*")
+        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(root).parts)
+        and (path.suffix.lower() in IMAGE_EXTENSIONS or is_dicom_file(path))
+    ) if root.is_dir() else []
+    if not paths:
+        raise DatasetNotFoundError("unlabeled", root, "images (png, jpg, tif, dcm) anywhere below it",
+                                   "your own data")
+    return pool_from_files(paths, np.zeros(len(paths), dtype=np.int64), UNLABELED_CLASS, image_size)

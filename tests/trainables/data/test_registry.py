@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainables.data import DATASETS, DatasetNotFoundError, ImageSplits, load_dataset
+from trainables.data import DATASETS, DatasetNotFoundError, ImageSplits, decoded_pool, load_dataset
 
 OFFLINE = {"digits", "shapes"}  # need no files
 
@@ -14,7 +14,10 @@ OFFLINE = {"digits", "shapes"}  # need no files
 @pytest.mark.parametrize("name", sorted(set(DATASETS) - OFFLINE))
 def test_a_missing_dataset_is_one_line_naming_it_the_path_and_the_source(name: str, tmp_path: Path) -> None:
     with pytest.raises(DatasetNotFoundError) as raised:
-        load_dataset(name, 32, seed=0, data_root=tmp_path)
+        if DATASETS[name].labeled:
+            load_dataset(name, 32, seed=0, data_root=tmp_path)
+        else:  # a pretraining pool only (the unlabeled layout)
+            decoded_pool(name, 32, tmp_path)
     message = str(raised.value)
     assert isinstance(raised.value, FileNotFoundError)
     assert "\n" not in message and repr(name) in message and str(tmp_path) in message
