@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from trainables.config import TrialConfig
-from trainables.data import ImageSplits, load_dataset
+from trainables.data import ImageSplits, PretrainingPool, load_dataset, load_pretraining_pool
 
 
 class DataKey(NamedTuple):
@@ -60,3 +60,47 @@ def share(decoded: dict[DataKey, ImageSplits]) -> dict[DataKey, Any]:
     import ray
 
     return {key: ray.put(splits.to_arrays()) for key, splits in decoded.items()}
+
+
+class PretrainKey(NamedTuple):
+    """What fixes a trial's pretraining pool (only for trials with a pretrain_dataset of their own)."""
+
+    data: DataKey
+    dataset: str
+    data_root: str
+    fraction: float
+
+    @classmethod
+    def of(cls, config: TrialConfig) -> "PretrainKey | None":
+        if config.pretrain_dataset is None and config.pretrain_fraction == 1:
+            return None  # today's behaviour: the evaluation's own train split
+        return cls(DataKey.of(config), config.resolved_pretrain_dataset, config.resolved_pretrain_data_root,
+                   config.pretrain_fraction)
+
+    @property
+    def same_files(self) -> bool:
+        return self.dataset == self.data.dataset and self.data_root == self.data.data_root
+
+
+def decode_pretraining_pools(configs: Iterable[TrialConfig],
+                             decoded: dict[DataKey, ImageSplits]) -> dict[PretrainKey, PretrainingPool]:
+    """Each distinct PretrainKey's pool, decoded here against its evaluation splits (whose val and
+    test images it must not hold); one progress line each."""
+    keys = [key for key in dict.fromkeys(PretrainKey.of(config) for config in configs) if key is not None]
+    pools = {}
+    for number, key in enumerate(keys, start=1):
+        print(f"pretraining data [{number}/{len(keys)}] {key.dataset} ({key.data_root}) for "
+              f"{key.data.describe()} ...", end="", flush=True)
+        pool = load_pretraining_pool(key.dataset, key.data_root, decoded[key.data], same_files=key.same_files,
+                                     image_size=key.data.image_size, seed=key.data.seed,
+                                     fraction=key.fraction, download=key.data.download)
+        pools[key] = pool
+        print(f" {len(pool.images)} images, {pool.overlap_removed} equal to evaluation val/test images "
+              "removed", flush=True)
+    return pools
+
+
+def share_pretraining(pools: dict[PretrainKey, PretrainingPool]) -> dict[PretrainKey, Any]:
+    import ray
+
+    return {key: ray.put(pool.to_arrays()) for key, pool in pools.items()}

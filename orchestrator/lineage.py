@@ -47,6 +47,22 @@ def log_dataset_input(client: MlflowClient, run_id: str, config: TrialConfig, sp
     client.log_inputs(run_id, [DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])])
 
 
+PRETRAINING_CONTEXT = "pretraining"
+
+
+def log_pretraining_input(client: MlflowClient, run_id: str, config: TrialConfig, content_hash: str) -> None:
+    """The pool SSL pretrained on, as a second dataset input (context "pretraining"; digest = the
+    pool's content hash), for trials whose pretraining data is not the evaluation's train split."""
+    root = Path(config.resolved_pretrain_data_root).expanduser().resolve()
+    source = {"uri": str(root if config.resolved_pretrain_dataset == "unlabeled"
+                         else root / config.resolved_pretrain_dataset)}
+    profile = {"image_size": config.image_size, "fraction": config.pretrain_fraction, "seed": config.seed}
+    dataset = Dataset(name=config.resolved_pretrain_dataset, digest=str(content_hash), source_type="local",
+                      source=json.dumps(source), profile=json.dumps(profile))
+    context = InputTag(MLFLOW_DATASET_CONTEXT, PRETRAINING_CONTEXT)
+    client.log_inputs(run_id, [DatasetInput(dataset, tags=[context])])
+
+
 def model_metadata(config: TrialConfig, feature_dim: int) -> dict[str, Any]:
     """What a user of the model needs to rebuild and feed it."""
     return {

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.cluster import ClusterError, ClusterShape, check_storage, cluster_shape, connect
-from orchestrator.datasets import decode_datasets, share
+from orchestrator.datasets import decode_datasets, decode_pretraining_pools, share, share_pretraining
 from orchestrator.estimates import gpu_hours
 from orchestrator.grid import Grid, apply_overrides, short, substitute_missing_datasets
 from orchestrator.memory import GIB, sized_trials
@@ -200,6 +200,7 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
         str(Path(args.storage_path).expanduser().resolve())
     try:  # before Ray starts: a missing or unreadable dataset is one line, and nothing has begun
         decoded = decode_datasets(grid.trial_configs())
+        pretraining_pools = decode_pretraining_pools(grid.trial_configs(), decoded)
         weights = resolve_weights(grid.trial_configs(), tracking_uri)  # runs:/ and models:/ weights_path
     except (OSError, ValueError) as error:
         return fail(" ".join(str(error).split()))
@@ -208,8 +209,8 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
     check_storage(storage_path, shape)
     print_trial_table(args.sweep, grid, plan, shape)
     print(f"MLflow: {tracking_uri} (experiment {args.sweep!r}); Ray storage: {storage_path}")
-    shared_data = share(decoded)
-    del decoded  # the object store holds them now
+    shared_data, shared_pretraining = share(decoded), share_pretraining(pretraining_pools)
+    del decoded, pretraining_pools  # the object store holds them now
     shared_weights = share_weights(weights)
 
     tracker = SweepTracker(tracking_uri, args.sweep)
@@ -237,7 +238,8 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
             results = run_tune(args.sweep, grid, plan, storage_path,
                                tracker.trial_logger(grid.method_params, plan, args.register_model),
                                args.resume, shared_data, max_failures=args.max_failures,
-                               shared_weights=shared_weights, progress=progress)
+                               shared_weights=shared_weights, progress=progress,
+                               shared_pretraining=shared_pretraining)
             # Nothing after this needs Ray; shut it down inside the redirect, so that the workers'
             # lines Ray forwards late, at its shutdown, go to its output file, not under the table.
             ray.shutdown()

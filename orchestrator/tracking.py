@@ -22,7 +22,7 @@ from ray.tune.experiment import Trial
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
 from orchestrator.grid import with_method_params
-from orchestrator.lineage import log_backbone_model, log_dataset_input
+from orchestrator.lineage import log_backbone_model, log_dataset_input, log_pretraining_input
 from orchestrator.memory import sized_trial
 from orchestrator.resources import ResourcePlan
 from orchestrator.run_page import log_config, log_evaluation_folder, meaningful_params, sweep_axes
@@ -225,6 +225,9 @@ class MlflowTrialLogger(Callback):
         if metrics.SPLIT_HASH in result:
             self.client.set_tag(run_id, metrics.SPLIT_HASH, str(result[metrics.SPLIT_HASH]))
             log_dataset_input(self.client, run_id, self.trial_config(trial), result[metrics.SPLIT_HASH])
+        if metrics.PRETRAIN_HASH in result:
+            log_pretraining_input(self.client, run_id, self.trial_config(trial),
+                                  result[metrics.PRETRAIN_HASH])
         if metrics.AUGMENTATION_RECIPES in result:
             log_augmentation(self.client, run_id, result)
         if CHECKPOINT_PATH_KEY in result and any(name in result for name in metrics.FINAL):

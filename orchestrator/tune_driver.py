@@ -18,7 +18,7 @@ from ray.train.torch import TorchTrainer
 from ray.tune.experiment import Trial
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from orchestrator.datasets import DataKey
+from orchestrator.datasets import DataKey, PretrainKey
 from orchestrator.grid import Grid, nest, short, with_method_params
 from orchestrator.memory import sized_trial
 from orchestrator.resources import ResourcePlan
@@ -34,7 +34,8 @@ HEAD_NODE_RESOURCE = "node:__internal_head__"  # Ray gives the head node 1 of it
 
 def build_trainer(config: TrialConfig, run_name: str, storage_path: str, plan: ResourcePlan,
                   callbacks: list | None = None, shared_data: ray.ObjectRef | None = None,
-                  max_failures: int = 0, shared_weights: ray.ObjectRef | None = None) -> TorchTrainer:
+                  max_failures: int = 0, shared_weights: ray.ObjectRef | None = None,
+                  shared_pretraining: ray.ObjectRef | None = None) -> TorchTrainer:
     """The TorchTrainer of one trial. The same run name and storage path resume its checkpoints.
 
     `shared_data`: the trial's splits in the object store (orchestrator.datasets), so workers on
@@ -47,7 +48,8 @@ def build_trainer(config: TrialConfig, run_name: str, storage_path: str, plan: R
     if plan.use_gpu:
         resources_per_worker["GPU"] = plan.gpus_per_worker
     return TorchTrainer(
-        functools.partial(train_loop_per_worker, shared_data=shared_data, shared_weights=shared_weights),
+        functools.partial(train_loop_per_worker, shared_data=shared_data, shared_weights=shared_weights,
+                          shared_pretraining=shared_pretraining),
         train_loop_config=config.to_dict(),
         scaling_config=ray.train.ScalingConfig(
             num_workers=config.num_workers, use_gpu=plan.use_gpu, resources_per_worker=resources_per_worker
@@ -64,14 +66,16 @@ def build_trainer(config: TrialConfig, run_name: str, storage_path: str, plan: R
 
 def run_trial(config: dict[str, Any], storage_path: str, plan: ResourcePlan,
               method_params: dict[str, dict[str, Any]], shared_data: dict[DataKey, ray.ObjectRef],
-              max_failures: int = 0, shared_weights: dict[str, ray.ObjectRef] | None = None) -> None:
+              max_failures: int = 0, shared_weights: dict[str, ray.ObjectRef] | None = None,
+              shared_pretraining: dict[PretrainKey, ray.ObjectRef] | None = None) -> None:
     """The Tune trainable: validate the trial's config, then run its TorchTrainer to the end."""
     trial_config = sized_trial(TrialConfig.from_dict(with_method_params(config, method_params)), plan)
     trial_id = ray.tune.get_context().get_trial_id()
     trainer = build_trainer(trial_config, f"trial_{trial_id}", storage_path, plan,
                             callbacks=[TuneReportCallback()],
                             shared_data=shared_data.get(DataKey.of(trial_config)), max_failures=max_failures,
-                            shared_weights=(shared_weights or {}).get(trial_config.resolved_weights_path))
+                            shared_weights=(shared_weights or {}).get(trial_config.resolved_weights_path),
+                            shared_pretraining=(shared_pretraining or {}).get(PretrainKey.of(trial_config)))
     trainer.fit()
 
 
@@ -150,11 +154,13 @@ def run_tune(sweep_name: str, grid: Grid, plan: ResourcePlan, storage_path: str,
              logger: MlflowTrialLogger, resume: bool, shared_data: dict[DataKey, ray.ObjectRef],
              max_failures: int = 0,
              shared_weights: dict[str, ray.ObjectRef] | None = None,
-             progress: tune.Callback | None = None) -> tune.ResultGrid:
+             progress: tune.Callback | None = None,
+             shared_pretraining: dict[PretrainKey, ray.ObjectRef] | None = None) -> tune.ResultGrid:
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, storage_path=storage_path, plan=plan,
                              method_params=grid.method_params, shared_data=shared_data,
-                             max_failures=max_failures, shared_weights=shared_weights),
+                             max_failures=max_failures, shared_weights=shared_weights,
+                             shared_pretraining=shared_pretraining),
         # The driver only waits on its workers: it holds no CPU they could need. Tune refuses
         # an empty request, so it asks for a little memory instead; and a sliver of the head
         # node, so that no driver is lost with a preempted worker node (its workers restart).

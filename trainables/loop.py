@@ -22,7 +22,7 @@ from trainables import metrics
 from trainables.augmentations import describe_recipes
 from trainables.batches import TrainingBatches
 from trainables.config import TrialConfig
-from trainables.data import ImageSplits, load_dataset
+from trainables.data import ImageSplits, PretrainingPool, load_dataset, load_pretraining_pool
 from trainables.evaluation import embedding_std, is_collapsed
 from trainables.evaluation.protocol import evaluate, timed_monitor
 from trainables.monitoring import is_monitored_epoch
@@ -39,7 +39,8 @@ from trainables.trial_checkpoint import ARTIFACTS_FOLDER, load_state, save_final
 
 
 def train_loop_per_worker(config_dict: dict, shared_data: ray.ObjectRef | None = None,
-                          shared_weights: ray.ObjectRef | None = None) -> None:
+                          shared_weights: ray.ObjectRef | None = None,
+                          shared_pretraining: ray.ObjectRef | None = None) -> None:
     """One worker's whole trial. `shared_data` holds the trial's splits in Ray's object store
     (ImageSplits.to_arrays), decoded once by the sweep's driver; without it the worker loads the
     dataset from `data_root` itself. `shared_weights`: the bytes of the weights an MLflow URI in
@@ -56,15 +57,30 @@ def train_loop_per_worker(config_dict: dict, shared_data: ray.ObjectRef | None =
     else:
         data = load_dataset(config.dataset, config.image_size, config.seed, config.data_root,
                             split=config.split, download=config.download)
+    pretraining = None  # the evaluation's train split
+    if shared_pretraining is not None:
+        pretraining = PretrainingPool.from_arrays(ray.get(shared_pretraining))
+    elif config.pretrain_dataset is not None or config.pretrain_fraction < 1:
+        same_files = (config.resolved_pretrain_dataset == config.dataset
+                      and config.resolved_pretrain_data_root == config.data_root)
+        pretraining = load_pretraining_pool(
+            config.resolved_pretrain_dataset, config.resolved_pretrain_data_root, data, same_files=same_files,
+            image_size=config.image_size, seed=config.seed, fraction=config.pretrain_fraction,
+            download=config.download)
     # The shipped weights' file lives as long as the trial: block similarity rebuilds the
     # initialization from it after pretraining.
     with local_weights_file(config, None if shared_weights is None else ray.get(shared_weights)) as built:
-        train_and_evaluate(built, data, rank, world_size, device)
+        train_and_evaluate(built, data, rank, world_size, device, pretraining)
 
 
 def train_and_evaluate(config: TrialConfig, data: ImageSplits, rank: int, world_size: int,
-                       device: torch.device) -> None:
-    """Pretrain from the last checkpoint on (or from the start), report every epoch, evaluate."""
+                       device: torch.device, pretraining: PretrainingPool | None = None) -> None:
+    """Pretrain from the last checkpoint on (or from the start), report every epoch, evaluate.
+
+    SSL pretrains on `pretraining` (None: the evaluation's train split); the kNN monitor and the
+    evaluation use the labeled splits of `data`."""
+    pretrain_images = data.train_images if pretraining is None else pretraining.images
+    pretrain_grayscale = data.grayscale if pretraining is None else pretraining.grayscale
     state = build_training_state(config, world_size, device, data_parallel=distributed_data_parallel,
                                  announce=rank == 0)
     if restore_latest_checkpoint(state) and state.epoch_metrics:
@@ -73,25 +89,29 @@ def train_and_evaluate(config: TrialConfig, data: ImageSplits, rank: int, world_
         # epoch once, so the history has every epoch exactly once either way.
         ray.train.report(state.epoch_metrics)
 
-    steps_per_epoch = len(data.train_images) // config.batch_size
+    steps_per_epoch = len(pretrain_images) // config.batch_size
     if steps_per_epoch == 0:
         raise ValueError(
-            f"batch_size {config.batch_size} is larger than the {len(data.train_images)} training "
-            f"images of {config.dataset}; use a smaller batch_size"
+            f"batch_size {config.batch_size} is larger than the {len(pretrain_images)} pretraining "
+            f"images of {config.resolved_pretrain_dataset}; use a smaller batch_size"
         )
     total_steps = steps_per_epoch * config.epochs
     peak_learning_rate = scaled_learning_rate(
         config.resolved_learning_rate, config.batch_size, config.learning_rate_scaling,
     )
-    view_specs = training_view_specs(state.method, config, data.grayscale)
+    view_specs = training_view_specs(state.method, config, pretrain_grayscale)
     epochs = range(state.epoch + 1, config.epochs + 1) if state.method.pretrains else range(0)
-    batches = TrainingBatches(data.train_images, device, config.batch_size, world_size, rank)
+    batches = TrainingBatches(pretrain_images, device, config.batch_size, world_size, rank)
 
     if state.epoch == 0:
         # Epoch 0 is the initialization itself: where each prior starts on the kNN curve.
         # With the data's fingerprint: two runs with equal split hashes used the same images.
         initial_metrics = {metrics.EPOCH: 0, metrics.SPLIT_HASH: data.split_hash(),
-                           metrics.SKIPPED_IMAGES: data.skipped_images}
+                           metrics.SKIPPED_IMAGES: data.skipped_images,
+                           metrics.PRETRAIN_IMAGES: len(pretrain_images),
+                           metrics.PRETRAIN_OVERLAP_REMOVED: getattr(pretraining, "overlap_removed", 0)}
+        if pretraining is not None:
+            initial_metrics[metrics.PRETRAIN_HASH] = pretraining.content_hash()
         # The recipes actually used (after the dataset's flips and grayscale): MLflow keeps them.
         initial_metrics[metrics.AUGMENTATION_RECIPES] = describe_recipes(view_specs)
         initial_metrics[metrics.GRAYSCALE] = data.grayscale

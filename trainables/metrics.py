@@ -46,6 +46,9 @@ LINEAR_TEST_BALANCED_ACCURACY = evaluation_metric(LINEAR_PREFIX, TEST_BALANCED_A
 COLLAPSED = "collapsed"  # 1.0 when the final collapse_std is far below 1/sqrt(dim)
 SKIPPED_IMAGES = "data/skipped_images"  # unreadable images left out of the dataset (epoch 0)
 SPLIT_HASH = "data/split_hash"  # a string, logged as an MLflow tag (epoch 0)
+PRETRAIN_IMAGES = "data/pretrain_images"  # images SSL pretrains on (epoch 0)
+PRETRAIN_OVERLAP_REMOVED = "data/pretrain_overlap_removed"  # equal to an evaluation val/test image (epoch 0)
+PRETRAIN_HASH = "data/pretrain_hash"  # a string: the pretraining pool's content hash (epoch 0)
 GRAYSCALE = "data/grayscale"  # a bool, logged as an MLflow tag (epoch 0)
 # JSON of each view's augmentation recipe as used (epoch 0), logged as an MLflow artifact.
 AUGMENTATION_RECIPES = "augmentation/recipes"
@@ -95,6 +98,8 @@ PER_EPOCH = (
     KNN_VAL_ACCURACY,
     KNN_SECONDS,
     SKIPPED_IMAGES,
+    PRETRAIN_IMAGES,
+    PRETRAIN_OVERLAP_REMOVED,
     PRETRAIN_IMAGES_PER_SECOND,
     PEAK_GPU_MEMORY_ALLOCATED_MIB,
     PEAK_PROCESS_RSS_MIB,

@@ -75,7 +75,7 @@ def build_training_state(config: TrialConfig, world_size: int, device: torch.dev
 def training_view_specs(method: SSLMethod, config: TrialConfig, grayscale: bool) -> list[ViewSpec]:
     """Each view's recipe: the method's paper recipe, with vertical flips where the dataset allows,
     and no colour operations on one-channel images (hue, saturation and grayscale mean nothing)."""
-    view_specs = [spec._replace(recipe=with_dataset_flips(spec.recipe, config.dataset))
+    view_specs = [spec._replace(recipe=with_dataset_flips(spec.recipe, config.resolved_pretrain_dataset))
                   for spec in method.views(config.image_size)]
     if grayscale:
         view_specs = [spec._replace(recipe=without_color(spec.recipe)) for spec in view_specs]

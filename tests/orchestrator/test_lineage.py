@@ -16,6 +16,7 @@ from orchestrator.lineage import (
     is_mlflow_uri,
     log_backbone_model,
     log_dataset_input,
+    log_pretraining_input,
     resolve_weights,
 )
 from trainables import metrics
@@ -110,6 +111,19 @@ def test_a_dataset_input_carries_the_split_hash_as_its_digest(store) -> None:
     assert len(inputs) == 1
     assert (inputs[0].dataset.name, inputs[0].dataset.digest) == ("shapes", "0123456789abcdef")
     assert {tag.key: tag.value for tag in inputs[0].tags}["mlflow.data.context"] == "random split, seed 2"
+
+
+def test_a_separate_pretraining_pool_is_a_second_dataset_input(store, tmp_path: Path) -> None:
+    _, client, experiment_id = store
+    run_id = client.create_run(experiment_id).info.run_id
+    config = TrialConfig(dataset="imagefolder", data_root=str(tmp_path / "labeled"),
+                         pretrain_dataset="unlabeled", pretrain_data_root=str(tmp_path / "scans"))
+    log_dataset_input(client, run_id, config, "aaaaaaaaaaaaaaaa")
+    log_pretraining_input(client, run_id, config, "bbbbbbbbbbbbbbbb")
+    inputs = {(entry.dataset.name, entry.dataset.digest): {tag.key: tag.value for tag in entry.tags}
+              for entry in client.get_run(run_id).inputs.dataset_inputs}
+    assert set(inputs) == {("imagefolder", "aaaaaaaaaaaaaaaa"), ("unlabeled", "bbbbbbbbbbbbbbbb")}
+    assert inputs[("unlabeled", "bbbbbbbbbbbbbbbb")]["mlflow.data.context"] == "pretraining"
 
 
 @pytest.mark.parametrize("location", ["runs:/0123456789abcdef0123456789abcdef/backbone",
