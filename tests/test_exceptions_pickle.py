@@ -32,6 +32,8 @@ CONSTRUCTOR_ARGUMENTS: dict[str, tuple[Any, ...]] = {
         "pneumoniamnist", Path("data/medmnist/pneumoniamnist.npz"), "BadZipFile: File is not a zip file",
         "delete it and run again with download=true\n(the new copy's MD5 is checked)",
     ),
+    "EmptyDatasetError": ("dataset 'imagefolder' at data: none of its 3 images could be read; "
+                          "check the files",),
     "DatasetLabelError": ("labels [7] in data/medmnist/dermamnist.npz (train_labels) are outside the 7 "
                           "classes",),
     "MultiFrameDicomError": ("data/cxr/a/series.dcm is a multi-frame DICOM (4 frames); only single-frame "
