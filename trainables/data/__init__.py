@@ -44,6 +44,10 @@ one line naming the path looked at, the layout expected and where to get it:
   (columns "Image name", "Retinopathy grade") with images in `1. Original Images/a. Training Set/`
   and `b. Testing Set/` as `<Image name>.jpg`. From https://idrid.grand-challenge.org. The
   official test set is kept.
+- `chestxray14` (NIH ChestX-ray14; ChestX-ray8 is its first release): `chestxray14/Data_Entry_2017.csv`
+  (Image Index, Finding Labels, Patient ID) and the PNGs under `chestxray14/images*/`. From
+  https://nihcc.app.box.com/v/ChestXray-NIHCC. Labels are finding vs "No Finding"; split grouped
+  by patient. Mostly a pretraining pool (`pretrain_dataset=chestxray14`).
 - `imagefolder`: your own data, `data_root` itself is the dataset folder:
   `<data_root>/<class>/*.png|jpg|dcm`, or `<data_root>/{train,val,test}/<class>/*` to keep a split.
 - `csvfolder`: your own data, `<data_root>/labels.csv` (columns image, label: a file name, with or
@@ -79,6 +83,7 @@ from trainables.data.files import (
     CsvLayout,
     CsvTable,
     ImageFolderLayout,
+    chestxray14_pool,
     csvfolder_pool,
     ham10000_pool,
     imagefolder_pool,
@@ -266,6 +271,9 @@ DATASETS: dict[str, DatasetSpec] = {
                                  partial(csvfolder_pool, IDRID_GRADING),
                                  on_disk=_exists(IDRID_GRADING.directory),
                                  source_folder=IDRID_GRADING.directory, vertical_flip=True),
+    "chestxray14": DatasetSpec("NIH ChestX-ray14 frontal X-rays (finding vs none), grouped by patient",
+                               chestxray14_pool, on_disk=_exists("chestxray14/Data_Entry_2017.csv"),
+                               source_folder="chestxray14", grayscale=True),
     "imagefolder": DatasetSpec("data_root/<class>/*.png|jpg|dcm", partial(imagefolder_pool, IMAGEFOLDER)),
     "csvfolder": DatasetSpec("data_root/labels.csv + data_root/images/", partial(csvfolder_pool, CSVFOLDER)),
     "unlabeled": DatasetSpec("every image under data_root, recursively, no labels (pretraining only)",

@@ -221,3 +221,28 @@ def unlabeled_pool(image_size: int, data_root: Path, download: bool = False) -> 
         raise DatasetNotFoundError("unlabeled", root, "images (png, jpg, tif, dcm) anywhere below it",
                                    "your own data")
     return pool_from_files(paths, np.zeros(len(paths), dtype=np.int64), UNLABELED_CLASS, image_size)
+
+
+# NIH ChestX-ray14 (Wang et al., 2017; ChestX-ray8 is its first release): 112,120 frontal X-rays
+# of 30,805 patients, 14 findings mined from reports ("A|B" in one column, or "No Finding").
+CHESTXRAY14_CLASSES = ("No Finding", "Finding")  # the 14 findings as one class: a probe target only
+CHESTXRAY14_SOURCE = "https://nihcc.app.box.com/v/ChestXray-NIHCC"
+
+
+def chestxray14_pool(image_size: int, data_root: Path, download: bool = False) -> DecodedPool:
+    """`chestxray14/Data_Entry_2017.csv` (Image Index, Finding Labels, Patient ID, ...) and the
+    images in `chestxray14/images*/` (the archives unpack to images_001/images/ ...); split
+    grouped by patient. Mostly a pretraining pool: its labels are reduced to finding / none."""
+    folder = data_root / "chestxray14"
+    metadata = folder / "Data_Entry_2017.csv"
+    image_folders = sorted(folder.glob("images*")) if folder.is_dir() else []
+    if not metadata.is_file() or not image_folders:
+        raise DatasetNotFoundError("chestxray14", folder,
+                                   "Data_Entry_2017.csv and folders images*/ holding the <Image Index> PNGs",
+                                   CHESTXRAY14_SOURCE)
+    rows = read_csv(metadata, required=("Image Index", "Finding Labels", "Patient ID"))
+    located = {path.name: path for image_folder in image_folders for path in image_folder.rglob("*.png")}
+    paths = [located.get(row["Image Index"], image_folders[0] / row["Image Index"]) for row in rows]
+    labels = np.array([int(row["Finding Labels"] != "No Finding") for row in rows], dtype=np.int64)
+    groups = integer_ids([row["Patient ID"] for row in rows])
+    return pool_from_files(paths, labels, CHESTXRAY14_CLASSES, image_size, groups=groups)

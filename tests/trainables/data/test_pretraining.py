@@ -71,3 +71,22 @@ def test_overlap_removal_and_the_seeded_subset_against_a_naive_reference() -> No
     subset = seeded_subset(20, 0.25, seed=3)
     assert len(subset) == 5 and np.array_equal(subset, seeded_subset(20, 0.25, seed=3))
     assert not np.array_equal(subset, seeded_subset(20, 0.25, seed=4))
+
+
+def test_chestxray14_reads_its_csv_and_image_folders_grouped_by_patient(tmp_path: Path) -> None:
+    folder = tmp_path / "chestxray14"
+    rows = ["Image Index,Finding Labels,Follow-up #,Patient ID"]
+    generator = np.random.default_rng(2)
+    for index in range(20):
+        subfolder = folder / f"images_00{1 + index % 2}" / "images"
+        subfolder.mkdir(parents=True, exist_ok=True)
+        name = f"{index:08d}_000.png"
+        Image.fromarray(generator.integers(0, 256, (24, 24), dtype=np.uint8)).save(subfolder / name)
+        rows.append(f"{name},{'No Finding' if index % 2 else 'Effusion|Mass'},0,{index // 2}")
+    (folder / "Data_Entry_2017.csv").write_text("\n".join(rows) + "\n")
+    splits = load_dataset("chestxray14", 16, seed=0, data_root=tmp_path, split="default")
+    assert splits.class_names == ("No Finding", "Finding") and splits.grayscale
+    assert len(splits.train_labels) + len(splits.val_labels) + len(splits.test_labels) == 20
+    evaluation = load_dataset("shapes", 16, seed=0)
+    pool = load_pretraining_pool("chestxray14", tmp_path, evaluation, same_files=False, image_size=16, seed=0)
+    assert len(pool.images) == len(splits.train_images) and pool.grayscale
