@@ -72,6 +72,14 @@ def nest(flat: dict[str, Any]) -> dict[str, Any]:
     return nested
 
 
+def flat_value(config: dict[str, Any], flat_key: str) -> Any:
+    """The value of a flat key ("method_params.temperature") in a nested config (nest's inverse)."""
+    value: Any = config
+    for part in flat_key.split("."):
+        value = value[part]
+    return value
+
+
 def parse_override(text: str) -> tuple[str, list[str]]:
     """"KEY=V1,V2" -> ("KEY", ["V1", "V2"])."""
     key, separator, values = text.partition("=")

@@ -18,7 +18,7 @@ from typing import Any
 from orchestrator.cluster import ClusterError, ClusterShape, check_storage, cluster_shape, connect
 from orchestrator.datasets import decode_datasets, share
 from orchestrator.estimates import gpu_hours
-from orchestrator.grid import Grid, apply_overrides, short, substitute_missing_datasets
+from orchestrator.grid import Grid, apply_overrides, flat_value, short, substitute_missing_datasets
 from orchestrator.memory import GIB, sized_trials
 from orchestrator.resources import PlanningError, ResourcePlan, plan_resources
 from orchestrator.weights import print_weights_availability
@@ -169,13 +169,6 @@ def memory_line(plan: ResourcePlan) -> str:
     return (f"GiB/GPU: estimated peak per GPU (bf16 training; orchestrator/memory.py); every trial fits "
             f"{1 - RESIDENT_MEMORY_FRACTION:.0%} of the {plan.gpu_memory_bytes / GIB:.1f} GiB GPUs (the rest "
             "may hold the training split), spread over workers and checkpointed where needed")
-
-
-def flat_value(config: dict[str, Any], flat_key: str) -> Any:
-    value: Any = config
-    for part in flat_key.split("."):
-        value = value[part]
-    return value
 
 
 def print_table(header: list[str], rows: list[list[str]]) -> None:

@@ -19,7 +19,7 @@ from ray.tune.experiment import Trial
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from orchestrator.datasets import DataKey
-from orchestrator.grid import Grid, nest, short, with_method_params
+from orchestrator.grid import Grid, flat_value, nest, short, with_method_params
 from orchestrator.memory import sized_trial
 from orchestrator.resources import ResourcePlan
 from orchestrator.tracking import MlflowTrialLogger
@@ -93,18 +93,11 @@ def trial_name(trial: Trial, axes: list[str]) -> str:
     """
     parts = []
     for axis in axes:
-        key, value = axis.split(".")[-1], short(lookup(trial.config, axis))
+        key, value = axis.split(".")[-1], short(flat_value(trial.config, axis))
         parts.append(value if key in SELF_DESCRIBING_AXES else f"{SHORT_KEYS.get(key, key)}={value}")
     suffix = trial.trial_id.rsplit("_", 1)[-1]  # a search sweep's trial ids are random: "583547f7"
     index = str(int(suffix)) if suffix.isdigit() else suffix
     return re.sub(r"[^A-Za-z0-9_.=+-]", "-", "_".join([*parts, index]))
-
-
-def lookup(config: dict[str, Any], flat_key: str) -> Any:
-    value: Any = config
-    for part in flat_key.split("."):
-        value = value[part]
-    return value
 
 
 DISTRIBUTIONS = {"uniform": tune.uniform, "loguniform": tune.loguniform, "int": tune.randint}
