@@ -159,6 +159,9 @@ def test_a_sweep_started_from_a_runs_uri_begins_from_that_trials_backbone(finish
          "--set", "method=none", "--set", "dataset=digits", "--set", "image_size=16",
          "--set", "init=ssl-imagenet", "--set", f"weights_path={location}",
          "--set", "probe_epochs=30", "--set", "probe_repeats=1",
+         # Block similarity rebuilds the initialization from the config the trial ran with (the
+         # shipped weights), not from the runs:/ location, which a worker cannot load.
+         "--set", "block_similarity=true",
          "--tracking-uri", tracking_uri, "--storage-path", str(tmp_path / "ray_results")],
         cwd=tmp_path, capture_output=True, text=True, timeout=900,
     )
@@ -177,6 +180,14 @@ def test_a_sweep_started_from_a_runs_uri_begins_from_that_trials_backbone(finish
     for key, value in source_weights.items():
         assert torch.equal(started_weights[key], value), key
     assert not all(torch.equal(random_weights[key], value) for key, value in source_weights.items())
+    # Block similarity ran: it built the initialization from the shipped weights (method none has
+    # no pretraining comparison, only the random-init baseline next to it).
+    assert started.data.metrics[metrics.SIMILARITY_SECONDS] > 0
+    baseline = metrics.similarity_metric(metrics.SIMILARITY_RANDOM_BASELINE, "cka", "")
+    pretraining = metrics.similarity_metric(metrics.SIMILARITY_PRETRAINING, "cka", "")
+    values = [value for name, value in started.data.metrics.items() if name.startswith(baseline)]
+    assert values and all(0 <= value <= 1 + 1e-6 for value in values)
+    assert not any(name.startswith(pretraining) for name in started.data.metrics)
 
 
 def parent_and_children(tracking_uri: str) -> tuple[Run, list[Run]]:
