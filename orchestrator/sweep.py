@@ -18,7 +18,15 @@ from typing import Any
 from orchestrator.cluster import ClusterError, ClusterShape, check_storage, cluster_shape, connect
 from orchestrator.datasets import decode_datasets, share
 from orchestrator.estimates import gpu_hours
-from orchestrator.grid import Grid, apply_overrides, flat_value, short, substitute_missing_datasets
+from orchestrator.grid import (
+    MERGED_TRIALS_FILE,
+    PRETRAINING_ONLY,
+    Grid,
+    apply_overrides,
+    flat_value,
+    short,
+    substitute_missing_datasets,
+)
 from orchestrator.memory import GIB, sized_trials
 from orchestrator.resources import PlanningError, ResourcePlan, plan_resources
 from orchestrator.weights import print_weights_availability
@@ -138,6 +146,10 @@ def print_trial_table(sweep_name: str, grid: Grid, plan: ResourcePlan, shape: Cl
     configs = grid.trial_configs()
     axes = list(grid.axes)
     print(f"sweep {sweep_name}: {grid.num_trials} trial(s); {plan.describe()}; planned from {shape.source}")
+    if grid.num_merged:
+        print(f"merged: {grid.num_merged} of {len(grid.cells())} cells run in another cell's trial (a "
+              f"method that does not pretrain ignores {', '.join(PRETRAINING_ONLY)}); the report gives each "
+              "its value")
     if grid.params:
         print("fixed: " + ", ".join(f"{k}={v}" for k, v in grid.params.items()))
     if grid.search:
@@ -219,6 +231,8 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
         tracker.start_parent(args.sweep, {"sweep": args.sweep, "axes": ",".join(grid.display_axes),
                                           **flatten({"grid": grid.axes, "fixed": grid.params})})
         tracker.client.set_tag(tracker.parent_run_id, "smoke", str(is_smoke_run(args)).lower())
+        if grid.num_merged:
+            tracker.client.log_dict(tracker.parent_run_id, grid.served_cells(), MERGED_TRIALS_FILE)
         if substitutions:
             tracker.client.set_tag(tracker.parent_run_id, "smoke_dataset_substitutions",
                                    "; ".join(substitutions))

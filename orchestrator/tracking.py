@@ -42,7 +42,7 @@ STATUS_STOPPED = "stopped"
 STATUS_RUNNING, STATUS_INTERRUPTED = "running", "interrupted"
 TAG_ERROR = "error"
 TAG_MODEL_ERROR = "model_error"  # why the backbone is not an MLflow model
-LOGGED_METRICS = (*metrics.PER_EPOCH, *metrics.FINAL)
+LOGGED_METRICS = (*metrics.PER_EPOCH, *metrics.FINAL, *metrics.FINETUNE_CURVES)
 # MLflow 3's UI shows an experiment of this kind as model training (runs, charts), not GenAI.
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
@@ -219,9 +219,14 @@ class MlflowTrialLogger(Callback):
                   for name in names
                   if isinstance(result.get(name), int | float) and math.isfinite(result[name])
                   and (name, step) not in seen]
+        # Fine-tuning's curves come as lists in the final result: value i is fine-tuning epoch i + 1.
+        logged += [Metric(name, float(value), timestamp, epoch)
+                   for name in metrics.FINETUNE_CURVES if isinstance(result.get(name), list)
+                   for epoch, value in enumerate(result[name], start=1)
+                   if math.isfinite(value) and (name, epoch) not in seen]
         if logged:
             self.client.log_batch(run_id, metrics=logged)
-            seen.update((metric.key, step) for metric in logged)
+            seen.update((metric.key, metric.step) for metric in logged)
         if metrics.SPLIT_HASH in result:
             self.client.set_tag(run_id, metrics.SPLIT_HASH, str(result[metrics.SPLIT_HASH]))
             log_dataset_input(self.client, run_id, self.trial_config(trial), result[metrics.SPLIT_HASH])

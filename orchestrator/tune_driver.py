@@ -120,7 +120,16 @@ def search_config(grid: Grid, plan: ResourcePlan, axes: list[str]) -> tune.TuneC
               # Folders keep Tune's whole id: a re-run must never write into an old run's folder.
               "trial_dirname_creator": lambda trial: f"{trial_name(trial, axes)}_{trial.trial_id}"}
     if grid.search is None:
-        return tune.TuneConfig(**common)
+        merged = grid.merged_trials()
+        if len(merged) == len(grid.cells()):
+            return tune.TuneConfig(**common)
+        # Cells no axis can change run once: each trial that runs is a preset point that fixes
+        # every grid axis, so the grid yields exactly these trials (Grid.merged_trials).
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        points = [nest(entry.cells[0]) for entry in merged]
+        return tune.TuneConfig(search_alg=BasicVariantGenerator(points_to_evaluate=points),
+                               num_samples=len(points), **common)
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 

@@ -22,6 +22,7 @@ from orchestrator.report.tables import (
     Cell,
     ClaimResult,
     Contrast,
+    Verdict,
     combinations,
     describe,
     pivot_cell,
@@ -59,7 +60,20 @@ def contrast_text(result: Contrast, over_seeds: bool) -> str:
     if math.isfinite(result.spread):
         text += f" ± {number(result.spread)}"
         text += f" (s.e. over {result.seeds} seeds)" if over_seeds else " (propagated repeat std)"
+    if math.isfinite(result.ci_low):
+        text += f", 95% CI [{number(result.ci_low, signed=True)}, {number(result.ci_high, signed=True)}]"
     return text + (f"; {result.note}" if result.note else "")
+
+
+def p_text(value: float) -> str:
+    return f"{value:.3g}" if math.isfinite(value) else ""
+
+
+def verdict_text(result: Verdict) -> str:
+    """The verdict word with its Holm-adjusted p-value, or why it is inconclusive."""
+    if result.reason:
+        return f"{result.word} ({result.reason})"
+    return f"{result.word} (adjusted p = {p_text(result.adjusted_p)})"
 
 
 def spread_kind(over_seeds: bool) -> str:
@@ -118,19 +132,22 @@ def terms_text(report: SweepReport, result: ClaimResult, group: dict[str, str]) 
 
 
 DIFFERENCES_HEADER = ["comparison", "metric", "group", "contrast", "spread", "spread_kind", "seeds",
-                      "verdict", "terms", "missing", "note"]
+                      "ci_low", "ci_high", "p_value", "adjusted_p", "verdict", "reason", "terms", "missing",
+                      "note"]
 
 
 def differences_csv(report: SweepReport) -> str:
     lines: list[list[str]] = [DIFFERENCES_HEADER]
     for result in [*report.claims, *([report.ablation] if report.ablation else [])]:
         claim = result.claim
-        rows = [(describe(group), contrast, "", terms_text(report, result, group))
-                for group, contrast in result.groups]
-        rows.append(("average over groups", result.overall, result.verdict.word, ""))
-        for group, contrast, word, terms in rows:
+        rows = [(describe(group), contrast, judged, terms_text(report, result, group))
+                for (group, contrast), judged in zip(result.groups, result.group_verdicts, strict=True)]
+        rows.append(("average over groups", result.overall, result.verdict, ""))
+        for group, contrast, judged, terms in rows:
             lines.append([claim.text, claim.metric, group, number(contrast.value, signed=True),
-                          number(contrast.spread), spread_kind(report.over_seeds), str(contrast.seeds), word,
+                          number(contrast.spread), spread_kind(report.over_seeds), str(contrast.seeds),
+                          number(contrast.ci_low, signed=True), number(contrast.ci_high, signed=True),
+                          p_text(contrast.p_value), p_text(judged.adjusted_p), judged.word, judged.reason,
                           terms, "; ".join(contrast.missing), contrast.note])
     return to_csv(lines)
 
@@ -177,8 +194,8 @@ def claims_markdown(report: SweepReport) -> str:
         return "The sweep states no paper claims."
     lines = []
     for result in report.claims:
-        verdict = result.verdict.word + (f" ({result.verdict.reason})" if result.verdict.reason else "")
-        lines.append(f"- **{verdict}**: {result.claim.text} — {result.claim.metric} contrast "
+        lines.append(f"- **{verdict_text(result.verdict)}**: {result.claim.text} — {result.claim.metric} "
+                     "contrast "
                      f"{contrast_text(result.overall, report.over_seeds)}")
     return "\n".join(lines)
 
@@ -199,11 +216,13 @@ def differences_markdown(report: SweepReport) -> str:
     sections = []
     for title, result in titled:
         group_axes = list(result.groups[0][0]) if result.groups else []
-        rows = [[*group.values(), contrast_text(contrast, report.over_seeds),
-                 terms_text(report, result, group)] for group, contrast in result.groups]
+        rows = [[*group.values(), contrast_text(contrast, report.over_seeds), verdict_text(judged),
+                 terms_text(report, result, group)]
+                for (group, contrast), judged in zip(result.groups, result.group_verdicts, strict=True)]
         average = ["average", *[""] * (len(group_axes) - 1)] if group_axes else []
-        rows.append([*average, contrast_text(result.overall, report.over_seeds), result.verdict.word])
-        sections.append(title + "\n\n" + markdown_table([*group_axes, "contrast", "cells"], rows))
+        rows.append([*average, contrast_text(result.overall, report.over_seeds), verdict_text(result.verdict),
+                     ""])
+        sections.append(title + "\n\n" + markdown_table([*group_axes, "contrast", "verdict", "cells"], rows))
     return "\n\n".join(sections) or "No claims, and the last axis does not have exactly two values."
 
 

@@ -67,7 +67,9 @@ def write_sweep(tracking_uri: str, direction: float) -> None:
 
 
 def test_transfusion_report_draws_similarity_by_depth_and_judges_the_depth_claim(tmp_path: Path) -> None:
-    direction, verdict = -1.0, "disagrees"  # similarity rising with depth: against the seed
+    # Similarity rising with depth (against the seed), but one trial per init: one seed says nothing
+    # about pretraining's variance, so the verdict is "inconclusive (one seed)" however clear.
+    direction, verdict = -1.0, "inconclusive (one seed)"
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     write_sweep(tracking_uri, direction)
     out = tmp_path / "report"
