@@ -1,11 +1,12 @@
 """A sweep's report rendered: report.md, pivot.csv, differences.csv and the figures, written to a
 folder and published on the sweep's parent run."""
 
+import base64
 import csv
 import io
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
@@ -35,6 +36,9 @@ MARKDOWN_FILE, PIVOT_FILE, DIFFERENCES_FILE, CONVERGENCE_FILE = (
 SIMILARITY_FILE = "similarity_by_depth.png"  # only when the trials measured per-block similarity
 CONVERGENCE_METRIC = metrics.KNN_VAL_ACCURACY
 COLOUR_AXIS = "init"  # convergence lines are coloured by the prior, when it varies
+# MLflow's artifact viewer renders report.md but resolves no relative image path: the figures go
+# into the Markdown as data URIs, so they show there, in a local viewer and on the run page alike.
+FIGURE_DATA_URI = "data:image/png;base64,"
 
 
 # Numbers as text -----------------------------------------------------------------------------------
@@ -127,7 +131,7 @@ def differences_csv(report: SweepReport) -> str:
         claim = result.claim
         rows = [(describe(group), contrast, "", terms_text(report, result, group))
                 for group, contrast in result.groups]
-        rows.append(("average over groups", result.overall, result.verdict.word, ""))
+        rows.append(("average over groups", result.overall, verdict_word(report, result), ""))
         for group, contrast, word, terms in rows:
             lines.append([claim.text, claim.metric, group, number(contrast.value, signed=True),
                           number(contrast.spread), spread_kind(report.over_seeds), str(contrast.seeds), word,
@@ -149,7 +153,19 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 # Markdown ---------------------------------------------------------------------------------------------
 
-def render_markdown(report: SweepReport) -> str:
+def verdict_word(report: SweepReport, result: ClaimResult) -> str:
+    """The claim's verdict; none for the last axis' difference, which claims nothing."""
+    return "" if result is report.ablation else result.verdict.word
+
+
+def figure_data_uri(path: Path) -> str:
+    return FIGURE_DATA_URI + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def render_markdown(report: SweepReport, figures: Mapping[str, str] | None = None) -> str:
+    """The report; `figures` maps a figure's file name to what the Markdown links (default: the
+    name, a file next to report.md)."""
+    figures = figures or {}
     statuses = Counter(trial.status for trial in report.trials)
     parent = report.parent
     spread = ("mean ± std over seeds, n = seeds per cell" if report.over_seeds
@@ -163,12 +179,14 @@ def render_markdown(report: SweepReport) -> str:
         "## Claims", claims_markdown(report),
         f"## {report.metric} ({spread})", pivot_markdown(report),
         "## Differences", differences_markdown(report),
-        f"## Convergence: {CONVERGENCE_METRIC}", f"![{CONVERGENCE_METRIC} per epoch]({CONVERGENCE_FILE})",
+        f"## Convergence: {CONVERGENCE_METRIC}",
+        f"![{CONVERGENCE_METRIC} per epoch]({figures.get(CONVERGENCE_FILE, CONVERGENCE_FILE)})",
         "## Collapsed, failed and unfinished trials (in no number above)", excluded_markdown(report),
     ]
     if has_block_similarity(report.trials):
         sections[-2:-2] = ["## Similarity by depth (each block to its start; CKA and SVCCA)",
-                           f"![per-block similarity, coloured by {colour_axis(report)}]({SIMILARITY_FILE})"]
+                           f"![per-block similarity, coloured by {colour_axis(report)}]"
+                           f"({figures.get(SIMILARITY_FILE, SIMILARITY_FILE)})"]
     return "\n\n".join(sections) + "\n"
 
 
@@ -202,7 +220,8 @@ def differences_markdown(report: SweepReport) -> str:
         rows = [[*group.values(), contrast_text(contrast, report.over_seeds),
                  terms_text(report, result, group)] for group, contrast in result.groups]
         average = ["average", *[""] * (len(group_axes) - 1)] if group_axes else []
-        rows.append([*average, contrast_text(result.overall, report.over_seeds), result.verdict.word])
+        rows.append([*average, contrast_text(result.overall, report.over_seeds),
+                     verdict_word(report, result)])
         sections.append(title + "\n\n" + markdown_table([*group_axes, "contrast", "cells"], rows))
     return "\n\n".join(sections) or "No claims, and the last axis does not have exactly two values."
 
@@ -224,21 +243,34 @@ def colour_axis(report: SweepReport) -> str | None:
     return report.axes[0] if report.axes else None
 
 
+def convergence_axes(report: SweepReport) -> tuple[list[str], str | None]:
+    """The axes that colour the convergence lines and the one that styles them: every axis that
+    varies, the last one (not the prior, which colours) as the line style."""
+    varying = [axis for axis in report.axes
+               if len(report.values.get(axis) or {t.params.get(axis) for t in report.trials}) > 1]
+    if len(varying) < 2:
+        return varying, None
+    style = next(axis for axis in reversed(varying) if axis != COLOUR_AXIS)
+    colour = [axis for axis in varying if axis != style]
+    return sorted(colour, key=lambda axis: axis != COLOUR_AXIS), style
+
+
 def write_report(report: SweepReport, client: MlflowClient, out: Path) -> tuple[str, list[Path]]:
-    """Writes the four files to `out` and returns the Markdown and the paths."""
+    """Writes the report's files to `out` (report.md with its figures inlined) and returns the
+    Markdown and the paths."""
     out.mkdir(parents=True, exist_ok=True)
-    markdown = render_markdown(report)
     paths = [out / name for name in (MARKDOWN_FILE, PIVOT_FILE, DIFFERENCES_FILE, CONVERGENCE_FILE)]
-    for path, text in zip(paths[:3], (markdown, pivot_csv(report), differences_csv(report)), strict=True):
-        path.write_text(text)
-    axis = colour_axis(report)
-    colour_values = (report.values.get(axis) or sorted({t.params.get(axis, "") for t in report.trials})
-                     if axis else [])
     histories = metric_histories(client, report.trials, CONVERGENCE_METRIC)
-    write_convergence_png(paths[-1], report.trials, histories, CONVERGENCE_METRIC, axis, colour_values)
+    write_convergence_png(paths[-1], report.trials, histories, CONVERGENCE_METRIC, *convergence_axes(report))
     if has_block_similarity(report.trials):
+        axis = colour_axis(report)
+        colour_values = (report.values.get(axis) or sorted({t.params.get(axis, "") for t in report.trials})
+                         if axis else [])
         paths.append(out / SIMILARITY_FILE)
         write_similarity_by_depth_png(paths[-1], report.trials, axis, colour_values)
+    markdown = render_markdown(report, {path.name: figure_data_uri(path) for path in paths[3:]})
+    for path, text in zip(paths[:3], (markdown, pivot_csv(report), differences_csv(report)), strict=True):
+        path.write_text(text)
     return markdown, paths
 
 
