@@ -267,6 +267,8 @@ def test_ablated_axis_difference_per_method(report: dict) -> None:
         seeds = [s for s in SEEDS if (method, 32, s) != FAILED_CELL and (method, 1024, s) != COLLAPSED_CELL]
         expected = statistics.fmean(accuracy(method, 32, s) - accuracy(method, 1024, s) for s in seeds)
         assert float(by_group[f"method={method}"]["contrast"]) == pytest.approx(expected, abs=6e-5)
+    # The last axis' difference claims nothing: no verdict word on its average row.
+    assert by_group["average over groups"]["verdict"] == ""
 
 
 def test_one_seed_uses_the_logged_repeat_std(store: dict, tmp_path: Path) -> None:
