@@ -369,3 +369,7 @@ def test_the_parent_run_carries_each_claims_contrast_and_verdict(store: dict, re
     assert "claim4/contrast" not in parent.data.metrics
     assert parent.data.tags["claim4.verdict"] == "inconclusive"
     assert parent.data.metrics["claim4/verdict"] == 0.0
+    # The description names the best trial as a link to its run page in the model-training view.
+    best = parent.data.tags["best_run_id"]
+    link = f"(#/experiments/{parent.info.experiment_id}/runs/{best}?workflowType=machine_learning)"
+    assert f"Best trial: [{parent.data.tags['best_trial']}]{link}" in parent.data.tags["mlflow.note.content"]
