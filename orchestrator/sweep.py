@@ -28,6 +28,13 @@ from orchestrator.grid import (
     substitute_missing_datasets,
 )
 from orchestrator.memory import GIB, sized_trials
+from orchestrator.mlflow_view import (
+    UI_COMMAND,
+    run_link,
+    runs_table_link,
+    runs_table_view,
+    save_runs_table_view,
+)
 from orchestrator.resources import PlanningError, ResourcePlan, plan_resources
 from orchestrator.weights import print_weights_availability
 from search_spaces import SWEEPS
@@ -228,14 +235,17 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
         if repaired:
             print(f"resume: {repaired} trial run(s) left RUNNING by an earlier driver continue now")
     else:
+        sweep = SWEEPS[args.sweep]
         tracker.start_parent(args.sweep, {"sweep": args.sweep, "axes": ",".join(grid.display_axes),
-                                          **flatten({"grid": grid.axes, "fixed": grid.params})})
+                                          **flatten({"grid": grid.axes, "fixed": grid.params})},
+                             description=(sweep.hypothesis or sweep.description).strip())
         tracker.client.set_tag(tracker.parent_run_id, "smoke", str(is_smoke_run(args)).lower())
         if grid.num_merged:
             tracker.client.log_dict(tracker.parent_run_id, grid.served_cells(), MERGED_TRIALS_FILE)
         if substitutions:
             tracker.client.set_tag(tracker.parent_run_id, "smoke_dataset_substitutions",
                                    "; ".join(substitutions))
+    print_mlflow_links(tracker, grid)
     status = "FAILED"  # unless the sweep gets to its end
     interruption = Interruption()
     try:
@@ -346,6 +356,25 @@ def report_on_parent(tracker: Any, sweep_name: str, status: str) -> None:
                                 Path("reports") / sweep_name, status)
     if markdown is not None:
         print(f"report: {markdown} (also on the parent run under report/)")
+    print(f"parent run: {run_link(tracker.tracking_uri, tracker.experiment_id, tracker.parent_run_id)}")
+
+
+def print_mlflow_links(tracker: Any, grid: Grid) -> None:
+    """Save the runs table's view (the sweep's metrics and axes as columns, the parent expanded) and
+    print the links that open it and the parent run in MLflow's model-training view."""
+    from orchestrator.tracking import TAG_STATUS
+
+    sweep = SWEEPS[tracker.sweep_name]
+    evaluation_metrics = [claim.metric for claim in sweep.claims] or [
+        metrics.evaluation_metric(str(config.eval), metrics.TEST_BALANCED_ACCURACY)
+        for config in grid.trial_configs()[:1]]
+    view = runs_table_view(tracker.parent_run_id, [*evaluation_metrics, metrics.KNN_VAL_ACCURACY],
+                           grid.display_axes, [TAG_STATUS])
+    save_runs_table_view(tracker.client, tracker.experiment_id, view)
+    if not tracker.tracking_uri.startswith(("http://", "https://")):
+        print(f"MLflow UI: {UI_COMMAND.format(uri=tracker.tracking_uri)}, then open")
+    print(f"runs table: {runs_table_link(tracker.tracking_uri, tracker.experiment_id)}")
+    print(f"parent run: {run_link(tracker.tracking_uri, tracker.experiment_id, tracker.parent_run_id)}")
 
 
 def trial_display_name(result: Any) -> str:

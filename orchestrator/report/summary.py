@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING
 
 from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
+from orchestrator.mlflow_view import run_page_path
 from orchestrator.report.tables import AGREES, DISAGREES
 
 if TYPE_CHECKING:
@@ -37,6 +39,11 @@ def summary_metrics(report: "SweepReport") -> tuple[dict[str, float], dict[str, 
         best = max(candidates, key=lambda trial: trial.value(report.metric))
         values[f"best/{report.metric}"] = best.value(report.metric)
         tags.update({TAG_BEST_TRIAL: best.name, TAG_BEST_RUN_ID: best.run_id})
+        # The description (the hypothesis) ends with the best trial as a link MLflow renders.
+        hypothesis = (report.sweep.hypothesis or report.sweep.description).strip()
+        link = run_page_path(report.parent.info.experiment_id, best.run_id)
+        tags[MLFLOW_RUN_NOTE] = (f"{hypothesis}\n\nBest trial: [{best.name}]({link}) "
+                                 f"({report.metric} = {best.value(report.metric):.4f})")
     for number, result in enumerate(report.claims, start=1):
         values[f"claim{number}/contrast"] = result.overall.value
         values[f"claim{number}/spread"] = result.overall.spread

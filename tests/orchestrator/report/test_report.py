@@ -272,6 +272,8 @@ def test_ablated_axis_difference_per_method(report: dict) -> None:
         seeds = [s for s in SEEDS if (method, 32, s) != FAILED_CELL and (method, 1024, s) != COLLAPSED_CELL]
         expected = statistics.fmean(accuracy(method, 32, s) - accuracy(method, 1024, s) for s in seeds)
         assert float(by_group[f"method={method}"]["contrast"]) == pytest.approx(expected, abs=6e-5)
+    # The last axis' difference claims nothing: no verdict word on its average row.
+    assert by_group["average over groups"]["verdict"] == ""
 
 
 def test_one_seed_shows_the_logged_repeat_std_and_judges_nothing(store: dict, tmp_path: Path) -> None:
@@ -382,3 +384,7 @@ def test_the_parent_run_carries_each_claims_contrast_and_verdict(store: dict, re
     assert "claim4/contrast" not in parent.data.metrics
     assert parent.data.tags["claim4.verdict"] == "inconclusive"
     assert parent.data.metrics["claim4/verdict"] == 0.0
+    # The description names the best trial as a link to its run page in the model-training view.
+    best = parent.data.tags["best_run_id"]
+    link = f"(#/experiments/{parent.info.experiment_id}/runs/{best}?workflowType=machine_learning)"
+    assert f"Best trial: [{parent.data.tags['best_trial']}]{link}" in parent.data.tags["mlflow.note.content"]
