@@ -53,6 +53,17 @@ TABLE_EPOCH_METRICS = (metrics.KNN_VAL_ACCURACY, metrics.PRETRAIN_COLLAPSE_STD)
 TABLE_HEADER = ("status", "eval", *TABLE_EVALUATION_METRICS, *TABLE_EPOCH_METRICS)
 
 
+
+def _at_least_one(text: str) -> int:
+    """A CPU count: 0 divided by zero in the plan and negatives gave a nonsense one."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is below 1: give each worker at least one CPU")
+    return value
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m orchestrator.sweep",
@@ -72,7 +83,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="the autoscaler's cluster config (e.g. cluster.yaml) to plan for its node types "
                         "and maximum counts; default: ~/ray_bootstrap_config.yaml on a `ray up` head node")
     parser.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
-    parser.add_argument("--cpus-per-worker", type=int, help="CPUs per Ray Train worker")
+    parser.add_argument("--cpus-per-worker", type=_at_least_one,
+                        help="CPUs per Ray Train worker (at least 1)")
     parser.add_argument("--storage-path", default="ray_results",
                         help="where Ray keeps trial state and checkpoints (shared storage on a cluster)")
     parser.add_argument("--max-failures", type=int, default=DEFAULT_MAX_FAILURES, metavar="N",
