@@ -21,8 +21,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from orchestrator.memory import ALLOCATOR_MARGIN, GIB, estimate_memory  # noqa: E402
+from trainables.activation_checkpointing import enable_activation_checkpointing  # noqa: E402
 from trainables.backbones import build_backbone  # noqa: E402
-from trainables.checkpointing import enable_activation_checkpointing  # noqa: E402
 from trainables.config import TrialConfig  # noqa: E402
 
 CASES = [

@@ -2,6 +2,7 @@
 
 import dataclasses
 import itertools
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,33 @@ from search_spaces import Search, Sweep
 from trainables import metrics
 from trainables.config import FIELD_TYPES, ConfigError, TrialConfig, coerce, coerce_method_param
 from trainables.data import DATASETS
+from trainables.methods import METHODS
 
 METHOD_PARAMS_PREFIX = "method_params."
+MERGED_TRIALS_FILE = "merged_trials.json"  # on the parent run: Grid.served_cells, read by the report
+# What only pretraining reads: a method that does not pretrain (`none`) gives the same trial
+# whatever these are (batch_size too, unless fine-tuning reads it: see run_key).
+PRETRAINING_ONLY = ("batch_size", "epochs", "learning_rate", "learning_rate_scaling", "weight_decay",
+                    "optimizer", "momentum", "warmup_epochs", "knn_every", "activation_checkpointing",
+                    "method_params")
+
+
+@dataclass(frozen=True)
+class MergedTrial:
+    """One trial that runs, and every grid cell it serves (its own first): cells no axis can change."""
+
+    trial: dict[str, Any]  # the nested config that runs (the first cell's)
+    cells: list[dict[str, Any]]  # each served cell's axis values, flat keys
+
+
+def run_key(trial: dict[str, Any]) -> str:
+    """Equal for two trial dicts exactly when they run the same computation: the validated config,
+    with what only pretraining reads set to its default for a method that does not pretrain."""
+    config = TrialConfig.from_dict(trial)
+    if not METHODS[config.method].pretrains:
+        ignored = [key for key in PRETRAINING_ONLY if not (key == "batch_size" and config.eval == "finetune")]
+        config = dataclasses.replace(config, **{key: getattr(TrialConfig(), key) for key in ignored})
+    return json.dumps(dataclasses.asdict(config), sort_keys=True, default=str)
 
 
 @dataclass(frozen=True)
@@ -29,19 +55,48 @@ class Grid:
 
     @property
     def num_trials(self) -> int:
-        return len(self.trial_dicts()) * self.num_samples
+        """The trials that run (merged cells run once)."""
+        return len(self.merged_trials()) * self.num_samples
+
+    def cells(self) -> list[dict[str, Any]]:
+        """Every grid cell's axis values (flat keys), in grid order."""
+        combinations = itertools.product(*self.axes.values()) if self.axes else [()]
+        return [dict(zip(self.axes, values, strict=True)) for values in combinations]
 
     def trial_dicts(self) -> list[dict[str, Any]]:
-        """Every trial's config dict (nested, as TrialConfig.from_dict takes it), in grid order."""
-        combinations = itertools.product(*self.axes.values()) if self.axes else [()]
-        return [
-            with_method_params(nest({**self.params, **dict(zip(self.axes, values, strict=True))}),
-                               self.method_params)
-            for values in combinations
-        ]
+        """Every cell's config dict (nested, as TrialConfig.from_dict takes it), in grid order."""
+        return [with_method_params(nest({**self.params, **cell}), self.method_params)
+                for cell in self.cells()]
+
+    def merged_trials(self) -> list[MergedTrial]:
+        """The trials that run, each with the cells it serves, in grid order of their first cell.
+
+        A search sweep merges nothing: its searcher draws each trial's values, not the grid."""
+        if self.search is not None:
+            return [MergedTrial(trial, [cell]) for trial, cell in zip(self.trial_dicts(), self.cells(),
+                                                                       strict=True)]
+        merged: dict[str, MergedTrial] = {}
+        for trial, cell in zip(self.trial_dicts(), self.cells(), strict=True):
+            merged.setdefault(run_key(trial), MergedTrial(trial, [])).cells.append(cell)
+        return list(merged.values())
+
+    @property
+    def num_merged(self) -> int:
+        """How many cells run in another cell's trial."""
+        return sum(len(merged.cells) - 1 for merged in self.merged_trials())
 
     def trial_configs(self) -> list[TrialConfig]:
-        return [TrialConfig.from_dict(trial) for trial in self.trial_dicts()]
+        """The configs of the trials that run (every cell is validated on the way)."""
+        return [TrialConfig.from_dict(merged.trial) for merged in self.merged_trials()]
+
+    def served_cells(self) -> list[dict[str, list[dict[str, str]]]]:
+        """For the parent run: each merged trial's axis values and the other cells it serves, as
+        MLflow's params hold them (strings), so the report can give every cell its value."""
+        def as_params(cell: dict[str, Any]) -> dict[str, str]:
+            return {key: str(value) for key, value in cell.items()}
+        return [{"runs": [as_params(merged.cells[0])],
+                 "serves": [as_params(cell) for cell in merged.cells[1:]]}
+                for merged in self.merged_trials() if len(merged.cells) > 1]
 
 
 def with_method_params(trial: dict[str, Any], per_method: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -70,6 +125,14 @@ def nest(flat: dict[str, Any]) -> dict[str, Any]:
         else:
             nested[key] = value
     return nested
+
+
+def flat_value(config: dict[str, Any], flat_key: str) -> Any:
+    """The value of a flat key ("method_params.temperature") in a nested config (nest's inverse)."""
+    value: Any = config
+    for part in flat_key.split("."):
+        value = value[part]
+    return value
 
 
 def parse_override(text: str) -> tuple[str, list[str]]:

@@ -22,7 +22,7 @@ The estimate is computed on the CPU, without a GPU, in a fraction of a second pe
 already global across workers, trainables/distributed.py) whose per-GPU estimate fits the node's
 GPU memory less the share kept for a resident training split (trainables/batches.py keeps
 the uint8 split on the GPU when it fits RESIDENT_MEMORY_FRACTION of it), and activation
-checkpointing (trainables/checkpointing.py) only where no worker count fits without it.
+checkpointing (trainables/activation_checkpointing.py) only where no worker count fits without it.
 benchmarks/memory_check.py compares the estimate with torch.cuda's measurement.
 """
 
@@ -35,9 +35,9 @@ import torch
 from torch import nn
 
 from orchestrator.resources import PlanningError, ResourcePlan
+from trainables.activation_checkpointing import checkpoint_segments, enable_activation_checkpointing
 from trainables.backbones import build_backbone
 from trainables.batches import RESIDENT_MEMORY_FRACTION
-from trainables.checkpointing import checkpoint_segments, enable_activation_checkpointing
 from trainables.config import TrialConfig
 from trainables.methods import METHODS, SSLMethod, build_method
 

@@ -18,8 +18,23 @@ from typing import Any
 from orchestrator.cluster import ClusterError, ClusterShape, check_storage, cluster_shape, connect
 from orchestrator.datasets import decode_datasets, decode_pretraining_pools, share, share_pretraining
 from orchestrator.estimates import gpu_hours
-from orchestrator.grid import Grid, apply_overrides, short, substitute_missing_datasets
+from orchestrator.grid import (
+    MERGED_TRIALS_FILE,
+    PRETRAINING_ONLY,
+    Grid,
+    apply_overrides,
+    flat_value,
+    short,
+    substitute_missing_datasets,
+)
 from orchestrator.memory import GIB, sized_trials
+from orchestrator.mlflow_view import (
+    UI_COMMAND,
+    run_link,
+    runs_table_link,
+    runs_table_view,
+    save_runs_table_view,
+)
 from orchestrator.resources import PlanningError, ResourcePlan, plan_resources
 from orchestrator.weights import print_weights_availability
 from search_spaces import SWEEPS
@@ -37,6 +52,17 @@ TABLE_EVALUATION_METRICS = (metrics.TEST_ACCURACY, metrics.TEST_BALANCED_ACCURAC
 TABLE_EPOCH_METRICS = (metrics.KNN_VAL_ACCURACY, metrics.PRETRAIN_COLLAPSE_STD)
 TABLE_HEADER = ("status", "eval", *TABLE_EVALUATION_METRICS, *TABLE_EPOCH_METRICS)
 
+
+
+def _at_least_one(text: str) -> int:
+    """A CPU count: 0 divided by zero in the plan and negatives gave a nonsense one."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is below 1: give each worker at least one CPU")
+    return value
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -57,7 +83,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="the autoscaler's cluster config (e.g. cluster.yaml) to plan for its node types "
                         "and maximum counts; default: ~/ray_bootstrap_config.yaml on a `ray up` head node")
     parser.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
-    parser.add_argument("--cpus-per-worker", type=int, help="CPUs per Ray Train worker")
+    parser.add_argument("--cpus-per-worker", type=_at_least_one,
+                        help="CPUs per Ray Train worker (at least 1)")
     parser.add_argument("--storage-path", default="ray_results",
                         help="where Ray keeps trial state and checkpoints (shared storage on a cluster)")
     parser.add_argument("--max-failures", type=int, default=DEFAULT_MAX_FAILURES, metavar="N",
@@ -138,6 +165,10 @@ def print_trial_table(sweep_name: str, grid: Grid, plan: ResourcePlan, shape: Cl
     configs = grid.trial_configs()
     axes = list(grid.axes)
     print(f"sweep {sweep_name}: {grid.num_trials} trial(s); {plan.describe()}; planned from {shape.source}")
+    if grid.num_merged:
+        print(f"merged: {grid.num_merged} of {len(grid.cells())} cells run in another cell's trial (a "
+              f"method that does not pretrain ignores {', '.join(PRETRAINING_ONLY)}); the report gives each "
+              "its value")
     if grid.params:
         print("fixed: " + ", ".join(f"{k}={v}" for k, v in grid.params.items()))
     if grid.search:
@@ -169,13 +200,6 @@ def memory_line(plan: ResourcePlan) -> str:
     return (f"GiB/GPU: estimated peak per GPU (bf16 training; orchestrator/memory.py); every trial fits "
             f"{1 - RESIDENT_MEMORY_FRACTION:.0%} of the {plan.gpu_memory_bytes / GIB:.1f} GiB GPUs (the rest "
             "may hold the training split), spread over workers and checkpointed where needed")
-
-
-def flat_value(config: dict[str, Any], flat_key: str) -> Any:
-    value: Any = config
-    for part in flat_key.split("."):
-        value = value[part]
-    return value
 
 
 def print_table(header: list[str], rows: list[list[str]]) -> None:
@@ -224,12 +248,17 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
         if repaired:
             print(f"resume: {repaired} trial run(s) left RUNNING by an earlier driver continue now")
     else:
+        sweep = SWEEPS[args.sweep]
         tracker.start_parent(args.sweep, {"sweep": args.sweep, "axes": ",".join(grid.display_axes),
-                                          **flatten({"grid": grid.axes, "fixed": grid.params})})
+                                          **flatten({"grid": grid.axes, "fixed": grid.params})},
+                             description=(sweep.hypothesis or sweep.description).strip())
         tracker.client.set_tag(tracker.parent_run_id, "smoke", str(is_smoke_run(args)).lower())
+        if grid.num_merged:
+            tracker.client.log_dict(tracker.parent_run_id, grid.served_cells(), MERGED_TRIALS_FILE)
         if substitutions:
             tracker.client.set_tag(tracker.parent_run_id, "smoke_dataset_substitutions",
                                    "; ".join(substitutions))
+    print_mlflow_links(tracker, grid)
     status = "FAILED"  # unless the sweep gets to its end
     interruption = Interruption()
     try:
@@ -341,6 +370,25 @@ def report_on_parent(tracker: Any, sweep_name: str, status: str) -> None:
                                 Path("reports") / sweep_name, status)
     if markdown is not None:
         print(f"report: {markdown} (also on the parent run under report/)")
+    print(f"parent run: {run_link(tracker.tracking_uri, tracker.experiment_id, tracker.parent_run_id)}")
+
+
+def print_mlflow_links(tracker: Any, grid: Grid) -> None:
+    """Save the runs table's view (the sweep's metrics and axes as columns, the parent expanded) and
+    print the links that open it and the parent run in MLflow's model-training view."""
+    from orchestrator.tracking import TAG_STATUS
+
+    sweep = SWEEPS[tracker.sweep_name]
+    evaluation_metrics = [claim.metric for claim in sweep.claims] or [
+        metrics.evaluation_metric(str(config.eval), metrics.TEST_BALANCED_ACCURACY)
+        for config in grid.trial_configs()[:1]]
+    view = runs_table_view(tracker.parent_run_id, [*evaluation_metrics, metrics.KNN_VAL_ACCURACY],
+                           grid.display_axes, [TAG_STATUS])
+    save_runs_table_view(tracker.client, tracker.experiment_id, view)
+    if not tracker.tracking_uri.startswith(("http://", "https://")):
+        print(f"MLflow UI: {UI_COMMAND.format(uri=tracker.tracking_uri)}, then open")
+    print(f"runs table: {runs_table_link(tracker.tracking_uri, tracker.experiment_id)}")
+    print(f"parent run: {run_link(tracker.tracking_uri, tracker.experiment_id, tracker.parent_run_id)}")
 
 
 def trial_display_name(result: Any) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 import ray.train
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
@@ -24,6 +24,7 @@ from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 from orchestrator.grid import with_method_params
 from orchestrator.lineage import log_backbone_model, log_dataset_input, log_pretraining_input
 from orchestrator.memory import sized_trial
+from orchestrator.provenance import provenance_tags
 from orchestrator.resources import ResourcePlan
 from orchestrator.run_page import log_config, log_evaluation_folder, meaningful_params, sweep_axes
 from trainables import metrics
@@ -42,8 +43,9 @@ STATUS_STOPPED = "stopped"
 STATUS_RUNNING, STATUS_INTERRUPTED = "running", "interrupted"
 TAG_ERROR = "error"
 TAG_MODEL_ERROR = "model_error"  # why the backbone is not an MLflow model
-LOGGED_METRICS = (*metrics.PER_EPOCH, *metrics.FINAL)
-# MLflow 3's UI shows an experiment of this kind as model training (runs, charts), not GenAI.
+LOGGED_METRICS = (*metrics.PER_EPOCH, *metrics.FINAL, *metrics.FINETUNE_CURVES)
+# What the experiment is for. MLflow 3.17's UI does not read it (its GenAI / model-training switch
+# decides, see orchestrator.mlflow_view); it stays for clients and MLflow versions that do.
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
@@ -98,10 +100,13 @@ class SweepTracker:
         self.sweep_name = sweep_name
         self.parent_run_id: str | None = None
 
-    def start_parent(self, run_name: str, params: Mapping[str, Any]) -> str:
-        run = self.client.create_run(
-            self.experiment_id, run_name=run_name, tags={TAG_SWEEP: self.sweep_name, TAG_ROLE: ROLE_SWEEP}
-        )
+    def start_parent(self, run_name: str, params: Mapping[str, Any], description: str = "") -> str:
+        """The parent run, with the sweep's provenance and `description` (its hypothesis) as the
+        run's description."""
+        tags = {TAG_SWEEP: self.sweep_name, TAG_ROLE: ROLE_SWEEP, **provenance_tags()}
+        if description:
+            tags[MLFLOW_RUN_NOTE] = description
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
         self.parent_run_id = run.info.run_id
         log_params(self.client, self.parent_run_id, params)
         return self.parent_run_id
@@ -190,7 +195,8 @@ class MlflowTrialLogger(Callback):
             run_id = self.client.create_run(
                 self.experiment_id,
                 tags={MLFLOW_PARENT_RUN_ID: self.parent_run_id, MLFLOW_RUN_NAME: str(trial),
-                      TAG_TRIAL_ID: trial.trial_id, TAG_SWEEP: self.sweep_name, TAG_ROLE: ROLE_TRIAL},
+                      TAG_TRIAL_ID: trial.trial_id, TAG_SWEEP: self.sweep_name, TAG_ROLE: ROLE_TRIAL,
+                      **provenance_tags()},
             ).info.run_id
             params = resolved_params(self.trial_config(trial))
             axes = sweep_axes(self.client, self.parent_run_id)
@@ -219,9 +225,14 @@ class MlflowTrialLogger(Callback):
                   for name in names
                   if isinstance(result.get(name), int | float) and math.isfinite(result[name])
                   and (name, step) not in seen]
+        # Fine-tuning's curves come as lists in the final result: value i is fine-tuning epoch i + 1.
+        logged += [Metric(name, float(value), timestamp, epoch)
+                   for name in metrics.FINETUNE_CURVES if isinstance(result.get(name), list)
+                   for epoch, value in enumerate(result[name], start=1)
+                   if math.isfinite(value) and (name, epoch) not in seen]
         if logged:
             self.client.log_batch(run_id, metrics=logged)
-            seen.update((metric.key, step) for metric in logged)
+            seen.update((metric.key, metric.step) for metric in logged)
         if metrics.SPLIT_HASH in result:
             self.client.set_tag(run_id, metrics.SPLIT_HASH, str(result[metrics.SPLIT_HASH]))
             log_dataset_input(self.client, run_id, self.trial_config(trial), result[metrics.SPLIT_HASH])

@@ -19,7 +19,7 @@ from ray.tune.experiment import Trial
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from orchestrator.datasets import DataKey, PretrainKey
-from orchestrator.grid import Grid, nest, short, with_method_params
+from orchestrator.grid import Grid, flat_value, nest, short, with_method_params
 from orchestrator.memory import sized_trial
 from orchestrator.resources import ResourcePlan
 from orchestrator.tracking import MlflowTrialLogger
@@ -97,18 +97,11 @@ def trial_name(trial: Trial, axes: list[str]) -> str:
     """
     parts = []
     for axis in axes:
-        key, value = axis.split(".")[-1], short(lookup(trial.config, axis))
+        key, value = axis.split(".")[-1], short(flat_value(trial.config, axis))
         parts.append(value if key in SELF_DESCRIBING_AXES else f"{SHORT_KEYS.get(key, key)}={value}")
     suffix = trial.trial_id.rsplit("_", 1)[-1]  # a search sweep's trial ids are random: "583547f7"
     index = str(int(suffix)) if suffix.isdigit() else suffix
     return re.sub(r"[^A-Za-z0-9_.=+-]", "-", "_".join([*parts, index]))
-
-
-def lookup(config: dict[str, Any], flat_key: str) -> Any:
-    value: Any = config
-    for part in flat_key.split("."):
-        value = value[part]
-    return value
 
 
 DISTRIBUTIONS = {"uniform": tune.uniform, "loguniform": tune.loguniform, "int": tune.randint}
@@ -131,7 +124,16 @@ def search_config(grid: Grid, plan: ResourcePlan, axes: list[str]) -> tune.TuneC
               # Folders keep Tune's whole id: a re-run must never write into an old run's folder.
               "trial_dirname_creator": lambda trial: f"{trial_name(trial, axes)}_{trial.trial_id}"}
     if grid.search is None:
-        return tune.TuneConfig(**common)
+        merged = grid.merged_trials()
+        if len(merged) == len(grid.cells()):
+            return tune.TuneConfig(**common)
+        # Cells no axis can change run once: each trial that runs is a preset point that fixes
+        # every grid axis, so the grid yields exactly these trials (Grid.merged_trials).
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        points = [nest(entry.cells[0]) for entry in merged]
+        return tune.TuneConfig(search_alg=BasicVariantGenerator(points_to_evaluate=points),
+                               num_samples=len(points), **common)
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 

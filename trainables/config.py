@@ -105,8 +105,9 @@ class TrialConfig:
     momentum: float = 0.9
     warmup_epochs: int = 0
     num_workers: int = 1
-    # Recompute activations in the backward pass instead of keeping them (trainables/checkpointing.py);
-    # the sweep's planner switches it on where a trial fits the GPUs no other way.
+    # Recompute activations in the backward pass instead of keeping them
+    # (trainables/activation_checkpointing.py); the sweep's planner switches it on where a trial
+    # fits the GPUs no other way.
     activation_checkpointing: bool = False
     knn_k: int = 20
     knn_every: int = DEFAULT_KNN_EVERY  # the kNN monitor's period in epochs (also epoch 0 and the last)

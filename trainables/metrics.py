@@ -90,6 +90,16 @@ SIMILARITY = (
     SIMILARITY_SECONDS,
 )
 
+# Fine-tuning's curves: one value per fine-tuning epoch (MLflow step = that epoch, from 1). Each
+# travels in the final result as a list (a list, not a dict: Tune would flatten a dict's keys).
+FINETUNE_TRAIN_LOSS = "finetune/epoch_train_loss"  # mean training loss over the epoch's batches
+FINETUNE_VAL_LOSS = "finetune/epoch_val_loss"  # the same loss on the validation split, eval mode
+FINETUNE_VAL_BALANCED_ACCURACY = "finetune/epoch_val_balanced_accuracy"
+FINETUNE_CURVES = (FINETUNE_TRAIN_LOSS, FINETUNE_VAL_LOSS, FINETUNE_VAL_BALANCED_ACCURACY)
+# Last minus lowest validation loss: how far it rose after its best epoch (0 if it never rose);
+# seed 001's "ImageNet priors overfit, SSL priors do not" is a claim on this.
+FINETUNE_VAL_LOSS_RISE = "finetune/val_loss_rise"
+
 PER_EPOCH = (
     PRETRAIN_LOSS,
     PRETRAIN_COLLAPSE_STD,
@@ -109,4 +119,5 @@ FINAL = (
       for protocol in PREFIXES for suffix in METRIC_SUFFIXES for std in (False, True)),
     COLLAPSED,
     *SIMILARITY,
+    FINETUNE_VAL_LOSS_RISE,
 )

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from trainables.activation_checkpointing import enable_activation_checkpointing
 from trainables.augmentations import AugmentationRecipe, augment, without_color
-from trainables.checkpointing import enable_activation_checkpointing
 from trainables.config import TrialConfig
 from trainables.data import DATASETS
 from trainables.distributed import convert_batchnorm_for_distributed

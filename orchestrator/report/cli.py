@@ -15,13 +15,18 @@ aside); with one seed, the std is the one the evaluation logged over its repeats
 Verdict rule, per paper claim (a signed contrast sum(weight x cell), see search_spaces.Claim):
 the contrast is matched over the sweep's axes the claim's cells do not name, i.e. computed per
 group of those axes and averaged over the groups (weights / number of groups).
-- Seeds vary: the contrast is computed per seed (seeds missing a cell are left out, and said);
-  its value is the mean over seeds and its spread the standard error, std / sqrt(seeds).
-- One seed: the value is the contrast of the cells' values and its spread the propagated repeat
-  std, sqrt(sum weight^2 x std^2) over the cells, std being each cell's logged <metric>_std.
-"agrees" if contrast > 2 x spread, "disagrees" if contrast < -2 x spread, otherwise
-"inconclusive given the spread"; also inconclusive, naming it, when a needed cell has no finished
-trial or the spread cannot be computed (fewer than 2 complete seeds, no logged std).
+- Paired by seed: the contrast is computed per seed (seeds missing a cell are left out, and
+  said); its value is the mean over seeds, its spread the standard error std / sqrt(seeds), its
+  95% interval the t-interval with seeds - 1 degrees of freedom and its p-value the two-sided
+  one-sample t-test against 0 (both from scipy.stats.t).
+- Holm's step-down correction over the sweep's family: every claim's contrast and, when a claim
+  has more than one group, each of its groups' contrasts.
+"agrees" if the Holm-adjusted p-value is below 0.05 and the contrast is positive, "disagrees" if
+below 0.05 and negative, otherwise "inconclusive" (the interval includes 0 after correction).
+Always inconclusive, naming why: one seed ("one seed": the contrast and the propagated repeat std,
+sqrt(sum weight^2 x std^2) over the cells' logged <metric>_std, are shown, but repeats of a probe
+say nothing about pretraining's variance), a needed cell without a finished trial, or fewer than
+2 seeds with every cell. The report prints interval and adjusted p-value beside each verdict.
 """
 
 import argparse

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from mlflow.entities import Run
 
 from orchestrator.report.runs import TrialRun, axis_values, seeds_vary, sweep_axes
-from orchestrator.report.tables import ClaimResult, ablation_claim, evaluate_claim
+from orchestrator.report.tables import ClaimResult, ablation_claim, evaluate_claim, judge
 from search_spaces import Sweep
 from trainables import metrics
 from trainables.config import TrialConfig
@@ -46,7 +46,9 @@ def build_report(sweep: Sweep, tracking_uri: str, parent: Run, trials: list[Tria
     values = {axis: axis_values(parent, trials, axis) for axis in axes}
     over_seeds = seeds_vary(parent, trials)
     metric = metric or default_metric(sweep, trials)
-    claims = [evaluate_claim(trials, claim, axes, values, over_seeds) for claim in sweep.claims]
+    # One family for Holm's correction: every claim of the sweep and every group of each claim.
+    claims = judge([evaluate_claim(trials, claim, axes, values, over_seeds) for claim in sweep.claims],
+                   over_seeds)
     last_axis_claim = ablation_claim(axes[-1], values[axes[-1]], metric) if axes else None
     ablation = (evaluate_claim(trials, last_axis_claim, axes, values, over_seeds)
                 if last_axis_claim else None)

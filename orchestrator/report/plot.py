@@ -1,4 +1,5 @@
-"""The report's figures: convergence (a per-epoch metric, one line per trial, coloured by one axis)
+"""The report's figures: convergence (a per-epoch metric, one line per trial, coloured by one axis
+and styled by another)
 and, for trials that measured it, per-block similarity by depth.
 
 Uses matplotlib's object API with the Agg canvas (no pyplot, no global figure state), so it is
@@ -17,32 +18,41 @@ from matplotlib.ticker import MaxNLocator
 from orchestrator.report.runs import STATUS_FINISHED, TrialRun
 from trainables import metrics
 
-LINE_STYLES = {STATUS_FINISHED: "-", "collapsed": "--", "failed": ":"}  # anything else: dash-dot
+STATUS_MARKERS = {STATUS_FINISHED: "o", "collapsed": "x", "failed": "s"}  # anything else: "^"
+LINE_STYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)))  # the style axis' values
+
+
+def axes_label(params: Mapping[str, str], axes: Sequence[str]) -> str:
+    return ", ".join(f"{axis}={params.get(axis, '')}" for axis in axes)
+
+
+def convergence_styles(trials: Sequence[TrialRun], colour_axes: Sequence[str], style_axis: str | None
+                       ) -> tuple[dict[str, str], dict[str, str | tuple]]:
+    """Colour per value of `colour_axes` (together), line style per value of `style_axis`, both in
+    the trials' order: {label: colour}, {style value: line style}."""
+    colour_labels = dict.fromkeys(axes_label(trial.params, colour_axes) for trial in trials)
+    style_values = dict.fromkeys(trial.params.get(style_axis, "") for trial in trials) if style_axis else {}
+    return ({label: f"C{index % 10}" for index, label in enumerate(colour_labels)},
+            {value: LINE_STYLES[index % len(LINE_STYLES)] for index, value in enumerate(style_values)})
 
 
 def convergence_figure(trials: Sequence[TrialRun], histories: Mapping[str, Sequence[tuple[int, float]]],
-                       metric: str, colour_axis: str | None, colour_values: Sequence[str]) -> Figure:
+                       metric: str, colour_axes: Sequence[str], style_axis: str | None) -> Figure:
+    """One line per trial: colour by the values of `colour_axes`, line style by `style_axis`, so
+    every axis that varies tells its lines apart; the marker says how the trial ended."""
     figure = Figure(figsize=(7.5, 4.5), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
-    colours = {value: f"C{index % 10}" for index, value in enumerate(colour_values)}
-    plotted_statuses = set()
-    for trial in trials:
-        points = histories.get(trial.run_id, [])
-        if not points:
-            continue
-        steps, values = zip(*points, strict=True)
-        colour = colours.get(trial.params.get(colour_axis, ""), "C0") if colour_axis else "C0"
-        style = LINE_STYLES.get(trial.status, "-.")
-        plotted_statuses.add(trial.status)
-        axes.plot(steps, values, color=colour, linestyle=style, marker="o", markersize=3, linewidth=1.2,
-                  alpha=0.85)
-    if not plotted_statuses:
+    plotted = [trial for trial in trials if histories.get(trial.run_id)]
+    colours, styles = convergence_styles(plotted, colour_axes, style_axis)
+    for trial in plotted:
+        steps, values = zip(*histories[trial.run_id], strict=True)
+        axes.plot(steps, values, color=colours[axes_label(trial.params, colour_axes)],
+                  linestyle=styles.get(trial.params.get(style_axis, ""), "-") if style_axis else "-",
+                  marker=STATUS_MARKERS.get(trial.status, "^"), markersize=4, linewidth=1.2, alpha=0.85)
+    if not plotted:
         axes.text(0.5, 0.5, f"no {metric} history logged", ha="center", va="center", transform=axes.transAxes)
-    handles = [Line2D([], [], color=colours[value], label=f"{colour_axis}={value}")
-               for value in colour_values] if colour_axis else []
-    handles += [Line2D([], [], color="grey", linestyle=LINE_STYLES.get(status, "-."), label=status)
-                for status in sorted(plotted_statuses) if status != STATUS_FINISHED]
+    handles = legend_handles(plotted, colours, styles, style_axis) if colour_axes or style_axis else []
     if handles:
         axes.legend(handles=handles, fontsize="small", loc="best")
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -53,10 +63,23 @@ def convergence_figure(trials: Sequence[TrialRun], histories: Mapping[str, Seque
     return figure
 
 
+def legend_handles(trials: Sequence[TrialRun], colours: Mapping[str, str], styles: Mapping[str, str | tuple],
+                   style_axis: str | None) -> list[Line2D]:
+    """Colour entries, line-style entries (grey) and, when some trial did not finish, marker entries."""
+    handles = [Line2D([], [], color=colour, label=label) for label, colour in colours.items() if label]
+    handles += [Line2D([], [], color="grey", linestyle=style, label=f"{style_axis}={value}")
+                for value, style in styles.items()]
+    statuses = sorted({trial.status for trial in trials})
+    if statuses != [STATUS_FINISHED]:
+        handles += [Line2D([], [], color="grey", linestyle="", marker=STATUS_MARKERS.get(status, "^"),
+                           label=status) for status in statuses]
+    return handles
+
+
 def write_convergence_png(path: Path, trials: Sequence[TrialRun],
                           histories: Mapping[str, Sequence[tuple[int, float]]], metric: str,
-                          colour_axis: str | None, colour_values: Sequence[str]) -> None:
-    convergence_figure(trials, histories, metric, colour_axis, colour_values).savefig(path, dpi=120)
+                          colour_axes: Sequence[str], style_axis: str | None) -> None:
+    convergence_figure(trials, histories, metric, colour_axes, style_axis).savefig(path, dpi=120)
 
 
 def has_block_similarity(trials: Sequence[TrialRun]) -> bool:

@@ -1,11 +1,12 @@
 """A sweep's report rendered: report.md, pivot.csv, differences.csv and the figures, written to a
 folder and published on the sweep's parent run."""
 
+import base64
 import csv
 import io
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
@@ -22,6 +23,7 @@ from orchestrator.report.tables import (
     Cell,
     ClaimResult,
     Contrast,
+    Verdict,
     combinations,
     describe,
     pivot_cell,
@@ -35,6 +37,9 @@ MARKDOWN_FILE, PIVOT_FILE, DIFFERENCES_FILE, CONVERGENCE_FILE = (
 SIMILARITY_FILE = "similarity_by_depth.png"  # only when the trials measured per-block similarity
 CONVERGENCE_METRIC = metrics.KNN_VAL_ACCURACY
 COLOUR_AXIS = "init"  # convergence lines are coloured by the prior, when it varies
+# MLflow's artifact viewer renders report.md but resolves no relative image path: the figures go
+# into the Markdown as data URIs, so they show there, in a local viewer and on the run page alike.
+FIGURE_DATA_URI = "data:image/png;base64,"
 
 
 # Numbers as text -----------------------------------------------------------------------------------
@@ -59,7 +64,20 @@ def contrast_text(result: Contrast, over_seeds: bool) -> str:
     if math.isfinite(result.spread):
         text += f" ± {number(result.spread)}"
         text += f" (s.e. over {result.seeds} seeds)" if over_seeds else " (propagated repeat std)"
+    if math.isfinite(result.ci_low):
+        text += f", 95% CI [{number(result.ci_low, signed=True)}, {number(result.ci_high, signed=True)}]"
     return text + (f"; {result.note}" if result.note else "")
+
+
+def p_text(value: float) -> str:
+    return f"{value:.3g}" if math.isfinite(value) else ""
+
+
+def verdict_text(result: Verdict) -> str:
+    """The verdict word with its Holm-adjusted p-value, or why it is inconclusive."""
+    if result.reason:
+        return f"{result.word} ({result.reason})"
+    return f"{result.word} (adjusted p = {p_text(result.adjusted_p)})"
 
 
 def spread_kind(over_seeds: bool) -> str:
@@ -118,19 +136,24 @@ def terms_text(report: SweepReport, result: ClaimResult, group: dict[str, str]) 
 
 
 DIFFERENCES_HEADER = ["comparison", "metric", "group", "contrast", "spread", "spread_kind", "seeds",
-                      "verdict", "terms", "missing", "note"]
+                      "ci_low", "ci_high", "p_value", "adjusted_p", "verdict", "reason", "terms", "missing",
+                      "note"]
 
 
 def differences_csv(report: SweepReport) -> str:
     lines: list[list[str]] = [DIFFERENCES_HEADER]
     for result in [*report.claims, *([report.ablation] if report.ablation else [])]:
         claim = result.claim
-        rows = [(describe(group), contrast, "", terms_text(report, result, group))
-                for group, contrast in result.groups]
-        rows.append(("average over groups", result.overall, result.verdict.word, ""))
-        for group, contrast, word, terms in rows:
+        rows = [(describe(group), contrast, judged, terms_text(report, result, group))
+                for (group, contrast), judged in zip(result.groups, result.group_verdicts, strict=True)]
+        rows.append(("average over groups", result.overall, result.verdict, ""))
+        claims = result is not report.ablation  # the last axis' difference claims nothing: no verdict
+        for group, contrast, judged, terms in rows:
             lines.append([claim.text, claim.metric, group, number(contrast.value, signed=True),
-                          number(contrast.spread), spread_kind(report.over_seeds), str(contrast.seeds), word,
+                          number(contrast.spread), spread_kind(report.over_seeds), str(contrast.seeds),
+                          number(contrast.ci_low, signed=True), number(contrast.ci_high, signed=True),
+                          p_text(contrast.p_value), p_text(judged.adjusted_p), judged.word if claims else "",
+                          judged.reason if claims else "",
                           terms, "; ".join(contrast.missing), contrast.note])
     return to_csv(lines)
 
@@ -149,7 +172,14 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 # Markdown ---------------------------------------------------------------------------------------------
 
-def render_markdown(report: SweepReport) -> str:
+def figure_data_uri(path: Path) -> str:
+    return FIGURE_DATA_URI + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def render_markdown(report: SweepReport, figures: Mapping[str, str] | None = None) -> str:
+    """The report; `figures` maps a figure's file name to what the Markdown links (default: the
+    name, a file next to report.md)."""
+    figures = figures or {}
     statuses = Counter(trial.status for trial in report.trials)
     parent = report.parent
     spread = ("mean ± std over seeds, n = seeds per cell" if report.over_seeds
@@ -163,12 +193,14 @@ def render_markdown(report: SweepReport) -> str:
         "## Claims", claims_markdown(report),
         f"## {report.metric} ({spread})", pivot_markdown(report),
         "## Differences", differences_markdown(report),
-        f"## Convergence: {CONVERGENCE_METRIC}", f"![{CONVERGENCE_METRIC} per epoch]({CONVERGENCE_FILE})",
+        f"## Convergence: {CONVERGENCE_METRIC}",
+        f"![{CONVERGENCE_METRIC} per epoch]({figures.get(CONVERGENCE_FILE, CONVERGENCE_FILE)})",
         "## Collapsed, failed and unfinished trials (in no number above)", excluded_markdown(report),
     ]
     if has_block_similarity(report.trials):
         sections[-2:-2] = ["## Similarity by depth (each block to its start; CKA and SVCCA)",
-                           f"![per-block similarity, coloured by {colour_axis(report)}]({SIMILARITY_FILE})"]
+                           f"![per-block similarity, coloured by {colour_axis(report)}]"
+                           f"({figures.get(SIMILARITY_FILE, SIMILARITY_FILE)})"]
     return "\n\n".join(sections) + "\n"
 
 
@@ -177,8 +209,8 @@ def claims_markdown(report: SweepReport) -> str:
         return "The sweep states no paper claims."
     lines = []
     for result in report.claims:
-        verdict = result.verdict.word + (f" ({result.verdict.reason})" if result.verdict.reason else "")
-        lines.append(f"- **{verdict}**: {result.claim.text} — {result.claim.metric} contrast "
+        lines.append(f"- **{verdict_text(result.verdict)}**: {result.claim.text} — {result.claim.metric} "
+                     "contrast "
                      f"{contrast_text(result.overall, report.over_seeds)}")
     return "\n".join(lines)
 
@@ -199,11 +231,15 @@ def differences_markdown(report: SweepReport) -> str:
     sections = []
     for title, result in titled:
         group_axes = list(result.groups[0][0]) if result.groups else []
-        rows = [[*group.values(), contrast_text(contrast, report.over_seeds),
-                 terms_text(report, result, group)] for group, contrast in result.groups]
+        rows = [[*group.values(), contrast_text(contrast, report.over_seeds), verdict_text(judged),
+                 terms_text(report, result, group)]
+                for (group, contrast), judged in zip(result.groups, result.group_verdicts, strict=True)]
         average = ["average", *[""] * (len(group_axes) - 1)] if group_axes else []
-        rows.append([*average, contrast_text(result.overall, report.over_seeds), result.verdict.word])
-        sections.append(title + "\n\n" + markdown_table([*group_axes, "contrast", "cells"], rows))
+        rows.append([*average, contrast_text(result.overall, report.over_seeds), verdict_text(result.verdict),
+                     ""])
+        if result is report.ablation:  # the last axis' difference claims nothing: no verdict word
+            rows = [[*row[:-2], "", row[-1]] for row in rows]
+        sections.append(title + "\n\n" + markdown_table([*group_axes, "contrast", "verdict", "cells"], rows))
     return "\n\n".join(sections) or "No claims, and the last axis does not have exactly two values."
 
 
@@ -224,21 +260,34 @@ def colour_axis(report: SweepReport) -> str | None:
     return report.axes[0] if report.axes else None
 
 
+def convergence_axes(report: SweepReport) -> tuple[list[str], str | None]:
+    """The axes that colour the convergence lines and the one that styles them: every axis that
+    varies, the last one (not the prior, which colours) as the line style."""
+    varying = [axis for axis in report.axes
+               if len(report.values.get(axis) or {t.params.get(axis) for t in report.trials}) > 1]
+    if len(varying) < 2:
+        return varying, None
+    style = next(axis for axis in reversed(varying) if axis != COLOUR_AXIS)
+    colour = [axis for axis in varying if axis != style]
+    return sorted(colour, key=lambda axis: axis != COLOUR_AXIS), style
+
+
 def write_report(report: SweepReport, client: MlflowClient, out: Path) -> tuple[str, list[Path]]:
-    """Writes the four files to `out` and returns the Markdown and the paths."""
+    """Writes the report's files to `out` (report.md with its figures inlined) and returns the
+    Markdown and the paths."""
     out.mkdir(parents=True, exist_ok=True)
-    markdown = render_markdown(report)
     paths = [out / name for name in (MARKDOWN_FILE, PIVOT_FILE, DIFFERENCES_FILE, CONVERGENCE_FILE)]
-    for path, text in zip(paths[:3], (markdown, pivot_csv(report), differences_csv(report)), strict=True):
-        path.write_text(text)
-    axis = colour_axis(report)
-    colour_values = (report.values.get(axis) or sorted({t.params.get(axis, "") for t in report.trials})
-                     if axis else [])
     histories = metric_histories(client, report.trials, CONVERGENCE_METRIC)
-    write_convergence_png(paths[-1], report.trials, histories, CONVERGENCE_METRIC, axis, colour_values)
+    write_convergence_png(paths[-1], report.trials, histories, CONVERGENCE_METRIC, *convergence_axes(report))
     if has_block_similarity(report.trials):
+        axis = colour_axis(report)
+        colour_values = (report.values.get(axis) or sorted({t.params.get(axis, "") for t in report.trials})
+                         if axis else [])
         paths.append(out / SIMILARITY_FILE)
         write_similarity_by_depth_png(paths[-1], report.trials, axis, colour_values)
+    markdown = render_markdown(report, {path.name: figure_data_uri(path) for path in paths[3:]})
+    for path, text in zip(paths[:3], (markdown, pivot_csv(report), differences_csv(report)), strict=True):
+        path.write_text(text)
     return markdown, paths
 
 

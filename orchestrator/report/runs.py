@@ -6,7 +6,10 @@ role=trial, `mlflow.parentRunId`, `trial_status`, `error`; the flat trial config
 """
 
 import ast
+import dataclasses
+import json
 import math
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -16,6 +19,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+from orchestrator.grid import MERGED_TRIALS_FILE
 from orchestrator.tracking import (
     ROLE_SWEEP,
     ROLE_TRIAL,
@@ -115,10 +119,39 @@ def load_trials(client: MlflowClient, parent: Run) -> list[TrialRun]:
         page_token = page.token
         if not page_token:
             break
-    return [TrialRun(run_id=run.info.run_id, name=run.info.run_name or run.info.run_id,
-                     status=run.data.tags.get(TAG_STATUS, STATUS_UNFINISHED), params=dict(run.data.params),
-                     metrics=dict(run.data.metrics), error=run.data.tags.get(TAG_ERROR, ""))
-            for run in runs]
+    trials = [TrialRun(run_id=run.info.run_id, name=run.info.run_name or run.info.run_id,
+                       status=run.data.tags.get(TAG_STATUS, STATUS_UNFINISHED), params=dict(run.data.params),
+                       metrics=dict(run.data.metrics), error=run.data.tags.get(TAG_ERROR, ""))
+              for run in runs]
+    return expand_merged(trials, served_cells(client, parent))
+
+
+def served_cells(client: MlflowClient, parent: Run) -> list[dict[str, list[dict[str, str]]]]:
+    """The parent's record of merged trials (orchestrator.grid.Grid.served_cells), [] if none."""
+    if not any(item.path == MERGED_TRIALS_FILE for item in client.list_artifacts(parent.info.run_id)):
+        return []
+    with tempfile.TemporaryDirectory() as folder:
+        path = client.download_artifacts(parent.info.run_id, MERGED_TRIALS_FILE, folder)
+        return json.loads(Path(path).read_text())
+
+
+def expand_merged(trials: list[TrialRun], merged: list[dict[str, list[dict[str, str]]]]) -> list[TrialRun]:
+    """Each trial that ran for several cells, once per cell it serves: the same run and numbers,
+    the served cell's axis values as params (so every cell of the grid has its value)."""
+    expanded = list(trials)
+    for entry in merged:
+        [runs] = entry["runs"]
+        for trial in trials:
+            if all(trial.params.get(key) == value for key, value in runs.items()):
+                expanded += [dataclasses.replace(trial, params={**trial.params, **cell},
+                                                 name=f"{trial.name} (serves {describe_cell(cell, runs)})")
+                             for cell in entry["serves"]]
+    return expanded
+
+
+def describe_cell(cell: dict[str, str], runs: dict[str, str]) -> str:
+    """The axis values where a served cell differs from the trial that ran."""
+    return ", ".join(f"{key}={value}" for key, value in cell.items() if runs.get(key) != value)
 
 
 def metric_histories(client: MlflowClient, trials: list[TrialRun],

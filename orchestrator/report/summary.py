@@ -2,9 +2,12 @@
 
 Metrics: `best/<metric>` (the best usable trial's value of the report's metric; tags `best_trial`
 and `best_run_id` name it), `trials/<status>` (how many trials ended each way), and per paper
-claim i (1-based, in the sweep's order) `claim<i>/contrast`, `claim<i>/spread` and
-`claim<i>/verdict` (+1 agrees, -1 disagrees, 0 inconclusive); tags `claim<i>.verdict` (the word)
-and `claim<i>.text` (the claim).
+claim i (1-based, in the sweep's order) `claim<i>/contrast` (mean of the per-seed contrasts),
+`claim<i>/spread` (its standard error), `claim<i>/ci_low` and `claim<i>/ci_high` (the 95%
+t-interval over seeds), `claim<i>/p_value` and `claim<i>/adjusted_p` (Holm-adjusted across the
+sweep's claims and groups), and `claim<i>/verdict` (+1 agrees, -1 disagrees, 0 inconclusive);
+tags `claim<i>.verdict` (the word), `claim<i>.reason` (why inconclusive) and `claim<i>.text`.
+A number that cannot be computed (one seed, a missing cell) is not logged.
 """
 
 import math
@@ -13,7 +16,9 @@ from typing import TYPE_CHECKING
 
 from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
+from orchestrator.mlflow_view import run_page_path
 from orchestrator.report.tables import AGREES, DISAGREES
 
 if TYPE_CHECKING:
@@ -34,12 +39,23 @@ def summary_metrics(report: "SweepReport") -> tuple[dict[str, float], dict[str, 
         best = max(candidates, key=lambda trial: trial.value(report.metric))
         values[f"best/{report.metric}"] = best.value(report.metric)
         tags.update({TAG_BEST_TRIAL: best.name, TAG_BEST_RUN_ID: best.run_id})
+        # The description (the hypothesis) ends with the best trial as a link MLflow renders.
+        hypothesis = (report.sweep.hypothesis or report.sweep.description).strip()
+        link = run_page_path(report.parent.info.experiment_id, best.run_id)
+        tags[MLFLOW_RUN_NOTE] = (f"{hypothesis}\n\nBest trial: [{best.name}]({link}) "
+                                 f"({report.metric} = {best.value(report.metric):.4f})")
     for number, result in enumerate(report.claims, start=1):
         values[f"claim{number}/contrast"] = result.overall.value
         values[f"claim{number}/spread"] = result.overall.spread
+        values[f"claim{number}/ci_low"] = result.overall.ci_low
+        values[f"claim{number}/ci_high"] = result.overall.ci_high
+        values[f"claim{number}/p_value"] = result.overall.p_value
+        values[f"claim{number}/adjusted_p"] = result.verdict.adjusted_p
         values[f"claim{number}/verdict"] = VERDICT_NUMBERS.get(result.verdict.word, 0.0)
         tags[f"claim{number}.verdict"] = result.verdict.word
         tags[f"claim{number}.text"] = result.claim.text
+        if result.verdict.reason:
+            tags[f"claim{number}.reason"] = result.verdict.reason
     return {name: value for name, value in values.items() if math.isfinite(value)}, tags
 
 

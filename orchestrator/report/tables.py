@@ -2,15 +2,20 @@
 
 Pure functions of `TrialRun`s (no MLflow, no files). Only usable trials (finished, not
 collapsed) enter any number here, except that the collapse metric counts collapsed trials.
-See `orchestrator.report` for the verdict rule.
+See `orchestrator.report.cli` for the verdict rule: contrasts paired by seed, a 95% t-interval
+over seeds (scipy.stats.t), one seed is inconclusive, and Holm's correction across every claim and
+group of a sweep before a p-value makes a verdict.
 """
 
+import dataclasses
 import itertools
 import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from scipy import stats
 
 from orchestrator.report.runs import SEED, TrialRun
 from search_spaces import Claim
@@ -19,7 +24,8 @@ from trainables import metrics
 AGREES = "agrees"
 DISAGREES = "disagrees"
 INCONCLUSIVE = "inconclusive"
-SPREAD_FACTOR = 2.0  # a contrast counts when it is more than this many spreads from zero
+CONFIDENCE = 0.95  # the intervals' level; a verdict needs its Holm-adjusted p-value below 1 - this
+ONE_SEED = "one seed"
 
 
 @dataclass(frozen=True)
@@ -36,16 +42,24 @@ class Contrast:
     """sum(weight x cell mean), with its spread, or why it could not be computed."""
 
     value: float
-    spread: float  # standard error over seeds, or the propagated repeat std with one seed
-    seeds: int  # how many seeds the per-seed contrast is averaged over (1: single-seed rule)
+    spread: float  # standard error over seeds, or the propagated repeat std with one seed (shown only)
+    seeds: int  # how many seeds the per-seed contrast is averaged over (1: no verdict)
     missing: tuple[str, ...] = ()  # cells with no usable trial
     note: str = ""  # seeds left out, or why there is no spread
+    ci_low: float = math.nan  # the 95% t-interval over seeds (nan with fewer than 2 seeds)
+    ci_high: float = math.nan
+    p_value: float = math.nan  # two-sided one-sample t-test of the per-seed contrasts against 0
+
+    @property
+    def testable(self) -> bool:
+        return not self.missing and math.isfinite(self.p_value)
 
 
 @dataclass(frozen=True)
 class Verdict:
     word: str  # agrees | disagrees | inconclusive
     reason: str  # "" when the contrast is clear
+    adjusted_p: float = math.nan  # Holm-adjusted across the sweep's claims and groups
 
 
 @dataclass(frozen=True)
@@ -54,6 +68,7 @@ class ClaimResult:
     overall: Contrast
     groups: tuple[tuple[dict[str, str], Contrast], ...]  # per combination of the remaining axes
     verdict: Verdict
+    group_verdicts: tuple[Verdict, ...] = ()  # one per group, same order
 
 
 WeightedCells = Sequence[tuple[Mapping[str, str], float]]
@@ -129,20 +144,69 @@ def _contrast_over_seeds(per_cell: list[tuple[list[TrialRun], float]], metric: s
         value = per_seed[0] if per_seed else math.nan
         note = "; ".join(filter(None, [note, f"{len(per_seed)} seed(s) with every cell: no spread"]))
         return Contrast(value, math.nan, len(per_seed), note=note)
-    spread = statistics.stdev(per_seed) / math.sqrt(len(per_seed))
-    return Contrast(statistics.fmean(per_seed), spread, len(per_seed), note=note)
+    return seed_contrast(per_seed, note)
 
 
-def verdict(result: Contrast, over_seeds: bool) -> Verdict:
+def seed_contrast(per_seed: Sequence[float], note: str = "") -> Contrast:
+    """Mean of per-seed contrasts with its standard error, 95% t-interval and two-sided p-value
+    (scipy.stats.t, seeds - 1 degrees of freedom). Identical contrasts on every seed have no spread
+    to scale by: their p-value is 0 when the mean is not 0."""
+    mean, seeds = statistics.fmean(per_seed), len(per_seed)
+    spread = statistics.stdev(per_seed) / math.sqrt(seeds)
+    if spread == 0.0:
+        p_value = 1.0 if mean == 0.0 else 0.0
+        return Contrast(mean, spread, seeds, note=note, ci_low=mean, ci_high=mean, p_value=p_value)
+    low, high = stats.t.interval(CONFIDENCE, seeds - 1, loc=mean, scale=spread)
+    p_value = 2.0 * stats.t.sf(abs(mean / spread), seeds - 1)
+    return Contrast(mean, spread, seeds, note=note, ci_low=float(low), ci_high=float(high),
+                    p_value=float(p_value))
+
+
+def holm_adjusted(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the input's order: the i-th smallest of m is
+    multiplied by (m - i + 1), then made non-decreasing in that order and capped at 1."""
+    order = sorted(range(len(p_values)), key=lambda index: p_values[index])
+    adjusted = [math.nan] * len(p_values)
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
+
+
+def verdict(result: Contrast, over_seeds: bool, adjusted_p: float = math.nan) -> Verdict:
+    """The verdict of a contrast given its Holm-adjusted p-value (see the cli's docstring)."""
     if result.missing:
         return Verdict(INCONCLUSIVE, "missing cell(s): " + "; ".join(result.missing))
-    if math.isnan(result.spread):
+    if not over_seeds or result.seeds == 1:
+        return Verdict(INCONCLUSIVE, ONE_SEED + (f"; {result.note}" if result.note else ""))
+    if not math.isfinite(result.p_value):
         return Verdict(INCONCLUSIVE, result.note)
-    if result.value > SPREAD_FACTOR * result.spread:
-        return Verdict(AGREES, "")
-    if result.value < -SPREAD_FACTOR * result.spread:
-        return Verdict(DISAGREES, "")
-    return Verdict(INCONCLUSIVE, "given the spread across " + ("seeds" if over_seeds else "probe repeats"))
+    if adjusted_p < 1.0 - CONFIDENCE:
+        return Verdict(AGREES if result.value > 0 else DISAGREES, "", adjusted_p)
+    return Verdict(INCONCLUSIVE, f"the 95% interval over seeds includes 0 after Holm's correction "
+                   f"(adjusted p = {adjusted_p:.3g})", adjusted_p)
+
+
+def judge(results: Sequence[ClaimResult], over_seeds: bool) -> list[ClaimResult]:
+    """Every claim's and group's verdict, Holm-adjusted over all testable contrasts of `results`
+    (a claim with a single group is one test: its group is its overall contrast)."""
+    tested = []
+    for number, result in enumerate(results):
+        tested.append((number, None, result.overall))
+        if len(result.groups) > 1:
+            tested += [(number, group, contrast) for group, (_, contrast) in enumerate(result.groups)]
+    testable = [entry for entry in tested if over_seeds and entry[2].testable and entry[2].seeds > 1]
+    adjusted = dict(zip([(number, group) for number, group, _ in testable],
+                        holm_adjusted([contrast.p_value for _, _, contrast in testable]), strict=True))
+    judged = []
+    for number, result in enumerate(results):
+        overall = verdict(result.overall, over_seeds, adjusted.get((number, None), math.nan))
+        groups = tuple(verdict(contrast, over_seeds,
+                               adjusted.get((number, group if len(result.groups) > 1 else None), math.nan))
+                       for group, (_, contrast) in enumerate(result.groups))
+        judged.append(dataclasses.replace(result, verdict=overall, group_verdicts=groups))
+    return judged
 
 
 def claim_axes(claim: Claim, axes: Sequence[str]) -> list[str]:
@@ -161,7 +225,8 @@ def evaluate_claim(trials: Sequence[TrialRun], claim: Claim, axes: Sequence[str]
                                        metric, over_seeds)) for group in groups)
     overall_cells = [({**cell, **group}, weight / len(groups)) for group in groups for cell, weight in terms]
     overall = contrast(trials, overall_cells, metric, over_seeds)
-    return ClaimResult(claim, overall, per_group, verdict(overall, over_seeds))
+    # The verdict of one claim alone (Holm over its own groups); build_report judges all claims together.
+    return judge([ClaimResult(claim, overall, per_group, Verdict(INCONCLUSIVE, "not judged"))], over_seeds)[0]
 
 
 def ablation_claim(axis: str, axis_values: Sequence[str], metric: str) -> Claim | None:

@@ -1,5 +1,6 @@
 """A real sweep through a local Ray (Tune -> Train -> SSL -> probe) into a real SQLite MLflow store."""
 
+import base64
 import json
 import math
 import re
@@ -159,6 +160,9 @@ def test_a_sweep_started_from_a_runs_uri_begins_from_that_trials_backbone(finish
          "--set", "method=none", "--set", "dataset=digits", "--set", "image_size=16",
          "--set", "init=ssl-imagenet", "--set", f"weights_path={location}",
          "--set", "probe_epochs=30", "--set", "probe_repeats=1",
+         # Block similarity rebuilds the initialization from the config the trial ran with (the
+         # shipped weights), not from the runs:/ location, which a worker cannot load.
+         "--set", "block_similarity=true",
          "--tracking-uri", tracking_uri, "--storage-path", str(tmp_path / "ray_results")],
         cwd=tmp_path, capture_output=True, text=True, timeout=900,
     )
@@ -177,6 +181,14 @@ def test_a_sweep_started_from_a_runs_uri_begins_from_that_trials_backbone(finish
     for key, value in source_weights.items():
         assert torch.equal(started_weights[key], value), key
     assert not all(torch.equal(random_weights[key], value) for key, value in source_weights.items())
+    # Block similarity ran: it built the initialization from the shipped weights (method none has
+    # no pretraining comparison, only the random-init baseline next to it).
+    assert started.data.metrics[metrics.SIMILARITY_SECONDS] > 0
+    baseline = metrics.similarity_metric(metrics.SIMILARITY_RANDOM_BASELINE, "cka", "")
+    pretraining = metrics.similarity_metric(metrics.SIMILARITY_PRETRAINING, "cka", "")
+    values = [value for name, value in started.data.metrics.items() if name.startswith(baseline)]
+    assert values and all(0 <= value <= 1 + 1e-6 for value in values)
+    assert not any(name.startswith(pretraining) for name in started.data.metrics)
 
 
 def parent_and_children(tracking_uri: str) -> tuple[Run, list[Run]]:
@@ -229,6 +241,23 @@ def test_the_parent_run_carries_the_report_and_its_numbers(finished_sweep) -> No
     assert parent.data.tags["best_trial"] in {child.info.run_name for child in children}
     assert parent.data.metrics["trials/finished"] + parent.data.metrics.get("trials/collapsed", 0) == 4
     assert parent.data.tags["smoke"] == "true"  # the smoke sweep is a smoke run without --smoke
+    # The figure inlined in report.md is the logged convergence.png, byte for byte (MLflow's
+    # Markdown viewer resolves no relative image path), and no verdict word stands without a claim.
+    figure = Path(client.download_artifacts(parent.info.run_id, "report/convergence.png")).read_bytes()
+    assert f"(data:image/png;base64,{base64.b64encode(figure).decode('ascii')})" in markdown
+    assert "The sweep states no paper claims." in markdown and "disagrees" not in markdown
+    # Provenance: the hypothesis as the description, source, user, commit and command on every run.
+    assert parent.data.tags["mlflow.note.content"].startswith("smoke: the whole path")
+    for run in [parent, *children]:
+        assert run.data.tags["mlflow.source.name"] == "orchestrator.sweep" and run.data.tags["mlflow.user"]
+        assert len(run.data.tags["mlflow.source.git.commit"]) == 40
+        assert run.data.tags["command"].startswith("python -m orchestrator.sweep smoke ")
+    # The printed links open the model-training view: the runs table's saved view and the parent.
+    _, completed = finished_sweep
+    assert f"/runs/{parent.info.run_id}?workflowType=machine_learning" in completed.stdout
+    view = json.loads(client.get_experiment(parent.info.experiment_id).tags["mlflow.sharedViewState.sweep"])
+    assert view["runsExpanded"] == {parent.info.run_id: True}
+    assert f"metrics.`{metrics.LINEAR_TEST_BALANCED_ACCURACY}`" in view["selectedColumns"]
 
 
 def test_each_trial_shows_its_confusion_matrix_as_figure_and_table(finished_sweep) -> None:

@@ -98,3 +98,25 @@ def test_logged_method_params_are_those_the_method_trained_with() -> None:
     for image_size, temperature in ((32, 0.5), (224, 0.1)):
         logged = resolved_params(TrialConfig(method="simclr", image_size=image_size))["method_params"]
         assert logged["temperature"] == temperature
+
+
+def test_fine_tuning_curves_in_the_final_result_become_metric_histories(tmp_path: Path) -> None:
+    tracker = SweepTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "smoke")
+    tracker.start_parent("smoke", {"sweep": "smoke"})
+    trial = StandInTrial("abc_00000", config={"method": "none", "eval": "finetune"})
+    logger = tracker.trial_logger({})
+    logger.on_trial_start(0, [], trial)
+    val_loss = [0.9, 0.5, 0.6, 0.8]
+    final = {metrics.EPOCH: 0, metrics.FINETUNE_TRAIN_LOSS: [1.0, 0.6, 0.3, 0.1],
+             metrics.FINETUNE_VAL_LOSS: val_loss,
+             metrics.FINETUNE_VAL_BALANCED_ACCURACY: [0.5, 0.7, 0.8, 0.75],
+             metrics.FINETUNE_VAL_LOSS_RISE: 0.3,
+             metrics.evaluation_metric("finetune", metrics.TEST_ACCURACY): 0.8}
+    logger.on_trial_result(0, [], trial, final)
+    logger.on_trial_result(0, [], trial, final)  # reported again (a restore): logged once
+    run_id = logger.run_id(trial)
+    history = tracker.client.get_metric_history(run_id, metrics.FINETUNE_VAL_LOSS)
+    assert sorted((point.step, point.value) for point in history) == list(enumerate(val_loss, start=1))
+    for name in metrics.FINETUNE_CURVES:
+        assert steps(tracker.client, run_id, name) == [1, 2, 3, 4]
+    assert tracker.client.get_run(run_id).data.metrics[metrics.FINETUNE_VAL_LOSS_RISE] == 0.3

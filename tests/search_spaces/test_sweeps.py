@@ -4,7 +4,7 @@ refer to cells its grid can contain."""
 import pytest
 
 from orchestrator.estimates import gpu_hours, images_per_second
-from orchestrator.grid import apply_overrides, substitute_missing_datasets
+from orchestrator.grid import apply_overrides, flat_value, nest, substitute_missing_datasets
 from orchestrator.sweep import main
 from search_spaces import SWEEPS
 from trainables import metrics
@@ -105,3 +105,11 @@ def test_gpu_hour_estimate_scales_with_epochs_size_and_backbone() -> None:
     assert images_per_second("resnet18", 224) > images_per_second("resnet50", 224)
     assert images_per_second("resnet50", 96) > images_per_second("resnet50", 224)
     assert gpu_hours(TrialConfig.from_dict({"dataset": "imagefolder"})) is None
+
+
+def test_a_flat_key_reads_back_the_value_nest_put_there() -> None:
+    flat = {"method": "simclr", "method_params.temperature": 0.2, "seed": 3}
+    nested = nest(flat)
+    assert {key: flat_value(nested, key) for key in flat} == flat
+    with pytest.raises(KeyError):
+        flat_value(nested, "method_params.queue_size")

@@ -1,14 +1,15 @@
 """Evaluation: how good a pretrained backbone's features are, by the protocols of the seed studies.
 
 `probes` extracts frozen features once and runs the linear and kNN probes (repeated over label
-subsets, best-on-validation classifier tested) plus the collapse metric and the per-epoch kNN
-monitor; `finetuning` trains a copy of the whole network; `losses` holds the focal loss and class
-weights they share; `metrics` turns predictions into an `EvaluationResult` and its flat metric
-names; `tsne` draws the test embeddings and `confusion` the confusion matrix; `similarity` holds
-linear CKA and SVCCA and `block_similarity` the per-block comparison of a trial's networks with
-their start (imported from there by the loop). Add a protocol as a module here that returns an
-`EvaluationResult`, then name it in `trainables.metrics.PREFIXES` and call it from
-`trainables.loop.evaluate`.
+subsets, best-on-validation classifier tested) plus the collapse metric; `protocol` runs the
+protocols in order at the end of a trial (`evaluate`, with its artifacts) and holds the one kNN
+monitor the loop calls each epoch (`monitor_knn`); `finetuning` trains a copy of the whole
+network; `losses` holds the focal loss and class weights they share; `metrics` turns predictions
+into an `EvaluationResult` and its flat metric names; `tsne` draws the test embeddings and
+`confusion` the confusion matrix; `similarity` holds linear CKA and SVCCA and `block_similarity`
+the per-block comparison of a trial's networks with their start (called by `protocol`). Add a
+protocol as a module here that returns an `EvaluationResult`, then name it in
+`trainables.metrics.PREFIXES` and call it from `trainables.evaluation.protocol.evaluate`.
 """
 
 from trainables.evaluation.confusion import confusion_table, plot_confusion_matrix

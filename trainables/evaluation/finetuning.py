@@ -13,6 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from trainables import metrics
 from trainables.augmentations import normalize
 from trainables.evaluation.losses import focal_loss, inverse_frequency_weights
 from trainables.evaluation.metrics import (
@@ -44,7 +45,8 @@ def finetune(backbone: nn.Module, train_images: torch.Tensor, train_labels: torc
     cosine learning-rate decay per step from `learning_rate` to 0. After each epoch the model's
     validation balanced accuracy is measured in eval mode; the weights of the best epoch (the
     earliest on ties) are restored and tested. One repeat, on a stratified `label_fraction` of
-    the training labels.
+    the training labels. The result's `curves` hold, per epoch, the mean training loss, the
+    validation loss (the same loss, eval mode) and the validation balanced accuracy.
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown fine-tuning optimizer {optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
@@ -65,9 +67,11 @@ def finetune(backbone: nn.Module, train_images: torch.Tensor, train_labels: torc
 
     step, best_score, best_epoch = 0, -1.0, 0
     best_state = _cpu_copy(model.state_dict())
+    curves: dict[str, list[float]] = {name: [] for name in metrics.FINETUNE_CURVES}
     for epoch in range(1, epochs + 1):
         model.train()
         order = torch.randperm(len(images), generator=generator)
+        batch_losses = []
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
             if len(batch) < 2:  # BatchNorm cannot normalize a batch of one image in train mode
@@ -80,8 +84,15 @@ def finetune(backbone: nn.Module, train_images: torch.Tensor, train_labels: torc
             loss.backward()
             solver.step()
             step += 1
-        val_predictions = extract_features(model, val_images, batch_size, device).argmax(dim=1)
-        score = balanced_accuracy(val_labels, val_predictions, num_classes)
+            batch_losses.append(loss.detach())  # no .item() here: that would sync every step
+        val_logits = extract_features(model, val_images, batch_size, device)
+        score = balanced_accuracy(val_labels, val_logits.argmax(dim=1), num_classes)
+        val_weights = None if class_weights is None else class_weights.to(val_logits.device)
+        val_loss = focal_loss(val_logits, val_labels.to(val_logits.device), focal_gamma, val_weights)
+        curves[metrics.FINETUNE_TRAIN_LOSS].append(
+            torch.stack(batch_losses).mean().item() if batch_losses else math.nan)
+        curves[metrics.FINETUNE_VAL_LOSS].append(val_loss.item())
+        curves[metrics.FINETUNE_VAL_BALANCED_ACCURACY].append(score)
         if score > best_score:
             best_score, best_epoch, best_state = score, epoch, _cpu_copy(model.state_dict())
 
@@ -92,7 +103,7 @@ def finetune(backbone: nn.Module, train_images: torch.Tensor, train_labels: torc
         test=classification_metrics(test_labels, test_scores),
         best_epoch=best_epoch,
         train_indices=tuple(subset.tolist()),
-    )]), finetuned_backbone=model[0])
+    )]), finetuned_backbone=model[0], curves=curves)
 
 
 def build_classifier(backbone: nn.Module, num_classes: int, sample_images: torch.Tensor,

@@ -135,6 +135,8 @@ class EvaluationResult:
     # Fine-tuning's trained copy of the backbone (best epoch's weights), for the per-block
     # similarity analysis; None for the protocols that leave the backbone frozen.
     finetuned_backbone: torch.nn.Module | None = field(default=None, compare=False, repr=False)
+    # Fine-tuning's per-epoch curves ({metrics.FINETUNE_* name: [value per epoch]}); empty otherwise.
+    curves: dict[str, list[float]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_repeats(cls, repeats: Sequence[RepeatResult]) -> "EvaluationResult":

@@ -4,6 +4,7 @@ with the artifacts it writes (confusion matrix, t-SNE, block similarity's figure
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -50,7 +51,7 @@ def timed_monitor(backbone: nn.Module, data: ImageSplits, config: TrialConfig,
 
 
 def evaluate(backbone: nn.Module, data: ImageSplits, config: TrialConfig, device: torch.device,
-             artifacts: Path) -> dict[str, float]:
+             artifacts: Path) -> dict[str, Any]:
     """The trial's evaluation protocol, plus the last kNN monitor value (searchers and schedulers
     read it from every result); writes the confusion matrix and a t-SNE plot to `artifacts`.
 
@@ -95,4 +96,14 @@ def evaluate(backbone: nn.Module, data: ImageSplits, config: TrialConfig, device
         similarity = block_similarity_metrics(config, backbone, result.finetuned_backbone, data.val_images,
                                               device, artifacts)
     return {metrics.KNN_VAL_ACCURACY: monitor, **evaluation_metrics_to_flat_dict(result, config.eval),
-            **similarity}
+            **similarity, **curve_metrics(result.curves)}
+
+
+def curve_metrics(curves: dict[str, list[float]]) -> dict[str, Any]:
+    """Fine-tuning's curves for the final report (the MLflow logger logs them per step), and the
+    validation loss's rise after its lowest point."""
+    if not curves:
+        return {}
+    val_loss = curves[metrics.FINETUNE_VAL_LOSS]
+    return {**{name: list(values) for name, values in curves.items()},
+            metrics.FINETUNE_VAL_LOSS_RISE: val_loss[-1] - min(val_loss)}

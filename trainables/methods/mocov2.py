@@ -57,8 +57,11 @@ class MoCoV2(SSLMethod):
         self.projector = mlp_head(feature_dim, projection_hidden_dim, projection_dim)
         self.key_backbone = copy.deepcopy(backbone).requires_grad_(False)
         self.key_projector = copy.deepcopy(self.projector).requires_grad_(False)
-        # Buffers, so they are checkpointed. The queue must be the same on every worker: it is
-        # filled from the global batch, so it is (and DDP's buffer broadcast from rank 0 keeps it).
+        # Buffers, so they are checkpointed. The queue must be the same on every worker, with no
+        # buffer broadcast at all (the loop passes broadcast_buffers=False, which in this torch
+        # also skips DDP's copy at wrap time): every worker draws it from the same seeded RNG
+        # (the loop seeds torch with the trial's seed first) and then enqueues the same gathered
+        # keys (tests/trainables/methods/test_distributed_equivalence.py compares the queues).
         self.register_buffer("queue", F.normalize(torch.randn(projection_dim, queue_size), dim=0))
         self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long))
 

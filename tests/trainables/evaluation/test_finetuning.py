@@ -93,3 +93,30 @@ def test_finetune_tests_the_epoch_with_the_best_validation_balanced_accuracy(
     )
     with pytest.raises(ValueError, match="optimizer"):
         finetune(*arguments, epochs=1, optimizer="lbfgs")
+
+
+def test_finetune_keeps_per_epoch_curves_that_agree_with_its_choice_of_epoch() -> None:
+    from trainables import metrics
+    from trainables.evaluation.protocol import curve_metrics
+
+    torch.manual_seed(0)
+    backbone, _ = build_backbone("cbr_nano")
+    train_images, train_labels = separable_images(48, seed=1)
+    val_images, val_labels = separable_images(16, seed=2)
+    epochs = 4
+    result = finetune(backbone, train_images, train_labels, val_images, val_labels, val_images, val_labels,
+                      num_classes=2, epochs=epochs, batch_size=16, learning_rate=0.05)
+    curves = result.curves
+    assert sorted(curves) == sorted(metrics.FINETUNE_CURVES)
+    assert all(len(values) == epochs for values in curves.values())
+    accuracy = curves[metrics.FINETUNE_VAL_BALANCED_ACCURACY]
+    # The tested epoch is the first best one on the validation curve.
+    assert result.repeats[0].best_epoch == accuracy.index(max(accuracy)) + 1
+    assert result.val_balanced_accuracy.mean == pytest.approx(max(accuracy))
+    assert all(0 < value < float("inf") for value in curves[metrics.FINETUNE_TRAIN_LOSS])
+    assert curves[metrics.FINETUNE_TRAIN_LOSS][-1] < curves[metrics.FINETUNE_TRAIN_LOSS][0]  # it learns
+    flat = curve_metrics(curves)
+    val_loss = curves[metrics.FINETUNE_VAL_LOSS]
+    assert flat[metrics.FINETUNE_VAL_LOSS_RISE] == pytest.approx(val_loss[-1] - min(val_loss))
+    assert flat[metrics.FINETUNE_VAL_LOSS_RISE] >= 0.0
+    assert curve_metrics({}) == {}  # linear and kNN probes have no curves

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
+from trainables.activation_checkpointing import checkpoint_segments, enable_activation_checkpointing
 from trainables.backbones import BACKBONES, build_backbone
-from trainables.checkpointing import checkpoint_segments, enable_activation_checkpointing
 
 
 def kept_bytes_and_step(model: nn.Module, images: torch.Tensor) -> int:
