@@ -179,7 +179,8 @@ def apply_overrides(sweep: Sweep, overrides: list[str], smoke: bool = False) -> 
     if sweep.screening is not None and "init" not in overridden:  # --set init=... screens exactly those
         axes["init"], screened_out = available_priors(axes["init"], params)
         if not axes["init"]:
-            raise ConfigError(f"no prior of sweep {sweep.name} is available here ({'; '.join(screened_out)}); "
+            raise ConfigError(f"no prior of sweep {sweep.name} is available here "
+                              f"({'; '.join(screened_out)}); "
                               "name some with --set init=...")
     grid = Grid(axes=axes, params=params, method_params=sweep.method_params, search=search,
                 num_samples=num_samples, screened_out=tuple(screened_out))

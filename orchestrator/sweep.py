@@ -192,9 +192,10 @@ def print_stage_2(screening: Screening | None, grid: Grid) -> None:
     if screening is None:
         return
     methods = grid.axes.get("method") or [grid.params.get("method", TrialConfig.method)]
-    print(f"stage 2 (after the table above, stage 1): {stage_2_trial_count(grid.axes, grid.params, screening)} "
-          f"trial(s): the top {screening.top_k} priors of stage 1 by mean {screening.metric}, plus "
-          f"{screening.baseline}, x method {', '.join(map(str, methods))} x the other axes")
+    count = stage_2_trial_count(grid.axes, grid.params, screening)
+    print(f"stage 2 (after the table above, stage 1): {count} trial(s): the top {screening.top_k} priors "
+          f"of stage 1 by mean {screening.metric}, plus {screening.baseline}, x method "
+          f"{', '.join(map(str, methods))} x the other axes")
 
 
 def print_trial_table(sweep_name: str, grid: Grid, plan: ResourcePlan, shape: ClusterShape) -> None:
@@ -476,7 +477,10 @@ def trial_display_name(result: Any) -> str:
 def summarize(results: Any, axes: list[str], interrupted: bool = False) -> tuple[list[list[str]], bool]:
     rows, any_failed = [], False
     # In trial order; which_prior's stage 1 (experiment <sweep>) before stage 2 (<sweep>-pretrain).
-    for result in sorted(results, key=lambda r: (str(Path(str(r.path)).parent), str(r.path).rsplit("_", 1)[-1])):
+    def order(result: Any) -> tuple[str, str]:
+        return str(Path(str(result.path)).parent), str(result.path).rsplit("_", 1)[-1]
+
+    for result in sorted(results, key=order):
         trial = trial_display_name(result)
         result_metrics = last_values(result)
         if result.error is not None:

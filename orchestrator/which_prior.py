@@ -39,7 +39,8 @@ class Recommendation:
                     f"{self.estimate.seeds} seeds)" if math.isfinite(self.estimate.ci_low)
                     else f" (one seed: no interval, {self.estimate.note})")
         how = (f"use {self.prior}'s features as they are (no SSL pretraining beat them)"
-               if self.method == NO_PRETRAINING else f"start from {self.prior} and pretrain with {self.method}")
+               if self.method == NO_PRETRAINING
+               else f"start from {self.prior} and pretrain with {self.method}")
         text = (f"With {float(self.label_fraction):.0%} of the labels, {how}: {metric} "
                 f"{self.estimate.value:.3f}{interval}.")
         if self.within_noise:

@@ -57,7 +57,8 @@ def build_report(sweep: Sweep, tracking_uri: str, parent: Run, trials: list[Tria
                 if last_axis_claim else None)
     recommendations = []
     if sweep.screening is not None:
-        fractions = values.get("label_fraction") or sorted({t.params.get("label_fraction", "1.0") for t in trials})
+        fractions = (values.get("label_fraction")
+                     or sorted({trial.params.get("label_fraction", "1.0") for trial in trials}))
         recommendations = [found for fraction in fractions
                            if (found := recommend(trials, metric, fraction)) is not None]
     return SweepReport(sweep, tracking_uri, parent, trials, axes, values, over_seeds, metric, claims,
