@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.screening import available_priors
 from search_spaces import Search, Sweep
 from trainables import metrics
 from trainables.config import FIELD_TYPES, ConfigError, TrialConfig, coerce, coerce_method_param
@@ -47,6 +48,7 @@ class Grid:
     method_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per method
     search: Search | None = None  # Optuna + ASHA instead of (on top of) the grid
     num_samples: int = 1  # trials per grid point drawn by the search
+    screened_out: tuple[str, ...] = ()  # which_prior: priors left out of `init`, and why (one line each)
 
     @property
     def display_axes(self) -> list[str]:
@@ -150,8 +152,10 @@ def apply_overrides(sweep: Sweep, overrides: list[str], smoke: bool = False) -> 
     """
     axes = {**sweep.grid, **(sweep.smoke_grid if smoke else {})}
     params = {**sweep.params, **(sweep.smoke_params if smoke else {})}
+    overridden = set()
     for text in overrides:
         key, raw_values = parse_override(text)
+        overridden.add(key)
         if key not in FIELD_TYPES and not key.startswith(METHOD_PARAMS_PREFIX):
             raise ConfigError(f"unknown --set key {key!r}; valid keys: {', '.join(FIELD_TYPES)}")
         if key == "method_params":
@@ -171,8 +175,15 @@ def apply_overrides(sweep: Sweep, overrides: list[str], smoke: bool = False) -> 
                               f"{', '.join(FIELD_TYPES)}")
     if search:
         params = with_monitor_for_search(search, axes, params, sweep.name)
+    screened_out: list[str] = []
+    if sweep.screening is not None and "init" not in overridden:  # --set init=... screens exactly those
+        axes["init"], screened_out = available_priors(axes["init"], params)
+        if not axes["init"]:
+            raise ConfigError(f"no prior of sweep {sweep.name} is available here "
+                              f"({'; '.join(screened_out)}); "
+                              "name some with --set init=...")
     grid = Grid(axes=axes, params=params, method_params=sweep.method_params, search=search,
-                num_samples=num_samples)
+                num_samples=num_samples, screened_out=tuple(screened_out))
     grid.trial_configs()  # validate every trial now: nothing starts with a bad config
     return grid
 

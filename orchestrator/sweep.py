@@ -6,6 +6,7 @@
 """
 
 import argparse
+import dataclasses
 import math
 import os
 import re
@@ -36,8 +37,16 @@ from orchestrator.mlflow_view import (
     save_runs_table_view,
 )
 from orchestrator.resources import PlanningError, ResourcePlan, plan_resources
+from orchestrator.screening import (
+    STAGE_2_SUFFIX,
+    pretraining_axes,
+    rank_priors,
+    ranking_line,
+    screening_axes,
+    stage_2_trial_count,
+)
 from orchestrator.weights import print_weights_availability
-from search_spaces import SWEEPS
+from search_spaces import SWEEPS, Screening
 from trainables import metrics
 from trainables.batches import RESIDENT_MEMORY_FRACTION
 from trainables.config import ConfigError, TrialConfig
@@ -130,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(str(error))
     for substitution in substitutions:
         print(f"smoke: dataset {substitution}")
+    for line in grid.screened_out:
+        print(f"prior left out: {line}")
 
     address = args.address or os.environ.get("RAY_ADDRESS")
     try:
@@ -137,7 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if address is not None:
                 connect(address)
             plan, shape = make_plan(grid, args, live=address is not None)
-            print_trial_table(args.sweep, grid, plan, shape)
+            print_trial_table(args.sweep, first_stage(args.sweep, grid), plan, shape)
+            print_stage_2(screening_of(args), grid)
             print_weights_availability(grid.trial_configs())
             return 0
         return run(args, grid, address, substitutions)
@@ -159,6 +171,31 @@ def make_plan(grid: Grid, args: argparse.Namespace, live: bool) -> tuple[Resourc
         plan = plan_resources(shape.nodes, num_workers=widest, num_trials=len(configs),
                               max_concurrent=args.max_concurrent, cpus_per_worker=args.cpus_per_worker)
     return plan, shape
+
+
+def screening_of(args: argparse.Namespace) -> Screening | None:
+    """which_prior's two stages as this run has them (--smoke pretrains fewer priors)."""
+    screening = SWEEPS[args.sweep].screening
+    if screening is None or not args.smoke:
+        return screening
+    return dataclasses.replace(screening, top_k=screening.smoke_top_k)
+
+
+def first_stage(sweep_name: str, grid: Grid) -> Grid:
+    """The grid that runs first: the whole grid, or which_prior's screening (method=none)."""
+    if SWEEPS[sweep_name].screening is None:
+        return grid
+    return dataclasses.replace(grid, axes=screening_axes(grid.axes))
+
+
+def print_stage_2(screening: Screening | None, grid: Grid) -> None:
+    if screening is None:
+        return
+    methods = grid.axes.get("method") or [grid.params.get("method", TrialConfig.method)]
+    count = stage_2_trial_count(grid.axes, grid.params, screening)
+    print(f"stage 2 (after the table above, stage 1): {count} trial(s): the top {screening.top_k} priors "
+          f"of stage 1 by mean {screening.metric}, plus {screening.baseline}, x method "
+          f"{', '.join(map(str, methods))} x the other axes")
 
 
 def print_trial_table(sweep_name: str, grid: Grid, plan: ResourcePlan, shape: ClusterShape) -> None:
@@ -231,7 +268,10 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
     connect(address)
     plan, shape = make_plan(grid, args, live=True)
     check_storage(storage_path, shape)
-    print_trial_table(args.sweep, grid, plan, shape)
+    sweep = SWEEPS[args.sweep]
+    stage_1 = first_stage(args.sweep, grid)
+    print_trial_table(args.sweep, stage_1, plan, shape)
+    print_stage_2(screening_of(args), grid)
     print(f"MLflow: {tracking_uri} (experiment {args.sweep!r}); Ray storage: {storage_path}")
     shared_data, shared_pretraining = share(decoded), share_pretraining(pretraining_pools)
     del decoded, pretraining_pools  # the object store holds them now
@@ -248,27 +288,36 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
         if repaired:
             print(f"resume: {repaired} trial run(s) left RUNNING by an earlier driver continue now")
     else:
-        sweep = SWEEPS[args.sweep]
         tracker.start_parent(args.sweep, {"sweep": args.sweep, "axes": ",".join(grid.display_axes),
                                           **flatten({"grid": grid.axes, "fixed": grid.params})},
                              description=(sweep.hypothesis or sweep.description).strip())
         tracker.client.set_tag(tracker.parent_run_id, "smoke", str(is_smoke_run(args)).lower())
-        if grid.num_merged:
-            tracker.client.log_dict(tracker.parent_run_id, grid.served_cells(), MERGED_TRIALS_FILE)
+        if stage_1.num_merged:
+            tracker.client.log_dict(tracker.parent_run_id, stage_1.served_cells(), MERGED_TRIALS_FILE)
         if substitutions:
             tracker.client.set_tag(tracker.parent_run_id, "smoke_dataset_substitutions",
                                    "; ".join(substitutions))
     print_mlflow_links(tracker, grid)
     status = "FAILED"  # unless the sweep gets to its end
     interruption = Interruption()
+    screening = screening_of(args)
+    total_trials = stage_1.num_trials + (stage_2_trial_count(grid.axes, grid.params, screening)
+                                         if screening else 0)
+
+    def run_stage(name: str, stage: Grid, resume: bool, progress: Any) -> list[Any]:
+        return list(run_tune(name, stage, plan, storage_path,
+                             tracker.trial_logger(grid.method_params, plan, args.register_model),
+                             resume, shared_data, max_failures=args.max_failures,
+                             shared_weights=shared_weights, progress=progress,
+                             shared_pretraining=shared_pretraining))
+
     try:
-        with interruption, progress_view(args.sweep, grid.num_trials, storage_path, args.verbose) as progress:
+        with interruption, progress_view(args.sweep, total_trials, storage_path, args.verbose) as progress:
             interruption.notify = progress.note if progress else None
-            results = run_tune(args.sweep, grid, plan, storage_path,
-                               tracker.trial_logger(grid.method_params, plan, args.register_model),
-                               args.resume, shared_data, max_failures=args.max_failures,
-                               shared_weights=shared_weights, progress=progress,
-                               shared_pretraining=shared_pretraining)
+            results = run_stage(args.sweep, stage_1, args.resume, progress)
+            if screening is not None and not interruption.signal:
+                results += run_stage_2(args, screening, grid, tracker, results, storage_path, progress,
+                                       run_stage)
             # Nothing after this needs Ray; shut it down inside the redirect, so that the workers'
             # lines Ray forwards late, at its shutdown, go to its output file, not under the table.
             ray.shutdown()
@@ -300,6 +349,29 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
               file=sys.stderr)
         return 128 + interruption.signal
     return EXIT_TRIALS_FAILED if status == "FAILED" else 0
+
+
+def run_stage_2(args: argparse.Namespace, screening: Screening, grid: Grid, tracker: Any,
+                stage_1_results: list[Any], storage_path: str, progress: Any, run_stage: Any) -> list[Any]:
+    """which_prior's stage 2: the grid's methods on stage 1's top priors plus the baseline. The
+    ranking is said on the terminal and kept on the parent run (tag screening.ranking)."""
+    from ray.tune import Tuner
+
+    from orchestrator.tune_driver import experiment_path
+
+    ranked = rank_priors(stage_1_results, screening.metric)
+    line = ranking_line(ranked, screening.metric)
+    (progress.note if progress else print)(line)
+    tracker.client.set_tag(tracker.parent_run_id, "screening.ranking", line[:5000])
+    stage = dataclasses.replace(grid, axes=pretraining_axes(grid.axes, grid.params, screening, ranked))
+    if not stage.axes["init"]:
+        return []
+    name = args.sweep + STAGE_2_SUFFIX
+    if progress is not None:  # the view counts stage 2's trials from here
+        progress.sweep_name = f"{args.sweep} (stage 2)"
+        progress.total_trials = stage.num_trials
+    resume = args.resume and Tuner.can_restore(experiment_path(storage_path, name))
+    return run_stage(name, stage, resume, progress)
 
 
 class Interruption:
@@ -366,9 +438,12 @@ def report_on_parent(tracker: Any, sweep_name: str, status: str) -> None:
     `status` is the one the parent run is about to end with."""
     from orchestrator.report.render import report_sweep_run
 
-    markdown = report_sweep_run(tracker.tracking_uri, sweep_name, tracker.parent_run_id,
+    reported = report_sweep_run(tracker.tracking_uri, sweep_name, tracker.parent_run_id,
                                 Path("reports") / sweep_name, status)
-    if markdown is not None:
+    if reported is not None:
+        markdown, report = reported
+        for recommendation in report.recommendations:
+            print(f"recommendation: {recommendation.sentence(report.metric)}")
         print(f"report: {markdown} (also on the parent run under report/)")
     print(f"parent run: {run_link(tracker.tracking_uri, tracker.experiment_id, tracker.parent_run_id)}")
 
@@ -401,7 +476,11 @@ def trial_display_name(result: Any) -> str:
 
 def summarize(results: Any, axes: list[str], interrupted: bool = False) -> tuple[list[list[str]], bool]:
     rows, any_failed = [], False
-    for result in sorted(results, key=lambda r: str(r.path).rsplit("_", 1)[-1]):
+    # In trial order; which_prior's stage 1 (experiment <sweep>) before stage 2 (<sweep>-pretrain).
+    def order(result: Any) -> tuple[str, str]:
+        return str(Path(str(result.path)).parent), str(result.path).rsplit("_", 1)[-1]
+
+    for result in sorted(results, key=order):
         trial = trial_display_name(result)
         result_metrics = last_values(result)
         if result.error is not None:

@@ -6,8 +6,9 @@ interval of their difference to it, paired by seed, includes 0) and how much wor
 initialization is (the best random arm, paired by seed, with its interval). The intervals are
 `orchestrator.report.tables.seed_contrast`'s (scipy.stats.t).
 
-Not built yet: the two-stage command (stage 1 frozen features of every prior on the machine,
-stage 2 SSL pretraining of the top k plus random) that would call this on its trials.
+The two stages that produce the trials are `orchestrator/screening.py`'s; the report
+(`orchestrator/report/model.py`) calls `recommend` per label fraction, prints `sentence` and logs
+`recommendation_summary` on the parent run.
 """
 
 import math
@@ -19,6 +20,7 @@ from orchestrator.report.runs import SEED, TrialRun
 from orchestrator.report.tables import Contrast, seed_contrast
 
 RANDOM = "random"
+NO_PRETRAINING = "none"
 
 
 @dataclass(frozen=True)
@@ -36,8 +38,11 @@ class Recommendation:
         interval = (f" (95% interval {self.estimate.ci_low:.3f} to {self.estimate.ci_high:.3f} over "
                     f"{self.estimate.seeds} seeds)" if math.isfinite(self.estimate.ci_low)
                     else f" (one seed: no interval, {self.estimate.note})")
-        text = (f"With {float(self.label_fraction):.0%} of the labels, start from {self.prior} and "
-                f"pretrain with {self.method}: {metric} {self.estimate.value:.3f}{interval}.")
+        how = (f"use {self.prior}'s features as they are (no SSL pretraining beat them)"
+               if self.method == NO_PRETRAINING
+               else f"start from {self.prior} and pretrain with {self.method}")
+        text = (f"With {float(self.label_fraction):.0%} of the labels, {how}: {metric} "
+                f"{self.estimate.value:.3f}{interval}.")
         if self.within_noise:
             text += f" Within noise of it: {', '.join(self.within_noise)}."
         if self.random_gap is not None and math.isfinite(self.random_gap.ci_low):
@@ -100,15 +105,15 @@ def excludes_zero(difference: Contrast) -> bool:
 
 def recommendation_summary(recommendations: Sequence[Recommendation]) -> tuple[dict[str, float],
                                                                               dict[str, str]]:
-    """Parent-run metrics and tags: per label fraction f, `recommendation/labels=<f>/<prior>/mean`,
-    `.../ci_low`, `.../ci_high` and tags `recommendation.labels=<f>.prior` / `.method`; the largest
-    label fraction's also without the `labels=<f>` part (`recommendation.prior`,
+    """Parent-run metrics and tags: per label fraction f, `recommendation/labels_<f>/<prior>/mean`,
+    `.../ci_low`, `.../ci_high` and tags `recommendation.labels_<f>.prior` / `.method`; the largest
+    label fraction's also without the `labels_<f>` part (`recommendation.prior`,
     `recommendation/<prior>/mean`, ...)."""
     values: dict[str, float] = {}
     tags: dict[str, str] = {}
     ordered = sorted(recommendations, key=lambda item: float(item.label_fraction))
     for recommendation in ordered:
-        scopes = [f"labels={recommendation.label_fraction}"]
+        scopes = [f"labels_{recommendation.label_fraction}"]
         if recommendation is ordered[-1]:
             scopes.append("")
         for scope in scopes:

@@ -37,6 +37,18 @@ class Search:
 
 
 @dataclass(frozen=True)
+class Screening:
+    """Two stages in one command (orchestrator/screening.py): stage 1 runs the grid's `init` axis
+    with `method=none` (each prior's frozen features, cheap); stage 2 runs the grid's methods on
+    the `top_k` priors of stage 1 (mean `metric` over the other axes and seeds) plus `baseline`."""
+
+    top_k: int = 2
+    smoke_top_k: int = 1  # under --smoke: so that a few priors already show one left out
+    baseline: str = "random"
+    metric: str = "linear/test_balanced_accuracy"
+
+
+@dataclass(frozen=True)
 class Sweep:
     name: str
     description: str  # one line, shown by --list
@@ -50,6 +62,7 @@ class Sweep:
     smoke_params: dict[str, Any] = field(default_factory=dict)
     smoke_grid: dict[str, list[Any]] = field(default_factory=dict)  # axes replaced under --smoke
     search: Search | None = None
+    screening: Screening | None = None  # which_prior's two stages instead of one grid
 
 
 def _registry() -> dict[str, Sweep]:
@@ -63,10 +76,11 @@ def _registry() -> dict[str, Sweep]:
         prior_weights,
         smoke,
         transfusion,
+        which_prior,
     )
 
     modules = (smoke, ablation_batchsize, ablation_imagesize, prior_weights, bit_simsiam, transfusion,
-               hpo_simclr, methods_on_shapes, methods_on_breastmnist)
+               hpo_simclr, methods_on_shapes, methods_on_breastmnist, which_prior)
     return {module.SWEEP.name: module.SWEEP for module in modules}
 
 

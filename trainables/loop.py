@@ -90,7 +90,7 @@ def train_and_evaluate(config: TrialConfig, data: ImageSplits, rank: int, world_
         ray.train.report(state.epoch_metrics)
 
     steps_per_epoch = len(pretrain_images) // config.batch_size
-    if steps_per_epoch == 0:
+    if steps_per_epoch == 0 and state.method.pretrains:  # method none trains nothing
         raise ValueError(
             f"batch_size {config.batch_size} is larger than the {len(pretrain_images)} pretraining "
             f"images of {config.resolved_pretrain_dataset}; use a smaller batch_size"

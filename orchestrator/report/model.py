@@ -6,12 +6,13 @@ CSV and figures. The verdict rule is in `orchestrator.report.cli`'s docstring an
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mlflow.entities import Run
 
 from orchestrator.report.runs import TrialRun, axis_values, seeds_vary, sweep_axes
 from orchestrator.report.tables import ClaimResult, ablation_claim, evaluate_claim, judge
+from orchestrator.which_prior import Recommendation, recommend
 from search_spaces import Sweep
 from trainables import metrics
 from trainables.config import TrialConfig
@@ -30,6 +31,8 @@ class SweepReport:
     claims: list[ClaimResult]
     ablation: ClaimResult | None  # last axis, first value minus second, when it has two values
     parent_status: str  # the parent run's status, or the one the sweep ends it with
+    # which_prior (a sweep with a screening): per label fraction, the prior and method to start from
+    recommendations: list[Recommendation] = field(default_factory=list)
 
 
 def default_metric(sweep: Sweep, trials: Sequence[TrialRun]) -> str:
@@ -52,5 +55,11 @@ def build_report(sweep: Sweep, tracking_uri: str, parent: Run, trials: list[Tria
     last_axis_claim = ablation_claim(axes[-1], values[axes[-1]], metric) if axes else None
     ablation = (evaluate_claim(trials, last_axis_claim, axes, values, over_seeds)
                 if last_axis_claim else None)
+    recommendations = []
+    if sweep.screening is not None:
+        fractions = (values.get("label_fraction")
+                     or sorted({trial.params.get("label_fraction", "1.0") for trial in trials}))
+        recommendations = [found for fraction in fractions
+                           if (found := recommend(trials, metric, fraction)) is not None]
     return SweepReport(sweep, tracking_uri, parent, trials, axes, values, over_seeds, metric, claims,
-                       ablation, parent_status or parent.info.status)
+                       ablation, parent_status or parent.info.status, recommendations)

@@ -190,6 +190,7 @@ def render_markdown(report: SweepReport, figures: Mapping[str, str] | None = Non
         f"{report.parent_status}) in `{report.tracking_uri}`; {len(report.trials)} trial(s): "
         + ", ".join(f"{count} {status}" for status, count in sorted(statuses.items()))
         + f". Axes: {', '.join(report.axes) or '(none)'}.",
+        *(["## Recommendation", recommendation_markdown(report)] if report.sweep.screening else []),
         "## Claims", claims_markdown(report),
         f"## {report.metric} ({spread})", pivot_markdown(report),
         "## Differences", differences_markdown(report),
@@ -202,6 +203,17 @@ def render_markdown(report: SweepReport, figures: Mapping[str, str] | None = Non
                            f"![per-block similarity, coloured by {colour_axis(report)}]"
                            f"({figures.get(SIMILARITY_FILE, SIMILARITY_FILE)})"]
     return "\n\n".join(sections) + "\n"
+
+
+def recommendation_markdown(report: SweepReport) -> str:
+    """which_prior's answer: one sentence per label fraction (orchestrator.which_prior)."""
+    if not report.recommendations:
+        return f"No recommendation: no finished trial has {report.metric}."
+    ranking = report.parent.data.tags.get("screening.ranking")
+    lines = [f"- {recommendation.sentence(report.metric)}" for recommendation in report.recommendations]
+    if ranking:
+        lines.append(f"\nHow the priors were chosen for pretraining: {ranking}.")
+    return "\n".join(lines)
 
 
 def claims_markdown(report: SweepReport) -> str:
@@ -302,10 +314,10 @@ def publish(report: SweepReport, client: MlflowClient, out: Path) -> tuple[str, 
 
 
 def report_sweep_run(tracking_uri: str, sweep_name: str, parent_run_id: str, out: Path,
-                     parent_status: str) -> Path | None:
+                     parent_status: str) -> tuple[Path, SweepReport] | None:
     """The report of one sweep run, published on its parent run (the sweep does this at its end,
-    just before it ends the parent run with `parent_status`); returns report.md's path, or None
-    when the run has no trial runs."""
+    just before it ends the parent run with `parent_status`); returns report.md's path and the
+    report, or None when the run has no trial runs."""
     client = MlflowClient(tracking_uri)
     parent = client.get_run(parent_run_id)
     trials = load_trials(client, parent)
@@ -313,4 +325,4 @@ def report_sweep_run(tracking_uri: str, sweep_name: str, parent_run_id: str, out
         return None
     report = build_report(SWEEPS[sweep_name], tracking_uri, parent, trials, None, parent_status)
     _, paths = publish(report, client, out)
-    return paths[0]
+    return paths[0], report

@@ -7,6 +7,10 @@ claim i (1-based, in the sweep's order) `claim<i>/contrast` (mean of the per-see
 t-interval over seeds), `claim<i>/p_value` and `claim<i>/adjusted_p` (Holm-adjusted across the
 sweep's claims and groups), and `claim<i>/verdict` (+1 agrees, -1 disagrees, 0 inconclusive);
 tags `claim<i>.verdict` (the word), `claim<i>.reason` (why inconclusive) and `claim<i>.text`.
+which_prior's recommendation (orchestrator.which_prior.recommendation_summary): tags
+`recommendation.prior`, `recommendation.method` and metrics `recommendation/<prior>/mean`,
+`.../ci_low`, `.../ci_high` for the largest label fraction, and the same under
+`recommendation.labels_<f>` / `recommendation/labels_<f>/` for each one.
 A number that cannot be computed (one seed, a missing cell) is not logged.
 """
 
@@ -20,6 +24,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
 from orchestrator.mlflow_view import run_page_path
 from orchestrator.report.tables import AGREES, DISAGREES
+from orchestrator.which_prior import recommendation_summary
 
 if TYPE_CHECKING:
     from orchestrator.report.model import SweepReport
@@ -56,6 +61,9 @@ def summary_metrics(report: "SweepReport") -> tuple[dict[str, float], dict[str, 
         tags[f"claim{number}.text"] = result.claim.text
         if result.verdict.reason:
             tags[f"claim{number}.reason"] = result.verdict.reason
+    recommended, recommendation_tags = recommendation_summary(report.recommendations)
+    values.update(recommended)
+    tags.update(recommendation_tags)
     return {name: value for name, value in values.items() if math.isfinite(value)}, tags
 
 

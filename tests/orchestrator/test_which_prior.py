@@ -49,8 +49,8 @@ def test_the_parent_gets_tags_and_interval_metrics_per_label_fraction() -> None:
     small, full = recommend(trials("0.1"), METRIC, "0.1"), recommend(trials("1.0"), METRIC, "1.0")
     values, tags = recommendation_summary([full, small])
     assert tags["recommendation.prior"] == "imagenet" and tags["recommendation.method"] == "simclr"
-    assert tags["recommendation.labels=0.1.prior"] == "imagenet"
+    assert tags["recommendation.labels_0.1.prior"] == "imagenet"
     assert values["recommendation/imagenet/ci_low"] < values["recommendation/imagenet/mean"] \
         < values["recommendation/imagenet/ci_high"]
-    assert values["recommendation/labels=0.1/imagenet/mean"] == pytest.approx(0.81)
+    assert values["recommendation/labels_0.1/imagenet/mean"] == pytest.approx(0.81)
     assert recommend(trials("0.1"), METRIC, "0.01") is None
