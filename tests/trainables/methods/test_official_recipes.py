@@ -106,7 +106,8 @@ def test_simclr_temperature_follows_the_image_scale(image_size: int, params: dic
 
 def test_swav_sinkhorn_gets_fp32_scores_under_bf16_autocast() -> None:
     method = build("swav", SMALL_SWAV | {"queue_length": 0})
-    embedding = torch.nn.functional.normalize(torch.randn(4, 8, generator=torch.Generator().manual_seed(5)), dim=1)
+    generator = torch.Generator().manual_seed(5)
+    embedding = torch.nn.functional.normalize(torch.randn(4, 8, generator=generator), dim=1)
     exact = naive_sinkhorn(embedding.double() @ method.prototypes.weight.double().T)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert method.prototypes(embedding).dtype == torch.bfloat16  # what the scores were before
