@@ -114,3 +114,19 @@ def test_swav_sinkhorn_gets_fp32_scores_under_bf16_autocast() -> None:
         codes = method.assign(0, embedding)
     assert codes.dtype == torch.float32
     torch.testing.assert_close(codes.double(), exact, atol=1e-5, rtol=1e-4)
+
+
+def test_the_multi_tensor_ema_equals_the_parameter_by_parameter_update() -> None:
+    from trainables.methods.byol import ema_update
+
+    generator = torch.Generator().manual_seed(7)
+    shapes = [(16, 3, 3, 3), (16,), (10, 16), (10,)]
+    target = [torch.randn(shape, generator=generator) for shape in shapes]
+    online = [torch.randn(shape, generator=generator, requires_grad=True) for shape in shapes]
+    expected = [t.clone().mul_(0.99).add_(o.detach(), alpha=0.01)
+                for t, o in zip(target, online, strict=True)]
+    ema_update(target, online, 0.99)
+    for updated, reference in zip(target, expected, strict=True):
+        torch.testing.assert_close(updated, reference, atol=0, rtol=0)
+    with pytest.raises(ValueError):
+        ema_update(target[:3], online, 0.99)
