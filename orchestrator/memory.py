@@ -55,9 +55,10 @@ BYTES_PER_TRAINABLE_PARAMETER = 4 + 4 + 4
 BYTES_PER_FROZEN_PARAMETER = 4  # an EMA copy: weights only, no gradient, no optimizer state
 # torch.autocast caches the bf16 cast of every trainable weight for the forward pass.
 BYTES_AUTOCAST_WEIGHT_CACHE = 2
-# DistributedDataParallel keeps its gradient buckets beside the gradients
-# (gradient_as_bucket_view=False, torch's default): one more fp32 copy of the gradients.
-BYTES_DDP_BUCKETS = 4
+# DistributedDataParallel's gradient buckets: the gradients themselves are views into them
+# (trainables/loop.py: gradient_as_bucket_view=True), so no second fp32 copy; the bf16
+# compression hook's cast of one bucket at a time (25 MiB) is within the allocator margin.
+BYTES_DDP_BUCKETS = 0
 # The CUDA context of a torch process: 300-500 MiB with CUDA 12's lazy module loading (nvidia-smi
 # of an idle torch process after its first kernel); outside torch's allocator, so
 # torch.cuda.max_memory_allocated never shows it.
