@@ -26,6 +26,13 @@ def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat(distributed_functional.all_gather(tensor), dim=0)
 
 
+def all_reduce_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum over processes, keeping the autograd graph (the backward pass sums the gradients)."""
+    if world_size() == 1:
+        return tensor
+    return distributed_functional.all_reduce(tensor)
+
+
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum over processes (no gradient): for global statistics such as counts."""
     if world_size() > 1:
