@@ -34,6 +34,7 @@ CASES = [
      "method_params": {"num_small_crops": 2}},
     {"method": "byol", "backbone": "resnet50", "image_size": 224, "batch_size": 64},
     {"method": "simsiam", "backbone": "resnetv2_50x1_bit", "image_size": 224, "batch_size": 32},
+    {"method": "simsiam", "backbone": "resnetv2_50x1_bit", "image_size": 224, "batch_size": 64},  # GroupNorm
     {"method": "none", "eval": "finetune", "backbone": "resnet50", "image_size": 224, "batch_size": 64},
     {"method": "none", "eval": "finetune", "backbone": "resnet50", "image_size": 224, "batch_size": 64,
      "activation_checkpointing": True},

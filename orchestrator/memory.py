@@ -8,8 +8,12 @@ The estimate is computed on the CPU, without a GPU, in a fraction of a second pe
   bytes of the tensors autograd keeps for the backward pass, parameters excluded, are the
   activation memory. Measured at two batch sizes: what grows with the batch is per image, the rest
   (BiT's standardized weights) is fixed. Every view of the method counts at its own size (SwAV's
-  small crops at theirs). The measurement is fp32; on a GPU the loop trains under bf16 autocast,
-  which keeps those tensors in bf16: half the bytes (BF16_ACTIVATION_FACTOR).
+  small crops at theirs). Pretraining is measured under `CudaAutocastReplay`, which applies CUDA
+  bf16 autocast's dtype rules on the meta device (the loop trains under that autocast on GPUs):
+  convolutions and matmuls take bf16 inputs, GroupNorm, LayerNorm, softmax and the losses run in
+  fp32. So a conv + BatchNorm + ReLU keeps about 4 bytes per element and a conv + GroupNorm + ReLU
+  about 10 (GroupNorm keeps its fp32 input, ReLU its fp32 output, the next conv a bf16 copy).
+  Fine-tuning and feature extraction are fp32, and measured so.
 - Model states: fp32 weights, gradients and the optimizer's one momentum buffer (SGD and LARS)
   per trainable parameter; weights only for frozen copies (BYOL's target, MoCo's key encoder);
   autocast's cached bf16 copies of the trainable weights; DDP's gradient buckets on 2+ workers.
@@ -26,13 +30,16 @@ checkpointing (trainables/activation_checkpointing.py) only where no worker coun
 benchmarks/memory_check.py compares the estimate with torch.cuda's measurement.
 """
 
+import contextlib
 import dataclasses
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from orchestrator.resources import PlanningError, ResourcePlan
 from trainables.activation_checkpointing import checkpoint_segments, enable_activation_checkpointing
@@ -42,18 +49,16 @@ from trainables.config import TrialConfig
 from trainables.methods import METHODS, SSLMethod, build_method
 
 GIB = 1024**3
-# bf16 autocast (trainables/loop.py: mixed_precision) keeps conv/matmul outputs, and the BatchNorm
-# and ReLU outputs after them, in bf16: 2 bytes where the fp32 measurement counts 4.
-BF16_ACTIVATION_FACTOR = 0.5
 # fp32 weight + fp32 gradient + one fp32 momentum buffer (torch.optim.SGD with momentum, timm's
 # Lars): 12 bytes per trainable parameter.
 BYTES_PER_TRAINABLE_PARAMETER = 4 + 4 + 4
 BYTES_PER_FROZEN_PARAMETER = 4  # an EMA copy: weights only, no gradient, no optimizer state
 # torch.autocast caches the bf16 cast of every trainable weight for the forward pass.
 BYTES_AUTOCAST_WEIGHT_CACHE = 2
-# DistributedDataParallel keeps its gradient buckets beside the gradients
-# (gradient_as_bucket_view=False, torch's default): one more fp32 copy of the gradients.
-BYTES_DDP_BUCKETS = 4
+# DistributedDataParallel's gradient buckets: the gradients themselves are views into them
+# (trainables/loop.py: gradient_as_bucket_view=True), so no second fp32 copy; the bf16
+# compression hook's cast of one bucket at a time (25 MiB) is within the allocator margin.
+BYTES_DDP_BUCKETS = 0
 # The CUDA context of a torch process: 300-500 MiB with CUDA 12's lazy module loading (nvidia-smi
 # of an idle torch process after its first kernel); outside torch's allocator, so
 # torch.cuda.max_memory_allocated never shows it.
@@ -73,6 +78,74 @@ FEATURE_BATCH = 256
 # which a method's heads are measured (the heads see features, whatever the image size).
 MEASURED_BATCH = 7
 HEADS_VIEW_SIZE = 8
+
+
+FP32, BF16_AUTOCAST = "fp32", "bf16-autocast"
+
+
+class CudaAutocastReplay(TorchFunctionMode):
+    """CUDA bf16 autocast's dtype rules, replayed where torch.autocast cannot run them (the meta
+    device; CPU autocast's own lists differ: it runs group_norm in bf16).
+
+    Applied at the torch-function level, above autograd, as autocast is: the casts are autograd
+    ops, so each layer keeps the dtype it would keep on a GPU. The lists are the parts of
+    torch's CUDA autocast op lists (aten/src/ATen/autocast_mode.cpp) that the backbones and
+    heads here call: matmuls and convolutions in bf16 (parameters cast once per pass, as
+    autocast's weight cache does), normalizations other than BatchNorm, softmax, exp/log and the
+    losses in fp32; everything else in the dtype of its inputs (BatchNorm and ReLU after a
+    bf16 conv stay bf16). While it is on, torch's CUDA autocast flag is on too (it touches no
+    tensor off a GPU), so that code which turns autocast off (the losses' `full_precision`) is
+    replayed in fp32 as on a GPU.
+    """
+
+    LOWER_PRECISION = {F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d,
+                       F.conv_transpose3d, F.linear, F.prelu, torch.matmul, torch.Tensor.matmul,
+                       torch.Tensor.__matmul__, torch.mm, torch.Tensor.mm, torch.bmm, torch.Tensor.bmm,
+                       torch.addmm, torch.baddbmm, torch.einsum}
+    FULL_PRECISION = {F.group_norm, F.layer_norm, F.softmax, F.log_softmax, torch.softmax,
+                      torch.log_softmax, torch.Tensor.softmax, torch.Tensor.log_softmax, torch.exp,
+                      torch.Tensor.exp, torch.log, torch.Tensor.log, torch.logsumexp, F.cross_entropy,
+                      F.nll_loss, F.mse_loss, F.smooth_l1_loss, F.l1_loss, F.kl_div,
+                      F.binary_cross_entropy_with_logits, F.cosine_similarity, torch.cdist, torch.pow,
+                      torch.Tensor.pow, torch.Tensor.__pow__, torch.rsqrt, torch.Tensor.rsqrt, torch.cumsum}
+
+    def __init__(self, parameters) -> None:
+        super().__init__()
+        self.parameters = {id(parameter): parameter for parameter in parameters}
+        self.casts: dict[int, torch.Tensor] = {}
+
+    def __enter__(self) -> "CudaAutocastReplay":
+        self.was_enabled = torch.is_autocast_enabled("cuda")
+        torch.set_autocast_enabled("cuda", True)
+        return super().__enter__()
+
+    def __exit__(self, *exception: object) -> None:
+        torch.set_autocast_enabled("cuda", self.was_enabled)
+        super().__exit__(*exception)
+
+    def parameter_casts(self) -> set[int]:
+        """Storages of the bf16 parameter copies made in the pass (autocast's weight cache)."""
+        return {cast.untyped_storage()._cdata for cast in self.casts.values()}
+
+    def _cast(self, value: object, dtype: torch.dtype) -> object:
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and value.dtype != dtype:
+            if id(value) in self.parameters and dtype == torch.bfloat16:
+                if id(value) not in self.casts:
+                    self.casts[id(value)] = value.to(dtype)
+                return self.casts[id(value)]
+            return value.to(dtype)
+        if isinstance(value, list | tuple):
+            return type(value)(self._cast(item, dtype) for item in value)
+        return value
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        dtype = (torch.bfloat16 if func in self.LOWER_PRECISION
+                 else torch.float32 if func in self.FULL_PRECISION else None)
+        if dtype is not None and torch.is_autocast_enabled("cuda"):  # not inside `full_precision`
+            args = tuple(self._cast(arg, dtype) for arg in args)
+            kwargs = {key: self._cast(value, dtype) for key, value in kwargs.items()}
+        return func(*args, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -120,19 +193,20 @@ def _frozen_items(mapping: dict) -> tuple:
     return tuple(sorted(mapping.items()))
 
 
-def trial_activation_profile(config: TrialConfig, checkpointing: bool,
-                             pretraining: bool) -> ActivationProfile:
+def trial_activation_profile(config: TrialConfig, checkpointing: bool, pretraining: bool,
+                             precision: str = FP32) -> ActivationProfile:
     """The activation profile of the trial's pretraining step (every view through the backbone,
     then the method's heads and loss), or with `pretraining=False` of its fine-tuning step (the
-    backbone on one view at the image size)."""
+    backbone on one view at the image size). `precision`: FP32, or BF16_AUTOCAST (CUDA's rules)."""
     slim = config.init == "slim"
     if not pretraining:
-        return backbone_profile(config.backbone, config.image_size, config.cifar_stem, slim, checkpointing)
+        return backbone_profile(config.backbone, config.image_size, config.cifar_stem, slim, checkpointing,
+                                precision)
     params = _frozen_items(config.method_params)
     sizes = view_sizes(config.method, params, config.image_size)
-    views = [backbone_profile(config.backbone, size, config.cifar_stem, slim, checkpointing)
+    views = [backbone_profile(config.backbone, size, config.cifar_stem, slim, checkpointing, precision)
              for size in sizes]
-    heads = heads_profile(config.method, params, config.backbone, config.cifar_stem, slim)
+    heads = heads_profile(config.method, params, config.backbone, config.cifar_stem, slim, precision)
     return ActivationProfile(
         per_image=sum(view.per_image for view in views) + heads.per_image,
         fixed=sum(view.fixed for view in views) + heads.fixed,
@@ -151,16 +225,17 @@ def view_sizes(method: str, method_params: tuple, image_size: int) -> tuple[int,
 
 @functools.lru_cache(maxsize=128)
 def backbone_profile(backbone: str, image_size: int, cifar_stem: bool, slim: bool,
-                     checkpointing: bool) -> ActivationProfile:
+                     checkpointing: bool, precision: str = FP32) -> ActivationProfile:
     """One view through the backbone in training mode, measured on the meta device."""
     with torch.device("meta"):
         model, _ = build_backbone(backbone, cifar_stem=cifar_stem, slim=slim)
     model.train()
     if checkpointing:
         enable_activation_checkpointing(model)
-    measured = saved_tensor_bytes(model, [image_size], MEASURED_BATCH, segments=checkpoint_segments(model))
+    measured = saved_tensor_bytes(model, [image_size], MEASURED_BATCH, segments=checkpoint_segments(model),
+                                  precision=precision)
     if checkpointing:  # the backward pass recomputes blocks as they were without checkpointing
-        plain = backbone_profile(backbone, image_size, cifar_stem, slim, False)
+        plain = backbone_profile(backbone, image_size, cifar_stem, slim, False, precision)
         largest, segment = plain.largest_per_image, plain.segment_per_image
     else:
         largest, segment = measured.largest_tensor / MEASURED_BATCH, measured.largest_segment / MEASURED_BATCH
@@ -183,14 +258,14 @@ class PooledColour(nn.Module):
 
 @functools.lru_cache(maxsize=128)
 def heads_profile(method: str, method_params: tuple, backbone: str, cifar_stem: bool,
-                  slim: bool) -> ActivationProfile:
+                  slim: bool, precision: str = FP32) -> ActivationProfile:
     """The method's heads and loss on the backbone's features, measured on the meta device."""
     with torch.device("meta"):
         _, feature_dim = build_backbone(backbone, cifar_stem=cifar_stem, slim=slim)
         network = build_method(method, PooledColour(feature_dim), feature_dim, dict(method_params))
     network.train()
     measured = saved_tensor_bytes(network, [HEADS_VIEW_SIZE] * len(network.views(HEADS_VIEW_SIZE)),
-                                  MEASURED_BATCH)
+                                  MEASURED_BATCH, precision=precision)
     return ActivationProfile(per_image=measured.per_image / MEASURED_BATCH, fixed=measured.fixed,
                              largest_per_image=measured.largest_tensor / MEASURED_BATCH,
                              segment_per_image=0.0, input_per_image=0.0)
@@ -209,11 +284,13 @@ class SavedBytes:
 
 
 def saved_tensor_bytes(network: nn.Module, sizes: Sequence[int], batch: int,
-                       segments: Sequence[nn.Module] = ()) -> SavedBytes:
+                       segments: Sequence[nn.Module] = (), precision: str = FP32) -> SavedBytes:
     """Run one training forward pass of `network` on images (batch, 3, size, size) per view size
     (a method takes the list of views; a backbone takes one view) on the network's device, and
     count the bytes autograd keeps for the backward pass. `segments`: modules whose own kept bytes
-    are measured per call (checkpointed blocks).
+    are measured per call (checkpointed blocks). `precision`: FP32, or BF16_AUTOCAST (the pass runs
+    under CudaAutocastReplay; its bf16 copies of parameters are autocast's weight cache, counted
+    with the model states, not here).
 
     A batch of 7 tells batch tensors from others: no layer here is 7 (or 14, 21...) wide."""
     device = next(network.parameters()).device
@@ -242,9 +319,14 @@ def saved_tensor_bytes(network: nn.Module, sizes: Sequence[int], batch: int,
                for handle in (segment.register_forward_pre_hook(segment_start),
                               segment.register_forward_hook(segment_end))]
     views = [torch.zeros(batch, 3, size, size, device=device) for size in sizes]
+    replay = CudaAutocastReplay(network.parameters()) if precision == BF16_AUTOCAST else None
     try:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        with (torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor),
+              replay or contextlib.nullcontext()):
             network(views if isinstance(network, SSLMethod) else views[0])
+        if replay is not None:
+            for storage in replay.parameter_casts():
+                kept.pop(storage, None)
     finally:
         for handle in handles:
             handle.remove()
@@ -278,9 +360,9 @@ def estimate_memory(config: TrialConfig, num_workers: int, checkpointing: bool) 
     if pretrains:
         states = trainable * (BYTES_PER_TRAINABLE_PARAMETER + BYTES_DDP_BUCKETS * distributed)
         states += frozen * BYTES_PER_FROZEN_PARAMETER + buffers
-        profile = trial_activation_profile(config, checkpointing, pretraining=True)
+        profile = trial_activation_profile(config, checkpointing, pretraining=True, precision=BF16_AUTOCAST)
         local_batch = config.batch_size // num_workers
-        activations = profile.peak(local_batch, checkpointing) * BF16_ACTIVATION_FACTOR
+        activations = profile.peak(local_batch, checkpointing)
         activations += profile.input_per_image * local_batch  # the views stay fp32
         pretraining = states + trainable * BYTES_AUTOCAST_WEIGHT_CACHE + activations
     else:  # `none`: the method is built and moved to the GPU, nothing trains it

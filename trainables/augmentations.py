@@ -237,7 +237,7 @@ def hue_rotation(hue: torch.Tensor) -> torch.Tensor:
     angle = 2 * math.pi * hue
     cos, sin = angle.cos(), angle.sin()
     rotation = torch.zeros(hue.shape[0], 3, 3, device=device)
-    rotation[:, 0, 0] = 1
+    rotation[:, 0, 0].fill_(1)  # not `= 1`: a tensor made from a Python number each call
     rotation[:, 1, 1], rotation[:, 1, 2] = cos, sin
     rotation[:, 2, 1], rotation[:, 2, 2] = -sin, cos
     return from_yiq @ rotation @ to_yiq

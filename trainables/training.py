@@ -55,6 +55,7 @@ def build_training_state(config: TrialConfig, world_size: int, device: torch.dev
                          announce: bool = True) -> TrainingState:
     """Backbone, method, optimizer on `device`. With several workers the BatchNorm layers are
     converted to span them, and `data_parallel` wraps the method (Ray Train's DDP in the loop)."""
+    enable_fast_cuda_kernels(device)
     backbone, feature_dim, report = build_trial_backbone(config)
     if announce:
         print(f"[{config.init} {config.backbone}] {report}", flush=True)
@@ -106,6 +107,15 @@ def with_dataset_flips(recipe: AugmentationRecipe, dataset: str) -> Augmentation
     if DATASETS[dataset].vertical_flip:
         return dataclasses.replace(recipe, vertical_flip_probability=0.5)
     return recipe
+
+
+def enable_fast_cuda_kernels(device: torch.device) -> None:
+    """On GPUs: cuDNN autotuning (every step has the same shapes, so the search pays once) and
+    TF32 for what runs in fp32 outside autocast (losses, fine-tuning, evaluation)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
 
 
 def memory_format(device: torch.device) -> torch.memory_format:

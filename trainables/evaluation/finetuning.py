@@ -15,6 +15,7 @@ from torch import nn
 
 from trainables import metrics
 from trainables.augmentations import normalize
+from trainables.distributed import convert_batchnorm_to_local
 from trainables.evaluation.losses import focal_loss, inverse_frequency_weights
 from trainables.evaluation.metrics import (
     EvaluationResult,
@@ -110,10 +111,13 @@ def build_classifier(backbone: nn.Module, num_classes: int, sample_images: torch
                      seed: int) -> nn.Sequential:
     """A trainable deep copy of the backbone followed by a new linear head, on the CPU.
 
-    The feature dimension is read from one eval-mode pass over `sample_images` (uint8), so
-    any backbone that maps images to (N, D) features works. The caller's RNG is left as it was.
+    The copy's cross-process BatchNorms (a trial on several workers) become process-local ones
+    with the same statistics: only the calling process trains it, and a SyncBatchNorm in train
+    mode would wait for the others forever. The feature dimension is read from one eval-mode
+    pass over `sample_images` (uint8), so any backbone that maps images to (N, D) features works.
+    The caller's RNG is left as it was.
     """
-    copied = copy.deepcopy(backbone).cpu()
+    copied = convert_batchnorm_to_local(copy.deepcopy(backbone)).cpu()
     for parameter in copied.parameters():
         parameter.requires_grad_(True)
     feature_dim = extract_features(copied, sample_images, device="cpu").shape[1]

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from trainables.augmentations import BYOL_VIEW_1, BYOL_VIEW_2
-from trainables.distributed import gather_with_grad
+from trainables.distributed import all_reduce_with_grad, world_size
 from trainables.methods.base import SSLMethod, StepOutput, ViewSpec, full_precision, projection_mlp
 
 STANDARDIZATIONS = ("batchnorm", "unbiased")
@@ -29,18 +29,21 @@ def unknown_standardization(name: str) -> ValueError:
     return ValueError(f"unknown standardization {name!r}; valid: {', '.join(STANDARDIZATIONS)}")
 
 
-def standardize(z: torch.Tensor, standardization: str) -> torch.Tensor:
-    """Each column of z (N, D) centred and scaled over the batch.
+def standardize(z: torch.Tensor, standardization: str, count: int | None = None) -> torch.Tensor:
+    """Each column of this process's z (N, D) centred and scaled over the global batch of `count`
+    rows (all processes; default: this process's N, on one process the same).
 
     "batchnorm": (z - mean) / sqrt(biased variance + 1e-5), what BatchNorm1d(affine=False)
-    computes in training mode (the official code); "unbiased": (z - mean) / unbiased std (the
-    paper's pseudo-code).
+    (SyncBatchNorm in the official code) computes in training mode; "unbiased": (z - mean) /
+    unbiased std (the paper's pseudo-code).
     """
-    centred = z - z.mean(dim=0)
+    count = z.shape[0] if count is None else count
+    centred = z - all_reduce_with_grad(z.sum(dim=0)) / count
+    squares = all_reduce_with_grad(centred.pow(2).sum(dim=0))
     if standardization == "batchnorm":
-        return centred / torch.sqrt(z.var(dim=0, unbiased=False) + BATCHNORM_EPSILON)
+        return centred / torch.sqrt(squares / count + BATCHNORM_EPSILON)
     if standardization == "unbiased":
-        return centred / z.std(dim=0)
+        return centred / torch.sqrt(squares / (count - 1))
     raise unknown_standardization(standardization)
 
 
@@ -49,13 +52,15 @@ def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, off_diagonal_weight: f
                       standardization: str = "batchnorm") -> torch.Tensor:
     """sum_i (1 - C_ii)^2 + lambda sum_{i != j} C_ij^2 (Barlow Twins eq. 1 and Algorithm 1).
 
-    z1, z2: (N, D) embeddings of the two views of the same N images (the whole global batch).
+    z1, z2: (N, D) embeddings of the two views of this process's N images (each process the same N).
     Each dimension is standardized over the batch (see `standardize`: BatchNorm's biased
     variance + eps by default, as the official code) and C = z1n.T @ z2n / N is (D, D).
     """
-    count = z1.shape[0]
-    z1n, z2n = standardize(z1, standardization), standardize(z2, standardization)
-    correlation = z1n.T @ z2n / count
+    count = z1.shape[0] * world_size()  # every process the same rows (the loop's equal shards)
+    z1n, z2n = standardize(z1, standardization, count), standardize(z2, standardization, count)
+    # As the official code: each process multiplies its own rows, then the (D, D) sums are
+    # all-reduced, instead of every process multiplying the gathered global batch.
+    correlation = all_reduce_with_grad(z1n.T @ z2n) / count
     diagonal = torch.diagonal(correlation)
     on_diagonal = (1 - diagonal).pow(2).sum()
     off_diagonal = correlation.pow(2).sum() - diagonal.pow(2).sum()
@@ -89,8 +94,8 @@ class BarlowTwins(SSLMethod):
 
     def forward(self, views: list[torch.Tensor]) -> StepOutput:
         z1, z2 = (self.projector(self.backbone(view)) for view in views[:2])
-        # Statistics and C over the global batch: every worker computes the one-worker loss, and
-        # the summed gradient of the all-gather, averaged by DDP, is the one-worker gradient.
-        loss = barlow_twins_loss(gather_with_grad(z1), gather_with_grad(z2), self.off_diagonal_weight,
-                                 self.standardization)
+        # Statistics and C over the global batch, from all-reduced local sums: every worker
+        # computes the one-worker loss, and the summed gradients of the all-reduces, averaged by
+        # DDP, are the one-worker gradient.
+        loss = barlow_twins_loss(z1, z2, self.off_diagonal_weight, self.standardization)
         return StepOutput(loss, z1)

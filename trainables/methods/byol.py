@@ -48,9 +48,14 @@ def cosine_momentum(progress: float, base_momentum: float = 0.996) -> float:
 
 @torch.no_grad()
 def ema_update(target: Iterable[torch.Tensor], online: Iterable[torch.Tensor], momentum: float) -> None:
-    """target <- momentum * target + (1 - momentum) * online, parameter by parameter."""
-    for target_tensor, online_tensor in zip(target, online, strict=True):
-        target_tensor.mul_(momentum).add_(online_tensor.detach(), alpha=1 - momentum)
+    """target <- momentum * target + (1 - momentum) * online, for every tensor at once: two
+    multi-tensor (`torch._foreach`) kernels per dtype and device, not two launches per parameter."""
+    pairs = list(zip(target, online, strict=True))
+    if not pairs:
+        return
+    targets = [target_tensor for target_tensor, _ in pairs]
+    torch._foreach_mul_(targets, momentum)
+    torch._foreach_add_(targets, [online_tensor.detach() for _, online_tensor in pairs], alpha=1 - momentum)
 
 
 class BYOL(SSLMethod):

@@ -12,6 +12,7 @@ Where each default comes from (official code: google-research/simclr, run.py and
   (the official README's CIFAR-10 command uses wd 1e-4).
 """
 
+import math
 from typing import Any
 
 import torch
@@ -45,7 +46,8 @@ def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5,
     own = torch.arange(local, device=z1.device) + rank_offset
     self_index = torch.cat([own, own + global_count])
     positive_index = torch.cat([own + global_count, own])
-    logits[torch.arange(2 * local, device=z1.device), self_index] = float("-inf")
+    # index_put_ of a device scalar, not `= float("-inf")`, which makes a tensor from a Python number
+    logits.index_put_((torch.arange(2 * local, device=z1.device), self_index), logits.new_full((), -math.inf))
     return F.cross_entropy(logits, positive_index)
 
 

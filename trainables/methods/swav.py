@@ -51,13 +51,17 @@ def fitted_queue_start_epoch(epochs: int) -> int:
 def sinkhorn_knopp(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -> torch.Tensor:
     """Equal-partition soft codes Q from prototype scores (SwAV Algorithm 1 / appendix A.1).
 
-    scores: (B, K) prototype scores of this process's B samples. The row and column sums are
-    taken over the global batch (all processes), so N workers compute what one worker computes
-    on the concatenated batch. Returns (B, K) codes whose rows sum to 1.
+    scores: (B, K) prototype scores of this process's B samples, every process the same B (the
+    loop's equal shards). The row and column sums are taken over the global batch (all
+    processes), so N workers compute what one worker computes on the concatenated batch. Returns
+    (B, K) codes whose rows sum to 1. exp(scores / 0.05) amplifies a score's rounding error 20
+    times: pass fp32 scores (`prototype_scores`), as the official code does.
     """
     scores = scores.to(torch.promote_types(scores.dtype, torch.float32))
     q = torch.exp(scores / epsilon).T  # (K, B)
-    batch_size = all_reduce_sum(torch.tensor(float(q.shape[1]), device=q.device))
+    # The official `B = Q.shape[1] * world_size`: a Python number, no tensor made from one each
+    # step (on a GPU that is a blocking host-to-device copy).
+    batch_size = q.shape[1] * world_size()
     num_prototypes = q.shape[0]
     q /= all_reduce_sum(q.sum())
     for _ in range(iterations):
@@ -66,6 +70,13 @@ def sinkhorn_knopp(scores: torch.Tensor, epsilon: float = 0.05, iterations: int 
         q /= q.sum(dim=0, keepdim=True)  # each sample gets 1/B of the mass
         q /= batch_size
     return (q * batch_size).T
+
+
+@full_precision
+def prototype_scores(embedding: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+    """(B, K) scores of (B, D) embeddings against (K, D) prototypes in fp32, even under bf16
+    autocast: the scores Sinkhorn exponentiates (the loss's own scores may stay bf16)."""
+    return embedding @ prototypes.T
 
 
 @full_precision
@@ -148,18 +159,19 @@ class SwAV(SSLMethod):
         self.normalize_prototypes()
         embeddings = [F.normalize(self.projector(self.backbone(view)), dim=1) for view in views]
         scores = [self.prototypes(embedding) for embedding in embeddings]
-        codes = [self.assign(index, embeddings[index], scores[index]) for index in range(2)]
+        codes = [self.assign(index, embeddings[index]) for index in range(2)]
         loss = swapped_prediction_loss(scores, codes, self.temperature)
         return StepOutput(loss, embeddings[0])
 
-    def assign(self, view_index: int, embedding: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        """Sinkhorn codes of a global view, using the queue when it is full."""
-        scores = scores.detach()
+    def assign(self, view_index: int, embedding: torch.Tensor) -> torch.Tensor:
+        """Sinkhorn codes of a global view, using the queue when it is full; scores in fp32."""
+        prototypes = self.prototypes.weight.detach()
+        scores = prototype_scores(embedding.detach(), prototypes)
         queue_length = self.queue.shape[1]
         started, filled = self.host_queue_state()
         if queue_length > 0 and self.training and started:
             if filled >= queue_length:
-                queued_scores = self.prototypes(self.queue[view_index]).detach()
+                queued_scores = prototype_scores(self.queue[view_index], prototypes)
                 codes = sinkhorn_knopp(torch.cat([scores, queued_scores]), self.sinkhorn_epsilon,
                                        self.sinkhorn_iterations)
                 codes = codes[: scores.shape[0]]

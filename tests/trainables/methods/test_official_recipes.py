@@ -67,21 +67,21 @@ def test_swav_queue_starts_after_its_epoch_and_is_used_once_full() -> None:
 
     method.before_optimizer_step(epoch=1)  # still the first epoch: no queue yet
     embedding, scores = batch()
-    torch.testing.assert_close(method.assign(0, embedding, scores).double(), naive_sinkhorn(scores))
+    torch.testing.assert_close(method.assign(0, embedding).double(), naive_sinkhorn(scores))
     assert int(method.queue_filled) == 0 and not method.queue.any()
 
     method.before_optimizer_step(epoch=2)  # the queue starts filling
     queued = []
     for _ in range(2):  # two batches of 4 fill a queue of 8; codes still from the batch alone
         embedding, scores = batch()
-        torch.testing.assert_close(method.assign(0, embedding, scores).double(), naive_sinkhorn(scores))
-        method.assign(1, embedding, scores)
+        torch.testing.assert_close(method.assign(0, embedding).double(), naive_sinkhorn(scores))
+        method.assign(1, embedding)
         queued.insert(0, embedding)
     torch.testing.assert_close(method.queue[0], torch.cat(queued))  # newest first
 
     embedding, scores = batch()  # full: Sinkhorn over the batch and the queue, codes of the batch
     expected = naive_sinkhorn(torch.cat([scores, method.prototypes(torch.cat(queued)).detach()]))[:4]
-    torch.testing.assert_close(method.assign(0, embedding, scores).double(), expected)
+    torch.testing.assert_close(method.assign(0, embedding).double(), expected)
     torch.testing.assert_close(method.queue[0, :4], embedding)  # the oldest batch went out
     torch.testing.assert_close(method.queue[0, 4:], queued[0])
 
@@ -102,3 +102,31 @@ def test_simclr_temperature_follows_the_image_scale(image_size: int, params: dic
     run = RunShape(batch_size=128, epochs=15, image_size=image_size)
     assert build("simclr", {"projection_hidden_dim": 16, **params}, run).temperature == expected
     assert build("simclr", {"projection_hidden_dim": 16}).temperature == 0.1  # no run: the official default
+
+
+def test_swav_sinkhorn_gets_fp32_scores_under_bf16_autocast() -> None:
+    method = build("swav", SMALL_SWAV | {"queue_length": 0})
+    generator = torch.Generator().manual_seed(5)
+    embedding = torch.nn.functional.normalize(torch.randn(4, 8, generator=generator), dim=1)
+    exact = naive_sinkhorn(embedding.double() @ method.prototypes.weight.double().T)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert method.prototypes(embedding).dtype == torch.bfloat16  # what the scores were before
+        codes = method.assign(0, embedding)
+    assert codes.dtype == torch.float32
+    torch.testing.assert_close(codes.double(), exact, atol=1e-5, rtol=1e-4)
+
+
+def test_the_multi_tensor_ema_equals_the_parameter_by_parameter_update() -> None:
+    from trainables.methods.byol import ema_update
+
+    generator = torch.Generator().manual_seed(7)
+    shapes = [(16, 3, 3, 3), (16,), (10, 16), (10,)]
+    target = [torch.randn(shape, generator=generator) for shape in shapes]
+    online = [torch.randn(shape, generator=generator, requires_grad=True) for shape in shapes]
+    expected = [t.clone().mul_(0.99).add_(o.detach(), alpha=0.01)
+                for t, o in zip(target, online, strict=True)]
+    ema_update(target, online, 0.99)
+    for updated, reference in zip(target, expected, strict=True):
+        torch.testing.assert_close(updated, reference, atol=0, rtol=0)
+    with pytest.raises(ValueError):
+        ema_update(target[:3], online, 0.99)
