@@ -130,18 +130,32 @@ def read_autoscaler_config(path: Path) -> tuple[list[NodeType], str]:
     except (OSError, yaml.YAMLError, KeyError, TypeError) as error:
         raise ClusterError(f"cannot read node types from the cluster config {path}: "
                            f"{type(error).__name__}: {' '.join(str(error).split())}") from None
+    if not isinstance(types, Mapping) or not all(isinstance(spec, Mapping) for spec in types.values()):
+        raise ClusterError(f"available_node_types in {path} must map each node type's name to its settings "
+                           "(name: {resources: ..., max_workers: ...}), as in cluster.yaml")
     head = config.get("head_node_type")
-    cluster_max = int(config.get("max_workers", 2**31))
+    cluster_max = _count(config.get("max_workers", 2**31), "max_workers", path)
     nodes = []
     for name, spec in types.items():
         resources = spec.get("resources") or {}
-        count = 1 if name == head else min(int(spec.get("max_workers", 0)), cluster_max)
+        if not isinstance(resources, Mapping):
+            raise ClusterError(f"resources of node type {name!r} in {path} must be a mapping, e.g. "
+                               "{CPU: 8, GPU: 1}")
+        count = 1 if name == head else min(_count(spec.get("max_workers", 0), f"{name}.max_workers", path),
+                                           cluster_max)
         if name != head and count > 0 and not {"CPU", "GPU"} & set(resources):
             raise ClusterError(f"node type {name!r} in {path} states no CPU/GPU resources; add "
                                f"resources: {{CPU: ..., GPU: ...}} to it so the sweep can plan for it")
         nodes.append(NodeType(name, int(resources.get("CPU", 0)), int(resources.get("GPU", 0)), count,
                               gpu_memory_bytes=gpu_memory(name, spec, path)))
     return nodes, str((config.get("provider") or {}).get("type", ""))
+
+
+def _count(value: Any, key: str, path: Path) -> int:
+    """A whole number >= 0 from the cluster config, or a ClusterError naming the key."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or value != int(value):
+        raise ClusterError(f"{key} in {path} is {value!r}; it must be a whole number >= 0")
+    return int(value)
 
 
 def gpu_memory(name: str, spec: Mapping[str, Any], path: Path) -> int | None:

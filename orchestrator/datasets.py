@@ -42,8 +42,12 @@ def decode_datasets(configs: Iterable[TrialConfig]) -> dict[DataKey, ImageSplits
     for number, key in enumerate(keys, start=1):
         started = time.perf_counter()
         print(f"data [{number}/{len(keys)}] {key.describe()} ...", end="", flush=True)
-        splits = load_dataset(key.dataset, key.image_size, key.seed, key.data_root, split=key.split,
-                              download=key.download)
+        try:
+            splits = load_dataset(key.dataset, key.image_size, key.seed, key.data_root, split=key.split,
+                                  download=key.download)
+        except BaseException:
+            print(" refused", flush=True)  # the error's own line follows, not glued onto this one
+            raise
         decoded[key] = splits
         print(f" {len(splits.train_images) + len(splits.val_images) + len(splits.test_images)} images, "
               f"{size_in_bytes(splits) / 2**20:.0f} MiB, {time.perf_counter() - started:.1f} s", flush=True)
@@ -91,9 +95,14 @@ def decode_pretraining_pools(configs: Iterable[TrialConfig],
     for number, key in enumerate(keys, start=1):
         print(f"pretraining data [{number}/{len(keys)}] {key.dataset} ({key.data_root}) for "
               f"{key.data.describe()} ...", end="", flush=True)
-        pool = load_pretraining_pool(key.dataset, key.data_root, decoded[key.data], same_files=key.same_files,
-                                     image_size=key.data.image_size, seed=key.data.seed,
-                                     fraction=key.fraction, download=key.data.download)
+        try:
+            pool = load_pretraining_pool(key.dataset, key.data_root, decoded[key.data],
+                                         same_files=key.same_files, image_size=key.data.image_size,
+                                         seed=key.data.seed, fraction=key.fraction,
+                                         download=key.data.download)
+        except BaseException:
+            print(" refused", flush=True)
+            raise
         pools[key] = pool
         print(f" {len(pool.images)} images, {pool.overlap_removed} equal to evaluation val/test images "
               "removed", flush=True)

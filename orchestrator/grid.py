@@ -152,15 +152,21 @@ def apply_overrides(sweep: Sweep, overrides: list[str], smoke: bool = False) -> 
     """
     axes = {**sweep.grid, **(sweep.smoke_grid if smoke else {})}
     params = {**sweep.params, **(sweep.smoke_params if smoke else {})}
-    overridden = set()
+    seen: set[str] = set()
     for text in overrides:
         key, raw_values = parse_override(text)
-        overridden.add(key)
         if key not in FIELD_TYPES and not key.startswith(METHOD_PARAMS_PREFIX):
             raise ConfigError(f"unknown --set key {key!r}; valid keys: {', '.join(FIELD_TYPES)}")
         if key == "method_params":
             raise ConfigError("set method options one by one: --set method_params.NAME=VALUE")
+        if key in seen:
+            raise ConfigError(f"--set {key} is given twice; give it once, with every value: "
+                              f"--set {key}=VALUE1,VALUE2")
+        seen.add(key)
         values = [typed_value(key, raw, axes, params) for raw in raw_values]
+        if duplicates := sorted({str(value) for value in values if values.count(value) > 1}):
+            raise ConfigError(f"--set {text!r} repeats {', '.join(duplicates)}; each value once (a trial "
+                              "would run twice, or name a seed axis seed=0,1,2)")
         axes.pop(key, None)
         params.pop(key, None)
         if len(values) == 1:
@@ -176,7 +182,7 @@ def apply_overrides(sweep: Sweep, overrides: list[str], smoke: bool = False) -> 
     if search:
         params = with_monitor_for_search(search, axes, params, sweep.name)
     screened_out: list[str] = []
-    if sweep.screening is not None and "init" not in overridden:  # --set init=... screens exactly those
+    if sweep.screening is not None and "init" not in seen:  # --set init=... screens exactly those
         axes["init"], screened_out = available_priors(axes["init"], params)
         if not axes["init"]:
             raise ConfigError(f"no prior of sweep {sweep.name} is available here "

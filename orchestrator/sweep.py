@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.cluster import ClusterError, ClusterShape, check_storage, cluster_shape, connect
-from orchestrator.datasets import decode_datasets, decode_pretraining_pools, share, share_pretraining
+from orchestrator.datasets import share, share_pretraining
 from orchestrator.estimates import gpu_hours
 from orchestrator.grid import (
     MERGED_TRIALS_FILE,
@@ -36,6 +36,7 @@ from orchestrator.mlflow_view import (
     runs_table_view,
     save_runs_table_view,
 )
+from orchestrator.preflight import PreflightError, check_arguments, check_grid, check_inputs
 from orchestrator.resources import PlanningError, ResourcePlan, plan_resources
 from orchestrator.screening import (
     STAGE_2_SUFFIX,
@@ -63,18 +64,17 @@ TABLE_HEADER = ("status", "eval", *TABLE_EVALUATION_METRICS, *TABLE_EPOCH_METRIC
 
 
 
-def _at_least_one(text: str) -> int:
-    """A CPU count: 0 divided by zero in the plan and negatives gave a nonsense one."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is below 1: give each worker at least one CPU")
-    return value
+class ArgumentError(ValueError):
+    """A command line argparse refuses: one line (argparse itself prints its usage too)."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ArgumentError(f"{message}; see python -m orchestrator.sweep --help")
+
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m orchestrator.sweep",
         description="Run a named sweep (a grid of SSL pretraining trials) with Ray Tune, logged to MLflow.",
     )
@@ -92,7 +92,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="the autoscaler's cluster config (e.g. cluster.yaml) to plan for its node types "
                         "and maximum counts; default: ~/ray_bootstrap_config.yaml on a `ray up` head node")
     parser.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
-    parser.add_argument("--cpus-per-worker", type=_at_least_one,
+    parser.add_argument("--cpus-per-worker", type=int,
                         help="CPUs per Ray Train worker (at least 1)")
     parser.add_argument("--storage-path", default="ray_results",
                         help="where Ray keeps trial state and checkpoints (shared storage on a cluster)")
@@ -115,7 +115,10 @@ def fail(message: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except ArgumentError as error:
+        return fail(str(error))
     if args.list:
         width = max(map(len, SWEEPS))
         for name, sweep in SWEEPS.items():
@@ -125,17 +128,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(f"name a sweep; valid sweeps: {', '.join(SWEEPS)} (or --list)")
     if args.sweep not in SWEEPS:
         return fail(f"unknown sweep {args.sweep!r}; valid sweeps: {', '.join(SWEEPS)}")
-    if args.max_concurrent is not None and args.max_concurrent < 1:
-        return fail(f"bad --max-concurrent {args.max_concurrent}; it must be >= 1")
-    if args.max_failures < 0:
-        return fail(f"bad --max-failures {args.max_failures}; it must be >= 0")
-    try:
+    try:  # the pre-flight's command-line and grid checks (orchestrator.preflight), dry run or not
+        check_arguments(args)
         grid = apply_overrides(SWEEPS[args.sweep], args.set, smoke=args.smoke)
         substitutions: list[str] = []
         if args.smoke:
             grid, substitutions = substitute_missing_datasets(grid)
-            grid.trial_configs()
-    except ConfigError as error:
+        check_grid(grid.trial_configs())
+    except (ConfigError, PreflightError, ClusterError) as error:
         return fail(str(error))
     for substitution in substitutions:
         print(f"smoke: dataset {substitution}")
@@ -259,12 +259,12 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
     tracking_uri = resolve_tracking_uri(args.tracking_uri)
     storage_path = args.storage_path if "://" in args.storage_path else \
         str(Path(args.storage_path).expanduser().resolve())
-    try:  # before Ray starts: a missing or unreadable dataset is one line, and nothing has begun
-        decoded = decode_datasets(grid.trial_configs())
-        pretraining_pools = decode_pretraining_pools(grid.trial_configs(), decoded)
+    try:  # the pre-flight: before Ray starts and before any MLflow store exists, nothing has begun
+        checked = check_inputs(grid.trial_configs(), tracking_uri, storage_path, args.sweep, args.resume)
         weights = resolve_weights(grid.trial_configs(), tracking_uri)  # runs:/ and models:/ weights_path
     except (OSError, ValueError) as error:
         return fail(" ".join(str(error).split()))
+    decoded, pretraining_pools = checked.decoded, checked.pretraining_pools
     connect(address)
     plan, shape = make_plan(grid, args, live=True)
     check_storage(storage_path, shape)

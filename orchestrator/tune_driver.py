@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 import ray
+import ray.exceptions
 import ray.train
 import ray.tune
 from ray import tune
@@ -25,11 +26,29 @@ from orchestrator.resources import ResourcePlan
 from orchestrator.tracking import MlflowTrialLogger
 from trainables import metrics
 from trainables.config import TrialConfig
+from trainables.failures import no_retry_can_fix
 from trainables.loop import train_loop_per_worker
 
 TRAIN_RUNS_FOLDER = "train_runs"
 DRIVER_MEMORY_BYTES = 64 * 1024**2
 HEAD_NODE_RESOURCE = "node:__internal_head__"  # Ray gives the head node 1 of it
+
+
+class FailOnce(ray.train.UserCallback):
+    """Ends a trial at its first error that no retry can fix (trainables.failures): Ray Train would
+    restart its workers `max_failures` times and fail the same way each time. A lost worker (an
+    actor that died, a preempted node) is left to Ray's failure policy, which restarts it.
+
+    Runs in the Train controller: the error raised here ends the run there (a ControllerError is
+    not retried), and `run_trial` re-raises the worker's own exception, so its words arrive."""
+
+    def after_exception(self, run_context: Any, worker_exceptions: dict[int, Exception]) -> None:
+        errors = list(worker_exceptions.values())
+        if any(isinstance(error, ray.exceptions.RayActorError) for error in errors):
+            return  # a lost worker: other ranks' errors are its collateral
+        for error in errors:
+            if no_retry_can_fix(error):
+                raise error
 
 
 def build_trainer(config: TrialConfig, run_name: str, storage_path: str, plan: ResourcePlan,
@@ -59,7 +78,7 @@ def build_trainer(config: TrialConfig, run_name: str, storage_path: str, plan: R
             storage_path=os.path.join(storage_path, TRAIN_RUNS_FOLDER),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
-            callbacks=callbacks or [],
+            callbacks=[*(callbacks or []), FailOnce()],
         ),
     )
 
@@ -76,7 +95,12 @@ def run_trial(config: dict[str, Any], storage_path: str, plan: ResourcePlan,
                             shared_data=shared_data.get(DataKey.of(trial_config)), max_failures=max_failures,
                             shared_weights=(shared_weights or {}).get(trial_config.resolved_weights_path),
                             shared_pretraining=(shared_pretraining or {}).get(PretrainKey.of(trial_config)))
-    trainer.fit()
+    try:
+        trainer.fit()
+    except ray.train.ControllerError as error:
+        if no_retry_can_fix(error.controller_failure):  # FailOnce ended it: the worker's own words
+            raise error.controller_failure from None
+        raise
 
 
 # Axes whose values say what they are ("simclr", "imagenet", "resnet50", "digits"): named by value

@@ -46,6 +46,9 @@ CONSTRUCTOR_ARGUMENTS: dict[str, tuple[Any, ...]] = {
                      "--address or $RAY_ADDRESS",),
     "PlanningError": ("one trial needs 4 worker(s) x 1 GPU + 7 CPU but the cluster can hold 2 such worker(s) "
                       "at most; lower num_workers or add nodes",),
+    "PreflightError": ("--storage-path results is a file; name a folder",),
+    "ArgumentError": ("argument --cpus-per-worker: invalid int value: 'two'; see python -m "
+                      "orchestrator.sweep --help",),
     "ReportInputError": ("no MLflow experiment 'smoke' in sqlite:///mlflow.db; run the sweep first",),
 }
 

@@ -7,6 +7,7 @@ It lives here, beside the code that consumes it, so workers never import the orc
 
 import dataclasses
 import math
+import string
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,8 +22,10 @@ from trainables.initializations import (
     NORMS,
     WEIGHT_SCALINGS,
     WEIGHT_STANDARDIZATIONS,
+    MissingWeightsError,
     check_combination,
 )
+from trainables.initializations.ssl_catalogue import catalogue_entry
 from trainables.methods import METHODS, method_parameters
 from trainables.methods.base import HEAD_NORMS
 from trainables.monitoring import DEFAULT_KNN_EVERY
@@ -196,6 +199,7 @@ class TrialConfig:
                               self.weight_scaling, self.dead_filters, self.cifar_stem)
         except ValueError as error:
             raise ConfigError(str(error)) from None
+        self.validate_weights_path()
         if self.method_params.get("head_norm", HEAD_NORMS[0]) not in HEAD_NORMS:
             raise ConfigError(f"bad value {self.method_params['head_norm']!r} for method_params.head_norm; "
                               f"valid values: {', '.join(HEAD_NORMS)}")
@@ -208,6 +212,35 @@ class TrialConfig:
                 )
             check_range(f"method_params.{name}", value, method_param_range(name))
 
+
+    def validate_weights_path(self) -> None:
+        """weights_path only where the init reads it, with known {placeholders}; ssl-imagenet
+        without it needs a catalogued checkpoint."""
+        if self.weights_path is not None:
+            if self.init in INITS_IGNORING_WEIGHTS_PATH:
+                raise ConfigError(f"weights_path is set but init {self.init} does not read it; drop "
+                                  "weights_path, or use an init that loads it (ssl-imagenet, imagenet, "
+                                  "bit-s...)")
+            try:
+                fields = {name for _, name, _, _ in string.Formatter().parse(self.weights_path)
+                          if name is not None}
+            except ValueError as error:
+                raise ConfigError(f"bad weights_path {self.weights_path!r}: {error}") from None
+            if unknown := sorted(fields - set(WEIGHTS_PATH_PLACEHOLDERS)):
+                valid = ", ".join("{" + name + "}" for name in WEIGHTS_PATH_PLACEHOLDERS)
+                raise ConfigError(f"unknown placeholder {{{unknown[0]}}} in weights_path "
+                                  f"{self.weights_path!r}; valid: {valid}")
+        elif self.init == "ssl-imagenet" and METHODS[self.method].pretrains:
+            try:
+                catalogue_entry(self.method, self.backbone)
+            except MissingWeightsError as error:
+                raise ConfigError(f"init ssl-imagenet: {error}") from None
+
+
+# Inits that never read weights_path (trainables.initializations: only the supervised ones and
+# ssl-imagenet do), and what weights_path may name in braces (resolved_weights_path).
+INITS_IGNORING_WEIGHTS_PATH = ("random", "pretrained")
+WEIGHTS_PATH_PLACEHOLDERS = ("method", "backbone")
 
 CHOICES: dict[str, typing.Iterable[str]] = {
     "method": METHODS,

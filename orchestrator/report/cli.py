@@ -33,6 +33,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from orchestrator.preflight import PreflightError, check_tracking_uri
 from orchestrator.report.model import build_report
 from orchestrator.report.render import publish
 from orchestrator.report.runs import (
@@ -69,6 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.metric is not None and args.metric not in LOGGED_METRICS:
         return fail(f"unknown metric {args.metric!r}; valid metrics: {', '.join(LOGGED_METRICS)}")
     tracking_uri = resolve_tracking_uri(args.tracking_uri)
+    try:
+        check_tracking_uri(tracking_uri)
+    except PreflightError as error:
+        return fail(str(error))
     try:
         client = open_client(tracking_uri, args.sweep)
         parent = find_parent_run(client, tracking_uri, args.sweep, args.run_id)

@@ -316,6 +316,29 @@ def decoded_pool(name: str, image_size: int, data_root: str | Path, *, download:
     return pool
 
 
+# A stratified 60/20/20 split (splits.stratified_split) draws test, then val from the rest, each
+# stratified: scikit-learn needs two images of a class in what it splits, so three in all.
+MIN_IMAGES_PER_CLASS = 3
+
+
+def check_splittable(name: str, data_root: str | Path, pool: DecodedPool, split: str) -> None:
+    """Two classes at least (a classifier of one is no evaluation), and enough images of each for
+    the split; a DatasetLabelError naming the class and the count otherwise."""
+    present = np.unique(pool.labels)
+    if len(present) < 2:
+        only = pool.class_names[int(present[0])] if len(present) else "none"
+        raise DatasetLabelError(f"dataset {name!r} at {data_root} has one class ({only}); the evaluation "
+                                "needs at least two: add a folder (or rows) for another class")
+    if split != "random" and (pool.official_split is not None or pool.groups is not None):
+        return  # an official or grouped split: scikit-learn's own word, below, if it cannot draw one
+    counts = np.bincount(pool.labels, minlength=len(pool.class_names))
+    if (few := [(pool.class_names[index], int(count)) for index, count in enumerate(counts)
+                if 0 < count < MIN_IMAGES_PER_CLASS]):
+        listed = ", ".join(f"{class_name} ({count})" for class_name, count in few)
+        raise DatasetLabelError(f"dataset {name!r} at {data_root}: too few images of {listed} for a "
+                                f"train/val/test split; give each class at least {MIN_IMAGES_PER_CLASS}")
+
+
 def load_dataset(name: str, image_size: int, seed: int, data_root: str | Path = "data", *,
                  split: str = "default", label_fraction: float = 1.0, download: bool = False,
                  cache: bool = True) -> ImageSplits:
@@ -334,7 +357,13 @@ def load_dataset(name: str, image_size: int, seed: int, data_root: str | Path = 
     spec = DATASETS[name]
 
     def split_of(pool: DecodedPool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return split_pool(pool.labels, pool.official_split, pool.groups, split, seed)
+        check_splittable(name, data_root, pool, split)
+        try:
+            return split_pool(pool.labels, pool.official_split, pool.groups, split, seed)
+        except ValueError as error:  # scikit-learn's word on a split it cannot draw
+            raise DatasetLabelError(f"dataset {name!r} at {data_root} cannot be split ({split} split, "
+                                    f"{len(pool.labels)} images): {' '.join(str(error).split())}; "
+                                    "add images") from None
 
     pool = decoded_pool(name, image_size, data_root, download=download, cache=cache, accept=split_of)
     train, val, test = split_of(pool)

@@ -192,6 +192,10 @@ def csvfolder_pool(layout: CsvLayout, image_size: int, data_root: Path,
         table_rows = read_csv(folder / table.csv, required=(layout.id_column, *label_columns))
         for row in table_rows:
             image_id = row[layout.id_column]
+            if Path(image_id).is_absolute() or ".." in Path(image_id).parts:
+                raise DatasetLabelError(
+                    f"{folder / table.csv} names {image_id!r}, outside {folder / table.image_folder}; "
+                    f"give file names relative to {table.image_folder}/ (no '..', no absolute paths)")
             if Path(image_id).suffix.lower() not in IMAGE_EXTENSIONS:
                 image_id += layout.image_extension
             paths.append(folder / table.image_folder / image_id)
