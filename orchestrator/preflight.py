@@ -30,7 +30,7 @@ from orchestrator.cluster import (
     ClusterError,
     read_autoscaler_config,
 )
-from orchestrator.memory import BF16_ACTIVATION_FACTOR, GIB, trial_activation_profile
+from orchestrator.memory import BF16_AUTOCAST, GIB, trial_activation_profile
 from trainables.batches import RESIDENT_MEMORY_FRACTION
 from trainables.config import TrialConfig
 
@@ -80,8 +80,9 @@ def check_image_size(config: TrialConfig) -> None:
 
     usable = LARGEST_GPU_BYTES * (1 - RESIDENT_MEMORY_FRACTION)
     pretrains = METHODS[config.method].pretrains
-    profile = trial_activation_profile(config, checkpointing=True, pretraining=pretrains)
-    one_image = profile.peak(1, True) * BF16_ACTIVATION_FACTOR + profile.input_per_image
+    profile = trial_activation_profile(config, checkpointing=True, pretraining=pretrains,
+                                       precision=BF16_AUTOCAST)
+    one_image = profile.peak(1, True) + profile.input_per_image
     if one_image <= usable:
         return
     # Activations grow with the pixels: the largest size that fits is about S * sqrt(usable / need).
