@@ -214,11 +214,12 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
     keep_epoch_lines()  # before Ray is imported
     import ray
 
-    from orchestrator.lineage import resolve_weights, share_weights
+    from orchestrator.lineage import refuse_mlflow_pickles, resolve_weights, share_weights
     from orchestrator.tracking import SweepTracker, error_line, flatten, resolve_tracking_uri
     from orchestrator.tune_driver import run_tune
 
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    refuse_mlflow_pickles()  # the driver runs no MLflow loader that unpickles
     tracking_uri = resolve_tracking_uri(args.tracking_uri)
     storage_path = args.storage_path if "://" in args.storage_path else \
         str(Path(args.storage_path).expanduser().resolve())

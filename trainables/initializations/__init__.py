@@ -39,9 +39,10 @@ from trainables.initializations.pretrained import (
 )
 from trainables.initializations.ssl_checkpoint import load_ssl_checkpoint
 from trainables.initializations.transfer import mean_var_init, slim, transfuse
+from trainables.saved_backbone import BackboneArchitecture
 
 __all__ = ["DEAD_FILTERS", "INITIALIZATIONS", "NORMS", "WEIGHT_SCALINGS", "WEIGHT_STANDARDIZATIONS",
-           "MissingWeightsError", "build_initialized_backbone", "check_combination"]
+           "MissingWeightsError", "build_architecture", "build_initialized_backbone", "check_combination"]
 
 NORMS = ("as-is", "batchnorm", "groupnorm")
 WEIGHT_STANDARDIZATIONS = ("as-is", "drop", "bake")
@@ -209,19 +210,42 @@ def build_initialized_backbone(
         torch.manual_seed(seed)
         request = InitRequest(backbone, weights_dir, weights_path, seed, method)
         model, report = INITIALIZATIONS[init].build(request)
-        reports = [report]
-        if cifar_stem:
-            use_cifar_stem(model)
-            reports.append("cifar_stem: 3x3 stride-1 stem conv at random init, no max-pool")
-        if norm == "batchnorm":
-            reports.append(surgery.group_norm_to_batch_norm(model))
-        elif norm == "groupnorm":
-            reports.append(surgery.batch_norm_to_group_norm(model))
-        if weight_standardization != "as-is":
-            reports.append(surgery.drop_weight_standardization(model, bake=weight_standardization == "bake"))
+        reports = [report, *_reshape(model, cifar_stem, norm, weight_standardization)]
         if dead_filters != "keep":
             reports.append(surgery.replace_dead_filters(model, dead_filters))
         if weight_scaling == "frobenius":
             reports.append(surgery.scale_by_frobenius_norm(model))
     feature_dim = feature_dimension(model)
     return model, feature_dim, f"{backbone} ({feature_dim} features). " + ". ".join(reports) + "."
+
+
+def _reshape(model: nn.Module, cifar_stem: bool, norm: str, weight_standardization: str) -> list[str]:
+    """The companion axes that change the network itself (its layers, not only its values)."""
+    reports = []
+    if cifar_stem:
+        use_cifar_stem(model)
+        reports.append("cifar_stem: 3x3 stride-1 stem conv at random init, no max-pool")
+    if norm == "batchnorm":
+        reports.append(surgery.group_norm_to_batch_norm(model))
+    elif norm == "groupnorm":
+        reports.append(surgery.batch_norm_to_group_norm(model))
+    if weight_standardization != "as-is":
+        reports.append(surgery.drop_weight_standardization(model, bake=weight_standardization == "bake"))
+    return reports
+
+
+def build_architecture(architecture: BackboneArchitecture) -> nn.Module:
+    """The network an initialized backbone of `architecture` is, at random init: what its saved
+    state dict (trainables.saved_backbone) loads into."""
+    name = architecture.backbone
+    for axis, value, valid in (("norm", architecture.norm, NORMS),
+                               ("weight_standardization", architecture.weight_standardization,
+                                WEIGHT_STANDARDIZATIONS)):
+        if value not in valid:
+            raise ValueError(f"unknown {axis} {value!r}; valid values: {', '.join(valid)}")
+    if is_hub_backbone(name):
+        model = create_hub_model(name, pretrained=False, weights_dir=architecture.weights_dir)[0]
+    else:
+        model = build_backbone(name, slim=architecture.slim)[0]
+    _reshape(model, architecture.cifar_stem, architecture.norm, architecture.weight_standardization)
+    return model

@@ -12,6 +12,7 @@ Failing all three raises `MissingWeightsError` with one line naming the weights 
 """
 
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -22,6 +23,7 @@ from timm.models import load_state_dict
 from torch import nn
 
 from trainables.backbones import backbone_spec
+from trainables.saved_backbone import unpickling_refused
 
 BIT_S_URL = "https://storage.googleapis.com/bit_models/BiT-S-R50x1.npz"
 
@@ -86,7 +88,13 @@ def load_supervised_weights(
     if found.suffix == ".npz":
         return _load_npz(weights, found)
     model = _build(weights.backbone)
-    state_dict = load_state_dict(str(found))  # also unwraps "state_dict"/"model" and strips "module."
+    try:  # timm reads .safetensors as such and the rest with torch.load(weights_only=True)
+        state_dict = load_state_dict(str(found))  # also unwraps "state_dict"/"model" and strips "module."
+    except (pickle.UnpicklingError, RuntimeError) as error:  # timm wraps torch's refusal in a RuntimeError
+        cause = error if isinstance(error, pickle.UnpicklingError) else error.__cause__
+        if not isinstance(cause, pickle.UnpicklingError):
+            raise
+        raise ValueError(unpickling_refused(found, cause)) from None
     dropped = [key for key in state_dict if key.split(".")[0] in _classifier_names(model)]
     for key in dropped:
         del state_dict[key]
