@@ -57,6 +57,7 @@ class InitRequest:
     weights_path: str | None
     seed: int
     method: str | None = None  # the SSL method the backbone is for: which ssl-imagenet checkpoint
+    weights_sha256: str | None = None  # what weights_path's file must hash to, when given
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,8 @@ def _pretrained(request: InitRequest) -> tuple[nn.Module, str]:
 def _supervised(init: str) -> Callable[[InitRequest], tuple[nn.Module, str]]:
     def build(request: InitRequest) -> tuple[nn.Module, str]:
         weights = supervised_weights(init, request.backbone)
-        return load_supervised_weights(weights, request.weights_dir, request.weights_path)
+        return load_supervised_weights(weights, request.weights_dir, request.weights_path,
+                                       request.weights_sha256)
     return build
 
 
@@ -97,7 +99,7 @@ def _ssl_imagenet(request: InitRequest) -> tuple[nn.Module, str]:
     """weights_path when given (any checkpoint, loaded leniently); else the method's catalogued one."""
     if request.weights_path:
         model = _architecture(request)
-        return model, load_ssl_checkpoint(model, request.weights_path)
+        return model, load_ssl_checkpoint(model, request.weights_path, request.weights_sha256)
     entry = ssl_catalogue.catalogue_entry(request.method, request.backbone)
     # Fetched first: a missing file fails before anything is built.
     path, checked = ssl_catalogue.fetch(entry, request.weights_dir)
@@ -196,19 +198,21 @@ def build_initialized_backbone(
     cifar_stem: bool = False,
     seed: int = 0,
     method: str | None = None,
+    weights_sha256: str | None = None,
 ) -> tuple[nn.Module, int, str]:
     """Return (backbone, feature dimension, a one-paragraph report of what was loaded and changed).
 
     weights_dir: where `<timm tag>.safetensors|.pth|.npz` files are looked for (see init_pretrained);
     weights_path: one file or URL that wins over it (for ssl-imagenet: instead of the catalogue);
-    method: the SSL method, which picks ssl-imagenet's catalogued checkpoint.
+    method: the SSL method, which picks ssl-imagenet's catalogued checkpoint;
+    weights_sha256: the sha256 weights_path's file must have (checked after a download too).
     Raises ValueError for a bad value or pair, MissingWeightsError when the weights are not there.
     The global torch generator is left as it was.
     """
     check_combination(backbone, init, norm, weight_standardization, weight_scaling, dead_filters, cifar_stem)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        request = InitRequest(backbone, weights_dir, weights_path, seed, method)
+        request = InitRequest(backbone, weights_dir, weights_path, seed, method, weights_sha256)
         model, report = INITIALIZATIONS[init].build(request)
         reports = [report, *_reshape(model, cifar_stem, norm, weight_standardization)]
         if dead_filters != "keep":

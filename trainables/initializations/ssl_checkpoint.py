@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from trainables.initializations.pretrained import MissingWeightsError, cached_url, is_url
+from trainables.initializations.pretrained import weights_file
 from trainables.saved_backbone import read_weights, unpickling_refused
 
 WRAPPER_KEYS = ("state_dict", "model", "teacher", "network")  # searched in this order
@@ -62,16 +62,14 @@ def clean_ssl_state_dict(checkpoint: dict) -> CleanedStateDict:
     return cleaned
 
 
-def load_ssl_checkpoint(model: nn.Module, location: str) -> str:
+def load_ssl_checkpoint(model: nn.Module, location: str, sha256: str | None = None) -> str:
     """Load the backbone tensors of the SSL checkpoint at `location` (path or URL) into `model`.
 
     Loads every tensor whose name and shape fit, leaves the rest of `model` as it is, and returns a
     report of what was stripped, dropped, missing (left at random init), unexpected and mismatched.
     Raises when nothing fits: that is the wrong file, not a partial transfer.
     """
-    path = cached_url(location) if is_url(location) else Path(location)
-    if not path.is_file():
-        raise MissingWeightsError(f"ssl-imagenet checkpoint not found at weights_path {location}")
+    path = weights_file(location, sha256)
     checkpoint = read_checkpoint(path)
     cleaned = clean_ssl_state_dict(checkpoint)
     expected = model.state_dict()
