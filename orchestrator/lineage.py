@@ -27,6 +27,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from trainables.augmentations import IMAGENET_MEAN, IMAGENET_STD
 from trainables.config import TrialConfig
+from trainables.redaction import redact_uri
 from trainables.saved_backbone import ARCHITECTURE_FILE, WEIGHTS_FILE, check_weights_bytes, load_backbone
 
 MODEL_NAME = "backbone"  # the model's name in its run: runs:/<run id>/backbone
@@ -147,7 +148,7 @@ def fetch_weights(location: str, tracking_uri: str) -> bytes:
     except Exception as error:  # a wrong id, no such model or version, no safetensors file: one message
         reason = " ".join(str(error).split())[:300]
         raise ValueError(
-            f"weights_path {location} cannot be loaded from MLflow at {tracking_uri}: it has no "
+            f"weights_path {location} cannot be loaded from MLflow at {redact_uri(tracking_uri)}: it has no "
             f"{WEIGHTS_FILE} ({type(error).__name__}: {reason}); {fix}"
         ) from None
     check_weights_bytes(data, f"weights_path {location} ({WEIGHTS_FILE} in MLflow)")

@@ -41,6 +41,7 @@ from search_spaces import SWEEPS
 from trainables import metrics
 from trainables.batches import RESIDENT_MEMORY_FRACTION
 from trainables.config import ConfigError, TrialConfig
+from trainables.redaction import redact_uri, redact_values
 
 EXIT_BAD_INPUT = 2
 EXIT_TRIALS_FAILED = 1
@@ -203,6 +204,7 @@ def memory_line(plan: ResourcePlan) -> str:
 
 
 def print_table(header: list[str], rows: list[list[str]]) -> None:
+    rows = [[redact_values(cell) for cell in row] for row in rows]  # a weights_path axis' URLs
     widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
     for row in [header, ["-" * width for width in widths], *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
@@ -233,7 +235,8 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
     plan, shape = make_plan(grid, args, live=True)
     check_storage(storage_path, shape)
     print_trial_table(args.sweep, grid, plan, shape)
-    print(f"MLflow: {tracking_uri} (experiment {args.sweep!r}); Ray storage: {storage_path}")
+    print(f"MLflow: {redact_uri(tracking_uri)} (experiment {args.sweep!r}); "
+          f"Ray storage: {redact_uri(storage_path)}")
     shared_data, shared_pretraining = share(decoded), share_pretraining(pretraining_pools)
     del decoded, pretraining_pools  # the object store holds them now
     shared_weights = share_weights(weights)
@@ -348,12 +351,12 @@ def report_best(results: Any, grid: Grid, tracker: Any) -> None:
     best = results.get_best_result(metric=grid.search.metric, mode=grid.search.mode)
     values = {key: flat_value(best.config, key) for key in grid.search.space}
     print(f"best ({grid.search.metric} = {readable(best.metrics.get(grid.search.metric))}): "
-          + ", ".join(f"{key}={readable(value)}" for key, value in values.items()))
+          + ", ".join(f"{key}={readable(redact_values(value))}" for key, value in values.items()))
     tracker.client.log_dict(tracker.parent_run_id, {"metric": grid.search.metric,
                                                    "value": best.metrics.get(grid.search.metric),
-                                                   "config": best.config}, "best_config.json")
+                                                   "config": redact_values(best.config)}, "best_config.json")
     for key, value in values.items():
-        tracker.client.set_tag(tracker.parent_run_id, f"best.{key}", str(value))
+        tracker.client.set_tag(tracker.parent_run_id, f"best.{key}", str(redact_values(value)))
 
 
 def is_smoke_run(args: argparse.Namespace) -> bool:
@@ -387,7 +390,7 @@ def print_mlflow_links(tracker: Any, grid: Grid) -> None:
                            grid.display_axes, [TAG_STATUS])
     save_runs_table_view(tracker.client, tracker.experiment_id, view)
     if not tracker.tracking_uri.startswith(("http://", "https://")):
-        print(f"MLflow UI: {UI_COMMAND.format(uri=tracker.tracking_uri)}, then open")
+        print(f"MLflow UI: {UI_COMMAND.format(uri=redact_uri(tracker.tracking_uri))}, then open")
     print(f"runs table: {runs_table_link(tracker.tracking_uri, tracker.experiment_id)}")
     print(f"parent run: {run_link(tracker.tracking_uri, tracker.experiment_id, tracker.parent_run_id)}")
 
