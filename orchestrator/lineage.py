@@ -27,8 +27,9 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from trainables.augmentations import IMAGENET_MEAN, IMAGENET_STD
 from trainables.config import TrialConfig
+from trainables.initializations import load_saved_backbone
 from trainables.redaction import redact_uri
-from trainables.saved_backbone import ARCHITECTURE_FILE, WEIGHTS_FILE, check_weights_bytes, load_backbone
+from trainables.saved_backbone import ARCHITECTURE_FILE, WEIGHTS_FILE, check_weights_bytes
 
 MODEL_NAME = "backbone"  # the model's name in its run: runs:/<run id>/backbone
 MLFLOW_URI_SCHEMES = ("runs:/", "models:/")
@@ -92,7 +93,7 @@ def log_backbone_model(tracking_uri: str, experiment_id: str, run_id: str, check
     directory = Path(checkpoint_directory)
     if not (directory / WEIGHTS_FILE).is_file():
         return None
-    backbone = load_backbone(directory).eval()
+    backbone = load_saved_backbone(directory).eval()
     example = torch.rand(EXAMPLE_BATCH, 3, config.image_size, config.image_size,
                          generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

@@ -3,22 +3,19 @@ architecture it belongs to in JSON.
 
 Workers write the pair into the trial's final checkpoint (trainables.trial_checkpoint); the
 sweep's driver logs both into the trial's MLflow model and rebuilds the network from them with the
-project's one architecture builder (trainables.initializations.build_architecture). Neither file
+project's one architecture builder (trainables.initializations.load_saved_backbone). Neither file
 can carry a pickle: a planted or altered file is refused with one line, and nothing in it runs.
 """
 
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import safetensors.torch
 import torch
 from safetensors import SafetensorError
 from torch import nn
-
-if TYPE_CHECKING:  # trainables.config imports the initializations, which import this module
-    from trainables.config import TrialConfig
 
 WEIGHTS_FILE = "backbone.safetensors"
 ARCHITECTURE_FILE = "backbone.json"
@@ -36,7 +33,8 @@ class BackboneArchitecture:
     weights_dir: str | None = None  # where an hf-hub: backbone's config.json is looked for
 
     @classmethod
-    def of_trial(cls, config: "TrialConfig") -> "BackboneArchitecture":
+    def of_trial(cls, config: Any) -> "BackboneArchitecture":
+        """The architecture of a trial's backbone (config: a trainables.config.TrialConfig)."""
         return cls(config.backbone, slim=config.init == "slim", cifar_stem=config.cifar_stem,
                    norm=config.norm, weight_standardization=config.weight_standardization,
                    weights_dir=config.weights_dir)
@@ -93,16 +91,3 @@ def check_weights_bytes(data: bytes, source: str) -> None:
     except (SafetensorError, ValueError) as error:
         raise ValueError(f"{source} is not a safetensors file ({' '.join(str(error).split())[:200]}); "
                          "refused: weights are read as safetensors only, never unpickled") from None
-
-
-def load_backbone(directory: Path) -> nn.Module:
-    """The backbone saved in `directory`, rebuilt from its architecture, every tensor loaded."""
-    from trainables.initializations import build_architecture
-    from trainables.initializations.pretrained import load_exactly
-
-    directory = Path(directory)
-    architecture = BackboneArchitecture.from_json((directory / ARCHITECTURE_FILE).read_text(),
-                                                  str(directory / ARCHITECTURE_FILE))
-    model = build_architecture(architecture)
-    load_exactly(model, read_weights(directory / WEIGHTS_FILE), directory / WEIGHTS_FILE)
-    return model

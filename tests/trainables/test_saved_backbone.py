@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from trainables.config import TrialConfig
-from trainables.initializations import build_initialized_backbone
+from trainables.initializations import build_architecture, build_initialized_backbone
+from trainables.initializations import load_saved_backbone as load_backbone
 from trainables.saved_backbone import (
     ARCHITECTURE_FILE,
     WEIGHTS_FILE,
     BackboneArchitecture,
-    load_backbone,
     save_backbone,
 )
 from trainables.trial_checkpoint import CHECKPOINT_FILE, load_state
@@ -41,8 +41,6 @@ def test_a_saved_backbone_comes_back_with_the_same_forward(tmp_path: Path, optio
 
 def test_slim_is_rebuilt_at_half_width(tmp_path: Path) -> None:
     architecture = BackboneArchitecture("cbr_nano", slim=True)
-    from trainables.initializations import build_architecture
-
     model = build_architecture(architecture)
     save_backbone(model, architecture, tmp_path)
     assert load_backbone(tmp_path).num_features == 128  # 256 // 2

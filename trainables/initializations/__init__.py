@@ -18,6 +18,7 @@ initialization by writing its function in the module it belongs to and adding a 
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -34,15 +35,21 @@ from trainables.initializations import ssl_catalogue, surgery
 from trainables.initializations.hub import create_hub_model
 from trainables.initializations.pretrained import (
     MissingWeightsError,
+    load_exactly,
     load_supervised_weights,
     supervised_weights,
 )
 from trainables.initializations.ssl_checkpoint import load_ssl_checkpoint
 from trainables.initializations.transfer import mean_var_init, slim, transfuse
-from trainables.saved_backbone import BackboneArchitecture
+from trainables.saved_backbone import (
+    ARCHITECTURE_FILE,
+    WEIGHTS_FILE,
+    BackboneArchitecture,
+    read_weights,
+)
 
 __all__ = ["DEAD_FILTERS", "INITIALIZATIONS", "NORMS", "WEIGHT_SCALINGS", "WEIGHT_STANDARDIZATIONS",
-           "MissingWeightsError", "build_architecture", "build_initialized_backbone", "check_combination"]
+           "MissingWeightsError", "build_architecture", "build_initialized_backbone", "load_saved_backbone", "check_combination"]
 
 NORMS = ("as-is", "batchnorm", "groupnorm")
 WEIGHT_STANDARDIZATIONS = ("as-is", "drop", "bake")
@@ -252,4 +259,15 @@ def build_architecture(architecture: BackboneArchitecture) -> nn.Module:
     else:
         model = build_backbone(name, slim=architecture.slim)[0]
     _reshape(model, architecture.cifar_stem, architecture.norm, architecture.weight_standardization)
+    return model
+
+
+def load_saved_backbone(directory: Path) -> nn.Module:
+    """The backbone trainables.saved_backbone left in `directory`: rebuilt from its architecture,
+    every tensor loaded from its safetensors file. ValueError with one line for a bad file."""
+    directory = Path(directory)
+    architecture = BackboneArchitecture.from_json((directory / ARCHITECTURE_FILE).read_text(),
+                                                  str(directory / ARCHITECTURE_FILE))
+    model = build_architecture(architecture)
+    load_exactly(model, read_weights(directory / WEIGHTS_FILE), directory / WEIGHTS_FILE)
     return model
