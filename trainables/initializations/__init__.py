@@ -49,7 +49,8 @@ from trainables.saved_backbone import (
 )
 
 __all__ = ["DEAD_FILTERS", "INITIALIZATIONS", "NORMS", "WEIGHT_SCALINGS", "WEIGHT_STANDARDIZATIONS",
-           "MissingWeightsError", "build_architecture", "build_initialized_backbone", "load_saved_backbone", "check_combination"]
+           "MissingWeightsError", "build_architecture", "build_initialized_backbone", "check_combination",
+           "load_saved_backbone"]
 
 NORMS = ("as-is", "batchnorm", "groupnorm")
 WEIGHT_STANDARDIZATIONS = ("as-is", "drop", "bake")
