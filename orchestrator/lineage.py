@@ -2,16 +2,19 @@
 the split hash), its pretrained backbone as an MLflow model; and MLflow model URIs as weights_path.
 
 Everything here runs in the sweep's driver: workers never talk to MLflow. The loop leaves the
-backbone (a pickled module) in the trial's final checkpoint; the Tune callback logs it from there
-with MLflow's PyTorch flavour in its `pt2` format (torch.export: loads without this project's code
-and without unpickling), as the model `backbone` of the trial's run, so
-`mlflow.pytorch.load_model("runs:/<run id>/backbone")` gives the backbone back. Going the other
-way, a `runs:/...` or `models:/...` weights_path is loaded here before any trial starts and its
-state dict travels to the trials through Ray's object store (trainables.shipped_weights).
+backbone in the trial's final checkpoint as data (trainables.saved_backbone: a safetensors state
+dict and its architecture in JSON); the Tune callback logs both files into the trial's MLflow model
+`backbone`, then rebuilds the network from them and logs it with MLflow's PyTorch flavour in its
+`pt2` format (torch.export), so `mlflow.pytorch.load_model("runs:/<run id>/backbone")` gives the
+backbone back. Going the other way, a `runs:/...` or `models:/...` weights_path is read here
+before any trial starts, from the model's safetensors file only (never `mlflow.pytorch.load_model`,
+and with MLflow's pickle deserialization off), and its bytes travel to the trials through Ray's
+object store (trainables.shipped_weights). A model without that file, or whose file is not
+safetensors (a pickle planted by whoever can log to the tracking server), is refused with one line.
 """
 
-import io
 import json
+import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,7 +27,9 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from trainables.augmentations import IMAGENET_MEAN, IMAGENET_STD
 from trainables.config import TrialConfig
-from trainables.trial_checkpoint import BACKBONE_FILE
+from trainables.initializations import load_saved_backbone
+from trainables.redaction import redact_uri
+from trainables.saved_backbone import ARCHITECTURE_FILE, WEIGHTS_FILE, check_weights_bytes
 
 MODEL_NAME = "backbone"  # the model's name in its run: runs:/<run id>/backbone
 MLFLOW_URI_SCHEMES = ("runs:/", "models:/")
@@ -85,11 +90,10 @@ def log_backbone_model(tracking_uri: str, experiment_id: str, run_id: str, check
     import mlflow.pytorch
     from mlflow.models import infer_signature
 
-    path = Path(checkpoint_directory) / BACKBONE_FILE
-    if not path.is_file():
+    directory = Path(checkpoint_directory)
+    if not (directory / WEIGHTS_FILE).is_file():
         return None
-    # Our own trial's checkpoint, written by trainables.loop: a whole module, so not weights_only.
-    backbone = torch.load(path, map_location="cpu", weights_only=False).eval()
+    backbone = load_saved_backbone(directory).eval()
     example = torch.rand(EXAMPLE_BATCH, 3, config.image_size, config.image_size,
                          generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -102,6 +106,12 @@ def log_backbone_model(tracking_uri: str, experiment_id: str, run_id: str, check
         experiment_id, name=MODEL_NAME, source_run_id=run_id,
         params={key: str(value) for key, value in metadata.items() if not isinstance(value, dict | list)},
     )
+    # The tensors and architecture first: they are what this project reads back (fetch_weights),
+    # and they stay in MLflow even where torch.export cannot trace the network.
+    with tempfile.TemporaryDirectory(prefix="backbone-files-") as files:
+        for name in (WEIGHTS_FILE, ARCHITECTURE_FILE):
+            (Path(files) / name).write_bytes((directory / name).read_bytes())
+        client.log_model_artifacts(model.model_id, files)
     info = mlflow.pytorch.log_model(
         backbone, name=MODEL_NAME, model_id=model.model_id, run_id=run_id, step=step,
         input_example=example.numpy(), signature=infer_signature(example.numpy(), features.numpy()),
@@ -112,31 +122,42 @@ def log_backbone_model(tracking_uri: str, experiment_id: str, run_id: str, check
     return info.model_uri
 
 
-def fetch_weights(location: str, tracking_uri: str) -> bytes:
-    """The state dict of the MLflow model at `location`, as the bytes of a torch.save file.
-    Raises ValueError with one line naming the URI when it cannot be loaded."""
-    import mlflow
-    import mlflow.pytorch
+PICKLE_SWITCH = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
 
-    mlflow.set_tracking_uri(tracking_uri)
+
+def refuse_mlflow_pickles() -> None:
+    """MLflow's own switch off: no MLflow loader in this process unpickles a model (MLflow 3.x)."""
+    os.environ[PICKLE_SWITCH] = "false"
+
+
+def fetch_weights(location: str, tracking_uri: str) -> bytes:
+    """The bytes of the safetensors state dict of the MLflow model at `location`. Raises
+    ValueError with one line naming the URI when the model or its file is missing or not
+    safetensors; nothing from the model is ever unpickled."""
+    import mlflow
+    import mlflow.artifacts
+
+    refuse_mlflow_pickles()
+    mlflow.set_tracking_uri(tracking_uri)  # a logged model's files are looked up through the global URI
+    fix = (f"give runs:/<run id>/{MODEL_NAME} of a finished trial, or models:/<name>/<version> of a "
+           "model this project logged")
     try:
         with tempfile.TemporaryDirectory(prefix="weights-uri-") as directory:
-            model = mlflow.pytorch.load_model(location, dst_path=directory, map_location="cpu")
-    except Exception as error:  # a wrong id, no such model or version, not a PyTorch model: one message
+            path = mlflow.artifacts.download_artifacts(artifact_uri=f"{location.rstrip('/')}/{WEIGHTS_FILE}",
+                                                       dst_path=directory, tracking_uri=tracking_uri)
+            data = Path(path).read_bytes()
+    except Exception as error:  # a wrong id, no such model or version, no safetensors file: one message
         reason = " ".join(str(error).split())[:300]
         raise ValueError(
-            f"weights_path {location} cannot be loaded from MLflow at {tracking_uri} "
-            f"({type(error).__name__}: {reason}); give runs:/<run id>/{MODEL_NAME} of a finished trial, "
-            "or models:/<name>/<version>"
+            f"weights_path {location} cannot be loaded from MLflow at {redact_uri(tracking_uri)}: it has no "
+            f"{WEIGHTS_FILE} ({type(error).__name__}: {reason}); {fix}"
         ) from None
-    state_dict = {key: value.detach().contiguous() for key, value in model.state_dict().items()}
-    buffer = io.BytesIO()
-    torch.save(state_dict, buffer)
-    return buffer.getvalue()
+    check_weights_bytes(data, f"weights_path {location} ({WEIGHTS_FILE} in MLflow)")
+    return data
 
 
 def resolve_weights(configs: Iterable[TrialConfig], tracking_uri: str) -> dict[str, bytes]:
-    """{weights_path: state dict bytes} for each distinct MLflow URI the trials name ({method} and
+    """{weights_path: safetensors bytes} for each distinct MLflow URI the trials name ({method} and
     {backbone} filled in); printed one line each. Raises ValueError for one that does not load."""
     locations = dict.fromkeys(location for location in (config.resolved_weights_path for config in configs)
                               if is_mlflow_uri(location))

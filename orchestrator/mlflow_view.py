@@ -17,6 +17,8 @@ from urllib.parse import urlencode
 
 from mlflow.tracking import MlflowClient
 
+from trainables.redaction import redact_uri
+
 WORKFLOW_PARAMETER = {"workflowType": "machine_learning"}
 SHARED_VIEW_TAG_PREFIX = "mlflow.sharedViewState."
 SHARED_VIEW_KEY = "sweep"  # one saved view per sweep experiment, rewritten by each sweep run
@@ -28,7 +30,7 @@ SOURCE_COLUMN, USER_COLUMN = "attributes.`Source`", "attributes.`User`"
 def ui_address(tracking_uri: str) -> str:
     """The tracking server itself when the sweep logs to one, else where `mlflow ui` would serve."""
     served = tracking_uri.startswith(("http://", "https://"))
-    return tracking_uri.rstrip("/") if served else DEFAULT_UI_ADDRESS
+    return redact_uri(tracking_uri).rstrip("/") if served else DEFAULT_UI_ADDRESS
 
 
 def runs_table_link(tracking_uri: str, experiment_id: str, with_view: bool = True) -> str:

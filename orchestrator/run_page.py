@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from trainables.evaluation import confusion_table
 from trainables.evaluation.protocol import CONFUSION_MATRIX_JSON
+from trainables.redaction import redact_values
 
 PARENT_AXES_PARAM = "axes"  # the parent run's comma-separated grid axes (orchestrator.sweep)
 CONFIG_ARTIFACT = "config.json"
@@ -46,7 +47,7 @@ def sweep_axes(client: MlflowClient, parent_run_id: str) -> list[str]:
 
 def log_config(client: MlflowClient, run_id: str, config: Mapping[str, Any]) -> None:
     """The trial's whole config, unset values included: what reproduces it."""
-    client.log_dict(run_id, json.loads(json.dumps(config, default=str)), CONFIG_ARTIFACT)
+    client.log_dict(run_id, redact_values(json.loads(json.dumps(config, default=str))), CONFIG_ARTIFACT)
 
 
 def log_evaluation_folder(client: MlflowClient, run_id: str, folder: Path, artifact_path: str) -> None:

@@ -51,6 +51,7 @@ from search_spaces import SWEEPS, Screening
 from trainables import metrics
 from trainables.batches import RESIDENT_MEMORY_FRACTION
 from trainables.config import ConfigError, TrialConfig
+from trainables.redaction import redact_uri, redact_values
 
 EXIT_BAD_INPUT = 2
 EXIT_TRIALS_FAILED = 1
@@ -240,6 +241,7 @@ def memory_line(plan: ResourcePlan) -> str:
 
 
 def print_table(header: list[str], rows: list[list[str]]) -> None:
+    rows = [[redact_values(cell) for cell in row] for row in rows]  # a weights_path axis' URLs
     widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
     for row in [header, ["-" * width for width in widths], *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
@@ -251,11 +253,12 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
     keep_epoch_lines()  # before Ray is imported
     import ray
 
-    from orchestrator.lineage import resolve_weights, share_weights
+    from orchestrator.lineage import refuse_mlflow_pickles, resolve_weights, share_weights
     from orchestrator.tracking import SweepTracker, error_line, flatten, resolve_tracking_uri
     from orchestrator.tune_driver import run_tune
 
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    refuse_mlflow_pickles()  # the driver runs no MLflow loader that unpickles
     tracking_uri = resolve_tracking_uri(args.tracking_uri)
     storage_path = args.storage_path if "://" in args.storage_path else \
         str(Path(args.storage_path).expanduser().resolve())
@@ -272,7 +275,8 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
     stage_1 = first_stage(args.sweep, grid)
     print_trial_table(args.sweep, stage_1, plan, shape)
     print_stage_2(screening_of(args), grid)
-    print(f"MLflow: {tracking_uri} (experiment {args.sweep!r}); Ray storage: {storage_path}")
+    print(f"MLflow: {redact_uri(tracking_uri)} (experiment {args.sweep!r}); "
+          f"Ray storage: {redact_uri(storage_path)}")
     shared_data, shared_pretraining = share(decoded), share_pretraining(pretraining_pools)
     del decoded, pretraining_pools  # the object store holds them now
     shared_weights = share_weights(weights)
@@ -419,12 +423,12 @@ def report_best(results: Any, grid: Grid, tracker: Any) -> None:
     best = results.get_best_result(metric=grid.search.metric, mode=grid.search.mode)
     values = {key: flat_value(best.config, key) for key in grid.search.space}
     print(f"best ({grid.search.metric} = {readable(best.metrics.get(grid.search.metric))}): "
-          + ", ".join(f"{key}={readable(value)}" for key, value in values.items()))
+          + ", ".join(f"{key}={readable(redact_values(value))}" for key, value in values.items()))
     tracker.client.log_dict(tracker.parent_run_id, {"metric": grid.search.metric,
                                                    "value": best.metrics.get(grid.search.metric),
-                                                   "config": best.config}, "best_config.json")
+                                                   "config": redact_values(best.config)}, "best_config.json")
     for key, value in values.items():
-        tracker.client.set_tag(tracker.parent_run_id, f"best.{key}", str(value))
+        tracker.client.set_tag(tracker.parent_run_id, f"best.{key}", str(redact_values(value)))
 
 
 def is_smoke_run(args: argparse.Namespace) -> bool:
@@ -461,7 +465,7 @@ def print_mlflow_links(tracker: Any, grid: Grid) -> None:
                            grid.display_axes, [TAG_STATUS])
     save_runs_table_view(tracker.client, tracker.experiment_id, view)
     if not tracker.tracking_uri.startswith(("http://", "https://")):
-        print(f"MLflow UI: {UI_COMMAND.format(uri=tracker.tracking_uri)}, then open")
+        print(f"MLflow UI: {UI_COMMAND.format(uri=redact_uri(tracker.tracking_uri))}, then open")
     print(f"runs table: {runs_table_link(tracker.tracking_uri, tracker.experiment_id)}")
     print(f"parent run: {run_link(tracker.tracking_uri, tracker.experiment_id, tracker.parent_run_id)}")
 

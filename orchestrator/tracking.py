@@ -30,6 +30,7 @@ from orchestrator.run_page import log_config, log_evaluation_folder, meaningful_
 from trainables import metrics
 from trainables.config import TrialConfig
 from trainables.methods import RunShape, method_parameters, resolved_method_params
+from trainables.redaction import redact_values
 from trainables.trial_checkpoint import ARTIFACTS_FOLDER
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -83,7 +84,8 @@ def resolved_params(config: TrialConfig) -> dict[str, Any]:
 
 def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
     existing = client.get_run(run_id).data.params
-    new = [Param(key, value) for key, value in flatten(params).items() if key not in existing]
+    # URIs without user:password or query string (trainables.redaction): params are for reading.
+    new = [Param(key, redact_values(value)) for key, value in flatten(params).items() if key not in existing]
     for start in range(0, len(new), 100):  # MLflow accepts at most 100 params per batch
         client.log_batch(run_id, params=new[start:start + 100])
 

@@ -28,6 +28,7 @@ from trainables import metrics
 from trainables.config import TrialConfig
 from trainables.failures import no_retry_can_fix
 from trainables.loop import train_loop_per_worker
+from trainables.redaction import redact_values
 
 TRAIN_RUNS_FOLDER = "train_runs"
 DRIVER_MEMORY_BYTES = 64 * 1024**2
@@ -121,7 +122,7 @@ def trial_name(trial: Trial, axes: list[str]) -> str:
     """
     parts = []
     for axis in axes:
-        key, value = axis.split(".")[-1], short(flat_value(trial.config, axis))
+        key, value = axis.split(".")[-1], short(redact_values(flat_value(trial.config, axis)))
         parts.append(value if key in SELF_DESCRIBING_AXES else f"{SHORT_KEYS.get(key, key)}={value}")
     suffix = trial.trial_id.rsplit("_", 1)[-1]  # a search sweep's trial ids are random: "583547f7"
     index = str(int(suffix)) if suffix.isdigit() else suffix

@@ -14,7 +14,7 @@ def print_weights_availability(configs: list[TrialConfig]) -> None:
     for config in configs:
         weights_path = config.resolved_weights_path
         status = weights_availability(config.init, config.backbone, config.method, config.weights_dir,
-                                      weights_path)
+                                      weights_path, config.weights_sha256)
         if status is not None:
             arm = f"{config.init} {config.backbone}"
             if config.init == "ssl-imagenet":

@@ -1,4 +1,5 @@
-"""Fixtures shared by the test packages: writers of medical image files (DICOM)."""
+"""Fixtures shared by the test packages: writers of medical image files (DICOM), and files that
+run code when unpickled (to show that no weights file is ever unpickled)."""
 
 from collections.abc import Callable
 from pathlib import Path
@@ -50,3 +51,35 @@ def write_dicom(path: Path, stored: np.ndarray, photometric: str = "MONOCHROME2"
 def dicom_writer() -> Callable[..., None]:
     """write_dicom, for tests in any folder (a conftest's functions cannot be imported by them)."""
     return write_dicom
+
+
+class PickleBomb:
+    """Unpickled, it creates the file `marker`: the stand-in for any code a stranger's pickle runs."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (self.marker,))
+
+
+@pytest.fixture
+def pickle_bomb(tmp_path: Path) -> tuple[Callable[[Path], Path], Path]:
+    """(plant, marker): plant(path) writes a torch.save file holding a tensor and a PickleBomb at
+    `path`; `marker` exists afterwards only if something unpickled one."""
+    import pickle
+
+    import torch
+
+    marker = tmp_path / "code-ran"
+    # The bomb is live: plain unpickling runs it (into a second marker, so `marker` stays clean).
+    armed = tmp_path / "bomb-is-live"
+    pickle.loads(pickle.dumps(PickleBomb(armed)))
+    assert armed.exists()
+
+    def plant(path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"state_dict": {"conv.weight": torch.zeros(1)}, "args": PickleBomb(marker)}, path)
+        return path
+
+    return plant, marker

@@ -42,6 +42,8 @@ CONSTRUCTOR_ARGUMENTS: dict[str, tuple[Any, ...]] = {
     "MissingWeightsError": ("resnet50 ImageNet weights resnet50.tv_in1k not found in weights_dir weights/",),
     "WeightsChecksumError": ("weights/swav.pth is not the published swav checkpoint: its sha256 is 0123..., "
                              "published 85fcc4de; delete it and download it again",),
+    "WeightsDigestError": ("weights_path https://h.example/x.pth has sha256 0123..., not weights_sha256 "
+                           "4567...: refused; check the file (or the URL), or fix weights_sha256",),
     "ClusterError": ("could not join the Ray cluster at 10.0.0.1:6379 (ConnectionError: timed out); check "
                      "--address or $RAY_ADDRESS",),
     "PlanningError": ("one trial needs 4 worker(s) x 1 GPU + 7 CPU but the cluster can hold 2 such worker(s) "

@@ -7,6 +7,7 @@ It lives here, beside the code that consumes it, so workers never import the orc
 
 import dataclasses
 import math
+import re
 import string
 import typing
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from trainables.initializations import (
     MissingWeightsError,
     check_combination,
 )
+from trainables.initializations.pretrained import check_url_scheme
 from trainables.initializations.ssl_catalogue import catalogue_entry
 from trainables.methods import METHODS, method_parameters
 from trainables.methods.base import HEAD_NORMS
@@ -87,6 +89,9 @@ class TrialConfig:
     weights_dir: str | None = None  # local pretrained weights: <weights_dir>/<timm tag>.pth|.safetensors
     # A checkpoint file or URL (ssl-imagenet's P2X start); {method} and {backbone} are filled in.
     weights_path: str | None = None
+    # The sha256 of weights_path's file (64 hex digits): checked before it is read, and a download
+    # is kept only if it matches.
+    weights_sha256: str | None = None
     dataset: str = "digits"
     data_root: str = "data"
     split: str = "default"  # the dataset's own protocol; "random": stratified 60/20/20
@@ -200,6 +205,7 @@ class TrialConfig:
         except ValueError as error:
             raise ConfigError(str(error)) from None
         self.validate_weights_path()
+        self.validate_weights_location()
         if self.method_params.get("head_norm", HEAD_NORMS[0]) not in HEAD_NORMS:
             raise ConfigError(f"bad value {self.method_params['head_norm']!r} for method_params.head_norm; "
                               f"valid values: {', '.join(HEAD_NORMS)}")
@@ -235,6 +241,25 @@ class TrialConfig:
                 catalogue_entry(self.method, self.backbone)
             except MissingWeightsError as error:
                 raise ConfigError(f"init ssl-imagenet: {error}") from None
+
+    def validate_weights_location(self) -> None:
+        """weights_path: a path, an https URL or an MLflow model; weights_sha256: 64 hex digits, for
+        a weights_path that is a file or URL."""
+        location = self.weights_path or ""
+        if "://" in location:
+            try:
+                check_url_scheme(location)
+            except ValueError as error:
+                raise ConfigError(str(error)) from None
+        if self.weights_sha256 is None:
+            return
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", self.weights_sha256):
+            raise ConfigError(f"bad value {self.weights_sha256!r} for weights_sha256; it must be a whole "
+                              "sha256, 64 hex digits (sha256sum FILE)")
+        if not location or location.startswith(("runs:/", "models:/")):
+            raise ConfigError("weights_sha256 checks the file or https URL weights_path names; set "
+                              "weights_path to one (an MLflow model's weights are MLflow's), or drop "
+                              "weights_sha256")
 
 
 # Inits that never read weights_path (trainables.initializations: only the supervised ones and

@@ -29,6 +29,7 @@ from trainables.evaluation.protocol import evaluate, timed_monitor
 from trainables.monitoring import is_monitored_epoch
 from trainables.optimization import scaled_learning_rate, set_learning_rates
 from trainables.resource_usage import images_per_second, peak_memory
+from trainables.saved_backbone import BackboneArchitecture
 from trainables.shipped_weights import local_weights_file
 from trainables.training import (
     TrainingState,
@@ -172,7 +173,7 @@ def train_and_evaluate(config: TrialConfig, data: ImageSplits, rank: int, world_
             if state.method.pretrains:
                 collapsed = is_collapsed(state.collapse_std, state.embedding_dim)
                 final_metrics[metrics.COLLAPSED] = float(collapsed)
-            save_final(state, state.method.backbone, Path(directory))
+            save_final(state, state.method.backbone, BackboneArchitecture.of_trial(config), Path(directory))
             checkpoint = ray.train.Checkpoint.from_directory(directory)
         ray.train.report(final_metrics, checkpoint=checkpoint)
 

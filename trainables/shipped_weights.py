@@ -1,8 +1,8 @@
 """Weights the sweep's driver resolved and shipped to the trial through Ray's object store.
 
 `weights_path` may name an MLflow model (`runs:/...`, `models:/...`). Workers can reach neither
-MLflow nor the driver's disk, so the driver loads the model, takes its state dict and puts the
-bytes (a `torch.save` file) into the object store; `local_weights_file` writes them to a file on
+MLflow nor the driver's disk, so the driver reads the model's safetensors state dict
+(orchestrator.lineage) and puts its bytes into the object store; `local_weights_file` writes them to a file on
 the worker and hands out the config with `weights_path` pointing there, so every consumer of
 `weights_path` (ssl-imagenet, the supervised and transfer inits) reads them as a local file.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from trainables.config import TrialConfig
 
-SHIPPED_FILE_NAME = "shipped_backbone.pth"
+SHIPPED_FILE_NAME = "shipped_backbone.safetensors"  # its suffix tells the loaders its format
 
 
 @contextlib.contextmanager

@@ -47,6 +47,7 @@ def build_trial_backbone(config: TrialConfig) -> tuple[nn.Module, int, str]:
         weight_scaling=config.weight_scaling, dead_filters=config.dead_filters,
         weights_dir=config.weights_dir, weights_path=config.resolved_weights_path,
         cifar_stem=config.cifar_stem, seed=config.seed, method=config.method,
+        weights_sha256=config.weights_sha256,
     )
 
 

@@ -3,17 +3,21 @@
 Every epoch's checkpoint is one `state.pt` (the method's weights and heads, the optimizer, the
 position in training and the last epoch's report), loaded with `weights_only=True`. The final
 checkpoint adds the evaluation's artifacts (ARTIFACTS_FOLDER, uploaded to MLflow by the logger)
-and the backbone alone (BACKBONE_FILE, which becomes the MLflow model).
+and the backbone alone, as data: its safetensors state dict and its architecture in JSON
+(trainables.saved_backbone), from which the driver builds the MLflow model. A checkpoint that holds
+anything but tensors and plain values is refused with one line: nothing in it runs.
 """
 
+import pickle
 from pathlib import Path
 from typing import Protocol
 
 import torch
 from torch import nn
 
+from trainables.saved_backbone import BackboneArchitecture, save_backbone, unpickling_refused
+
 CHECKPOINT_FILE = "state.pt"
-BACKBONE_FILE = "backbone.pt"  # the final checkpoint's backbone alone, a pickled module (the MLflow model)
 ARTIFACTS_FOLDER = "evaluation"  # inside the final checkpoint; the MLflow logger uploads it
 POSITION_KEYS = ("epoch", "step", "collapse_std", "embedding_dim")
 
@@ -41,7 +45,12 @@ def save_state(state: CheckpointedState, directory: Path) -> None:
 
 def load_state(state: CheckpointedState, directory: Path) -> None:
     """Put the checkpoint in `directory` back into `state`: weights, optimizer and position."""
-    saved = torch.load(Path(directory) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    path = Path(directory) / CHECKPOINT_FILE
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:  # torch's message spans many lines
+        raise ValueError(f"{unpickling_refused(path, error)}; delete the checkpoint to start the trial "
+                         "afresh") from None
     state.method.load_state_dict(saved["method"])
     state.optimizer.load_state_dict(saved["optimizer"])
     for key in POSITION_KEYS:
@@ -49,7 +58,9 @@ def load_state(state: CheckpointedState, directory: Path) -> None:
     state.epoch_metrics = saved.get("epoch_metrics", {})
 
 
-def save_final(state: CheckpointedState, backbone: nn.Module, directory: Path) -> None:
-    """The last checkpoint: the state, plus the backbone alone for the MLflow model."""
+def save_final(state: CheckpointedState, backbone: nn.Module, architecture: BackboneArchitecture,
+               directory: Path) -> None:
+    """The last checkpoint: the state, plus the backbone alone (tensors and architecture) for the
+    MLflow model."""
     save_state(state, directory)
-    torch.save(backbone, directory / BACKBONE_FILE)
+    save_backbone(backbone, architecture, directory)

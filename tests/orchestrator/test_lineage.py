@@ -8,6 +8,7 @@ from pathlib import Path
 import mlflow.pytorch
 import pytest
 import torch
+from mlflow.entities import LoggedModelStatus
 from mlflow.tracking import MlflowClient
 
 from orchestrator.lineage import (
@@ -23,8 +24,8 @@ from trainables import metrics
 from trainables.config import TrialConfig
 from trainables.initializations import build_initialized_backbone
 from trainables.resource_usage import peak_memory
+from trainables.saved_backbone import WEIGHTS_FILE, BackboneArchitecture, save_backbone
 from trainables.shipped_weights import local_weights_file
-from trainables.trial_checkpoint import BACKBONE_FILE
 
 
 @pytest.fixture
@@ -46,7 +47,7 @@ def trained_looking_backbone(seed: int) -> torch.nn.Module:
 
 def checkpoint_with(backbone: torch.nn.Module, directory: Path) -> Path:
     directory.mkdir()
-    torch.save(backbone, directory / BACKBONE_FILE)
+    save_backbone(backbone, BackboneArchitecture("cbr_nano"), directory)
     return directory
 
 
@@ -150,3 +151,42 @@ def test_peak_memory_on_a_cpu_is_the_process_peak_resident_set() -> None:
     measured = peak_memory(torch.device("cpu"))
     assert set(measured) == {metrics.PEAK_PROCESS_RSS_MIB}
     assert measured[metrics.PEAK_PROCESS_RSS_MIB] >= resident_now
+
+
+def plant_model(client: MlflowClient, experiment_id: str, files: dict[str, Path]) -> str:
+    """A run whose model `backbone` holds `files` (name -> local file): what anyone who can log
+    to the tracking server can leave there. Returns its runs:/ URI."""
+    run_id = client.create_run(experiment_id).info.run_id
+    model = client.create_logged_model(experiment_id, name=MODEL_NAME, source_run_id=run_id)
+    folder = Path(files[next(iter(files))]).parent / "to-log"
+    folder.mkdir()
+    for name, path in files.items():
+        (folder / name).write_bytes(path.read_bytes())
+    client.log_model_artifacts(model.model_id, str(folder))
+    client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+    return f"runs:/{run_id}/{MODEL_NAME}"
+
+
+def test_a_pickle_planted_in_a_runs_model_is_refused_with_one_line_and_never_runs(
+        store, tmp_path, pickle_bomb) -> None:
+    tracking_uri, client, experiment_id = store
+    plant, marker = pickle_bomb
+    # A pickle under the safetensors file's name, and a model with only a pickled torch file.
+    disguised = plant_model(client, experiment_id, {WEIGHTS_FILE: plant(tmp_path / "a" / "x.pt")})
+    pickled = plant_model(client, experiment_id, {"model.pth": plant(tmp_path / "b" / "model.pth")})
+    for location, expected in ((disguised, "is not a safetensors file"), (pickled, f"has no {WEIGHTS_FILE}")):
+        with pytest.raises(ValueError) as raised:
+            fetch_weights(location, tracking_uri)
+        assert expected in str(raised.value) and "\n" not in str(raised.value), str(raised.value)
+        assert not marker.exists()
+    # Through the command line: one line, exit 2, before Ray starts.
+    completed = subprocess.run(
+        [sys.executable, "-m", "orchestrator.sweep", "smoke", "--set", "image_size=16",
+         "--set", "init=ssl-imagenet", "--set", f"weights_path={disguised}",
+         "--tracking-uri", tracking_uri, "--storage-path", str(tmp_path / "ray")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert completed.returncode == 2, completed.stderr[-2000:]
+    errors = [line for line in completed.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "is not a safetensors file" in errors[0], completed.stderr[-2000:]
+    assert not marker.exists() and not (tmp_path / "ray").exists()

@@ -18,6 +18,7 @@ initialization by writing its function in the module it belongs to and adding a 
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -34,14 +35,22 @@ from trainables.initializations import ssl_catalogue, surgery
 from trainables.initializations.hub import create_hub_model
 from trainables.initializations.pretrained import (
     MissingWeightsError,
+    load_exactly,
     load_supervised_weights,
     supervised_weights,
 )
 from trainables.initializations.ssl_checkpoint import load_ssl_checkpoint
 from trainables.initializations.transfer import mean_var_init, slim, transfuse
+from trainables.saved_backbone import (
+    ARCHITECTURE_FILE,
+    WEIGHTS_FILE,
+    BackboneArchitecture,
+    read_weights,
+)
 
 __all__ = ["DEAD_FILTERS", "INITIALIZATIONS", "NORMS", "WEIGHT_SCALINGS", "WEIGHT_STANDARDIZATIONS",
-           "MissingWeightsError", "build_initialized_backbone", "check_combination"]
+           "MissingWeightsError", "build_architecture", "build_initialized_backbone", "check_combination",
+           "load_saved_backbone"]
 
 NORMS = ("as-is", "batchnorm", "groupnorm")
 WEIGHT_STANDARDIZATIONS = ("as-is", "drop", "bake")
@@ -56,6 +65,7 @@ class InitRequest:
     weights_path: str | None
     seed: int
     method: str | None = None  # the SSL method the backbone is for: which ssl-imagenet checkpoint
+    weights_sha256: str | None = None  # what weights_path's file must hash to, when given
 
 
 @dataclass(frozen=True)
@@ -85,7 +95,8 @@ def _pretrained(request: InitRequest) -> tuple[nn.Module, str]:
 def _supervised(init: str) -> Callable[[InitRequest], tuple[nn.Module, str]]:
     def build(request: InitRequest) -> tuple[nn.Module, str]:
         weights = supervised_weights(init, request.backbone)
-        return load_supervised_weights(weights, request.weights_dir, request.weights_path)
+        return load_supervised_weights(weights, request.weights_dir, request.weights_path,
+                                       request.weights_sha256)
     return build
 
 
@@ -96,7 +107,7 @@ def _ssl_imagenet(request: InitRequest) -> tuple[nn.Module, str]:
     """weights_path when given (any checkpoint, loaded leniently); else the method's catalogued one."""
     if request.weights_path:
         model = _architecture(request)
-        return model, load_ssl_checkpoint(model, request.weights_path)
+        return model, load_ssl_checkpoint(model, request.weights_path, request.weights_sha256)
     entry = ssl_catalogue.catalogue_entry(request.method, request.backbone)
     # Fetched first: a missing file fails before anything is built.
     path, checked = ssl_catalogue.fetch(entry, request.weights_dir)
@@ -195,33 +206,69 @@ def build_initialized_backbone(
     cifar_stem: bool = False,
     seed: int = 0,
     method: str | None = None,
+    weights_sha256: str | None = None,
 ) -> tuple[nn.Module, int, str]:
     """Return (backbone, feature dimension, a one-paragraph report of what was loaded and changed).
 
     weights_dir: where `<timm tag>.safetensors|.pth|.npz` files are looked for (see init_pretrained);
     weights_path: one file or URL that wins over it (for ssl-imagenet: instead of the catalogue);
-    method: the SSL method, which picks ssl-imagenet's catalogued checkpoint.
+    method: the SSL method, which picks ssl-imagenet's catalogued checkpoint;
+    weights_sha256: the sha256 weights_path's file must have (checked after a download too).
     Raises ValueError for a bad value or pair, MissingWeightsError when the weights are not there.
     The global torch generator is left as it was.
     """
     check_combination(backbone, init, norm, weight_standardization, weight_scaling, dead_filters, cifar_stem)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        request = InitRequest(backbone, weights_dir, weights_path, seed, method)
+        request = InitRequest(backbone, weights_dir, weights_path, seed, method, weights_sha256)
         model, report = INITIALIZATIONS[init].build(request)
-        reports = [report]
-        if cifar_stem:
-            use_cifar_stem(model)
-            reports.append("cifar_stem: 3x3 stride-1 stem conv at random init, no max-pool")
-        if norm == "batchnorm":
-            reports.append(surgery.group_norm_to_batch_norm(model))
-        elif norm == "groupnorm":
-            reports.append(surgery.batch_norm_to_group_norm(model))
-        if weight_standardization != "as-is":
-            reports.append(surgery.drop_weight_standardization(model, bake=weight_standardization == "bake"))
+        reports = [report, *_reshape(model, cifar_stem, norm, weight_standardization)]
         if dead_filters != "keep":
             reports.append(surgery.replace_dead_filters(model, dead_filters))
         if weight_scaling == "frobenius":
             reports.append(surgery.scale_by_frobenius_norm(model))
     feature_dim = feature_dimension(model)
     return model, feature_dim, f"{backbone} ({feature_dim} features). " + ". ".join(reports) + "."
+
+
+def _reshape(model: nn.Module, cifar_stem: bool, norm: str, weight_standardization: str) -> list[str]:
+    """The companion axes that change the network itself (its layers, not only its values)."""
+    reports = []
+    if cifar_stem:
+        use_cifar_stem(model)
+        reports.append("cifar_stem: 3x3 stride-1 stem conv at random init, no max-pool")
+    if norm == "batchnorm":
+        reports.append(surgery.group_norm_to_batch_norm(model))
+    elif norm == "groupnorm":
+        reports.append(surgery.batch_norm_to_group_norm(model))
+    if weight_standardization != "as-is":
+        reports.append(surgery.drop_weight_standardization(model, bake=weight_standardization == "bake"))
+    return reports
+
+
+def build_architecture(architecture: BackboneArchitecture) -> nn.Module:
+    """The network an initialized backbone of `architecture` is, at random init: what its saved
+    state dict (trainables.saved_backbone) loads into."""
+    name = architecture.backbone
+    for axis, value, valid in (("norm", architecture.norm, NORMS),
+                               ("weight_standardization", architecture.weight_standardization,
+                                WEIGHT_STANDARDIZATIONS)):
+        if value not in valid:
+            raise ValueError(f"unknown {axis} {value!r}; valid values: {', '.join(valid)}")
+    if is_hub_backbone(name):
+        model = create_hub_model(name, pretrained=False, weights_dir=architecture.weights_dir)[0]
+    else:
+        model = build_backbone(name, slim=architecture.slim)[0]
+    _reshape(model, architecture.cifar_stem, architecture.norm, architecture.weight_standardization)
+    return model
+
+
+def load_saved_backbone(directory: Path) -> nn.Module:
+    """The backbone trainables.saved_backbone left in `directory`: rebuilt from its architecture,
+    every tensor loaded from its safetensors file. ValueError with one line for a bad file."""
+    directory = Path(directory)
+    architecture = BackboneArchitecture.from_json((directory / ARCHITECTURE_FILE).read_text(),
+                                                  str(directory / ARCHITECTURE_FILE))
+    model = build_architecture(architecture)
+    load_exactly(model, read_weights(directory / WEIGHTS_FILE), directory / WEIGHTS_FILE)
+    return model

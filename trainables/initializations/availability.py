@@ -12,24 +12,34 @@ from trainables.initializations import ssl_catalogue
 from trainables.initializations.hub import HF_HUB_PREFIX, TIMM_PREFIX, hub_model_folder, timm_weights_on_disk
 from trainables.initializations.pretrained import (
     MissingWeightsError,
+    check_sha256,
     is_url,
     supervised_weights,
     supervised_weights_on_disk,
+    url_cache_path,
 )
+from trainables.redaction import redact_uri
 
 DOWNLOADED_LATER = "not on this machine: downloaded on first use where there is internet"
 
 
 def weights_availability(init: str, backbone: str, method: str, weights_dir: str | None,
-                         weights_path: str | None) -> str | None:
+                         weights_path: str | None, weights_sha256: str | None = None) -> str | None:
     """A phrase saying where the arm's weights are, or that they are missing; None for random init."""
     if init == "random":
         return None
     if weights_path:
-        # A URL is downloaded into torch's hub folder under its file name (pretrained.cached_url).
-        path = ssl_catalogue.cache_folder() / Path(weights_path).name if is_url(weights_path) \
-            else Path(weights_path)
-        return f"weights_path: {path}" if path.is_file() else f"missing: weights_path {weights_path}"
+        # A URL is downloaded into torch's hub folder under a hash of it (pretrained.url_cache_path).
+        path = url_cache_path(weights_path) if is_url(weights_path) else Path(weights_path)
+        if not path.is_file():
+            return f"missing: weights_path {redact_uri(weights_path)}"
+        if weights_sha256:
+            try:
+                check_sha256(path, weights_sha256, weights_path)
+            except MissingWeightsError as error:
+                return f"refused: {error}"
+            return f"weights_path: {path} (sha256 verified)"
+        return f"weights_path: {path}"
     if init == "ssl-imagenet":
         try:
             return ssl_catalogue.availability(ssl_catalogue.catalogue_entry(method, backbone), weights_dir)

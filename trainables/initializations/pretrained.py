@@ -1,7 +1,8 @@
 """Pretrained weights: which file each (init, backbone) needs, where it is looked for, how it loads.
 
 Where weights come from, first match wins:
-  1. `weights_path`: a file (or an http(s) URL, cached in torch's hub folder);
+  1. `weights_path`: a file, or an https URL downloaded once into torch's hub folder under a hash
+     of the URL (`url_cache_path`); with `weights_sha256` the file must have that sha256;
   2. `<weights_dir>/<name>.safetensors|.pth|.npz`, where <name> is the timm pretrained tag (e.g.
      `resnet50.tv_in1k`, `resnetv2_50x1_bit.goog_in21k`) or, for weights timm does not list, the
      name `supervised_weights` gives (`BiT-S-R50x1`, BiT's published name; `cbr_tiny.in1k`). BiT's
@@ -11,7 +12,10 @@ Where weights come from, first match wins:
 Failing all three raises `MissingWeightsError` with one line naming the weights and where to put them.
 """
 
+import hashlib
 import os
+import pickle
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -22,6 +26,8 @@ from timm.models import load_state_dict
 from torch import nn
 
 from trainables.backbones import backbone_spec
+from trainables.redaction import redact_uri
+from trainables.saved_backbone import unpickling_refused
 
 BIT_S_URL = "https://storage.googleapis.com/bit_models/BiT-S-R50x1.npz"
 
@@ -75,10 +81,11 @@ def supervised_weights(init: str, backbone: str) -> PretrainedWeights:
 
 
 def load_supervised_weights(
-    weights: PretrainedWeights, weights_dir: str | None, weights_path: str | None
+    weights: PretrainedWeights, weights_dir: str | None, weights_path: str | None,
+    weights_sha256: str | None = None,
 ) -> tuple[nn.Module, str]:
     """Build the backbone (standard stem, full width) with the weights loaded exactly; and a report."""
-    found = _local_file(weights, weights_dir, weights_path)
+    found = _local_file(weights, weights_dir, weights_path, weights_sha256)
     if found is None:
         found = _hub_cache_file(weights) if offline_mode() else None
     if found is None:
@@ -86,7 +93,13 @@ def load_supervised_weights(
     if found.suffix == ".npz":
         return _load_npz(weights, found)
     model = _build(weights.backbone)
-    state_dict = load_state_dict(str(found))  # also unwraps "state_dict"/"model" and strips "module."
+    try:  # timm reads .safetensors as such and the rest with torch.load(weights_only=True)
+        state_dict = load_state_dict(str(found))  # also unwraps "state_dict"/"model" and strips "module."
+    except (pickle.UnpicklingError, RuntimeError) as error:  # timm wraps torch's refusal in a RuntimeError
+        cause = error if isinstance(error, pickle.UnpicklingError) else error.__cause__
+        if not isinstance(cause, pickle.UnpicklingError):
+            raise
+        raise ValueError(unpickling_refused(found, cause)) from None
     dropped = [key for key in state_dict if key.split(".")[0] in _classifier_names(model)]
     for key in dropped:
         del state_dict[key]
@@ -136,12 +149,10 @@ def _load_npz(weights: PretrainedWeights, path: Path) -> tuple[nn.Module, str]:
     return model, f"{weights.init}: loaded {weights.name} from BiT .npz {path} (timm's loader; head unused)"
 
 
-def _local_file(weights: PretrainedWeights, weights_dir: str | None, weights_path: str | None) -> Path | None:
+def _local_file(weights: PretrainedWeights, weights_dir: str | None, weights_path: str | None,
+                weights_sha256: str | None = None) -> Path | None:
     if weights_path:
-        path = cached_url(weights_path, weights) if is_url(weights_path) else Path(weights_path)
-        if not path.is_file():
-            raise MissingWeightsError(f"{_what(weights)} not found at weights_path {weights_path}")
-        return path
+        return weights_file(weights_path, weights_sha256, weights)
     if weights_dir:
         for file_name in weights.file_names:
             if (Path(weights_dir) / file_name).is_file():
@@ -208,28 +219,91 @@ def _what(weights: PretrainedWeights) -> str:
     return f"{weights.init} weights for {weights.backbone} ({source} {weights.name})"
 
 
-def cached_url(url: str, weights: PretrainedWeights | None = None) -> Path:
-    """A local copy of `url` in torch's hub folder, downloaded unless offline."""
-    path = _torch_hub_path(url)
+URL_SCHEME = "https"  # the only one downloaded: http and ftp can be altered on the way
+
+
+def cached_url(url: str, weights: PretrainedWeights | None = None, sha256: str | None = None) -> Path:
+    """A local copy of the https `url` in torch's hub folder (url_cache_path), downloaded unless
+    offline; when `sha256` is given, a download is kept only if its sha256 is that."""
+    what = _what(weights) if weights else "weights"
+    check_url_scheme(url)
+    path = url_cache_path(url)
     if not path.is_file():
         if offline_mode():
-            what = _what(weights) if weights else "weights"
-            raise MissingWeightsError(f"{what} at {url} not in {path.parent} and HF_HUB_OFFLINE is set")
+            raise MissingWeightsError(f"{what} at {redact_uri(url)} not in {path.parent} and HF_HUB_OFFLINE "
+                                      "is set")
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            torch.hub.download_url_to_file(url, str(path))
-        except Exception as error:  # no network, a wrong address: the same to the user
-            what = _what(weights) if weights else "weights"
-            raise MissingWeightsError(f"{what} could not be downloaded from {url} ({error})") from error
+        with tempfile.TemporaryDirectory(dir=path.parent) as folder:
+            partial = Path(folder) / path.name
+            try:
+                torch.hub.download_url_to_file(url, str(partial), progress=False)
+            except Exception as error:  # no network, a wrong address: the same to the user
+                raise MissingWeightsError(f"{what} could not be downloaded from {redact_uri(url)} "
+                                          f"({type(error).__name__})") from None
+            store_download(partial, path, sha256, url)
+    return path
+
+
+def check_url_scheme(url: str) -> None:
+    scheme = url.split("://", 1)[0].lower()
+    if scheme != URL_SCHEME:
+        raise ValueError(f"weights_path {redact_uri(url)}: only https:// URLs are downloaded ({scheme} can "
+                         "be altered on the way); give its https:// address, or download the file and give "
+                         "its path")
+
+
+def url_cache_path(url: str) -> Path:
+    """Where the download of `url` is kept: a folder named for a hash of the whole URL (two URLs
+    with one file name are two files), holding the URL's file name (its suffix tells the format)."""
+    key = hashlib.sha256(url.encode()).hexdigest()[:32]
+    name = os.path.basename(urlparse(url).path) or "weights"
+    return Path(torch.hub.get_dir()) / "checkpoints" / "urls" / key / name
+
+
+def store_download(partial: Path, target: Path, sha256: str | None, url: str) -> None:
+    """Move a finished download to `target`, after checking it against `sha256` when given: a
+    wrong file never sits where it is looked for."""
+    if sha256:
+        check_sha256(partial, sha256, url)
+    os.replace(partial, target)
+
+
+class WeightsDigestError(MissingWeightsError):
+    """A weights file whose sha256 is not the one weights_sha256 names."""
+
+
+def check_sha256(path: Path, sha256: str, location: str) -> None:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    if digest.hexdigest() != sha256.lower():
+        raise WeightsDigestError(
+            f"weights_path {redact_uri(location)} has sha256 {digest.hexdigest()}, not weights_sha256 "
+            f"{sha256.lower()}: refused; check the file (or the URL), or fix weights_sha256"
+        )
+
+
+def weights_file(location: str, sha256: str | None = None, weights: PretrainedWeights | None = None) -> Path:
+    """The local file weights_path names (the path, or an https URL's download), checked against
+    weights_sha256 when given."""
+    path = cached_url(location, weights, sha256) if is_url(location) else Path(location)
+    if not path.is_file():
+        what = _what(weights) if weights else "weights"
+        raise MissingWeightsError(f"{what} not found at weights_path {redact_uri(location)}")
+    if sha256:
+        check_sha256(path, sha256, location)
     return path
 
 
 def _torch_hub_path(url: str) -> Path:
+    """Where timm keeps a download of a weights URL it fetched itself (by file name)."""
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
 
 
 def is_url(location: str) -> bool:
-    return location.startswith(("http://", "https://"))
+    """Any `scheme://` location (runs:/ and models:/ have one slash): refused unless https."""
+    return "://" in location
 
 
 def offline_mode() -> bool:

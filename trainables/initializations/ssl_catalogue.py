@@ -6,7 +6,9 @@ PyTorch checkpoints where the authors publish one (facebookresearch: MoCo v2, Si
 Barlow Twins, VICReg); where the official release is not PyTorch (SimCLR: TensorFlow; BYOL:
 JAX), the PyTorch reproduction of OpenMMLab's maintained model zoo (mmselfsup, now mmpretrain).
 Only MoCo v2 (md5 prefix in its README) and the OpenMMLab files (sha256 prefix in the file
-name) have a published checksum; for the others none is published, and the report says so.
+name) have a published checksum, and only as a prefix; for the others none is published, and the
+report says so. A whole digest, where a row has one, is checked in full. Whatever the checksum, a
+file is read as tensors and plain values only (`torch.load(weights_only=True)`), never unpickled.
 
 A file is looked for, first match wins, at `<weights_dir>/<file_name>` and in the cache,
 torch's hub folder (`$TORCH_HOME/hub/checkpoints/<file_name>`); missing, it is downloaded into the
@@ -25,6 +27,7 @@ import torch
 from torch import nn
 
 from trainables.initializations.pretrained import MissingWeightsError, load_exactly, offline_mode
+from trainables.initializations.ssl_checkpoint import read_checkpoint
 
 
 class WeightsChecksumError(MissingWeightsError):
@@ -39,9 +42,16 @@ class Checksum:
     def matches(self, digest: str) -> bool:
         return digest.startswith(self.published.lower())
 
+    @property
+    def is_whole(self) -> bool:
+        return len(self.published) == hashlib.new(self.algorithm).digest_size * 2
+
     def describe(self) -> str:
-        kind = "digest" if len(self.published) in (32, 64) else "digest prefix"
-        return f"{self.algorithm} {kind} {self.published}"
+        if self.is_whole:
+            return f"{self.algorithm} digest {self.published}"
+        # A prefix catches a corrupt or wrong download, not a forged file; the file is never
+        # unpickled either way (load_catalogued_checkpoint).
+        return f"{self.algorithm} digest prefix {self.published}, as published; a corruption check only"
 
 
 @dataclass(frozen=True)
@@ -217,15 +227,9 @@ def load_catalogued_checkpoint(
     model: nn.Module, entry: CataloguedCheckpoint, path: Path, checked: str
 ) -> str:
     """Load the backbone tensors of a catalogued file into `model`, every one of them, exactly."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        if entry.checksum is None:
-            raise ValueError(f"{path} cannot be read with torch.load(weights_only=True) "
-                             f"({type(error).__name__}); is it the published file?") from error
-        # A file whose published checksum matched is the publisher's own: its other pickled
-        # fields (training metadata) may be read.
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    # Read as tensors and plain values only, whatever its checksum: a published prefix of 8 hex
+    # digits is forged with about 2**32 hashes, so a match is no licence to unpickle.
+    checkpoint = read_checkpoint(path)
     tensors = entry.layout.backbone_tensors(checkpoint)
     load_exactly(model, tensors, f"{path} ({entry.layout.name} layout)")
     return (f"ssl-imagenet: loaded all {len(tensors)} backbone tensors of the {entry.method} checkpoint "

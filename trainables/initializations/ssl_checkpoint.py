@@ -6,13 +6,15 @@ prediction heads, prototypes, momentum copies. `clean_ssl_state_dict` peels all 
 `load_ssl_checkpoint` loads what fits and reports what did not.
 """
 
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from trainables.initializations.pretrained import MissingWeightsError, cached_url, is_url
+from trainables.initializations.pretrained import weights_file
+from trainables.saved_backbone import read_weights, unpickling_refused
 
 WRAPPER_KEYS = ("state_dict", "model", "teacher", "network")  # searched in this order
 PREFIXES = ("module.", "_orig_mod.", "model.", "encoder_q.", "base_encoder.", "online_network.", "encoder.",
@@ -60,21 +62,15 @@ def clean_ssl_state_dict(checkpoint: dict) -> CleanedStateDict:
     return cleaned
 
 
-def load_ssl_checkpoint(model: nn.Module, location: str) -> str:
+def load_ssl_checkpoint(model: nn.Module, location: str, sha256: str | None = None) -> str:
     """Load the backbone tensors of the SSL checkpoint at `location` (path or URL) into `model`.
 
     Loads every tensor whose name and shape fit, leaves the rest of `model` as it is, and returns a
     report of what was stripped, dropped, missing (left at random init), unexpected and mismatched.
     Raises when nothing fits: that is the wrong file, not a partial transfer.
     """
-    path = cached_url(location) if is_url(location) else Path(location)
-    if not path.is_file():
-        raise MissingWeightsError(f"ssl-imagenet checkpoint not found at weights_path {location}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickled Python objects besides tensors (e.g. argparse.Namespace)
-        raise ValueError(f"{path} cannot be read with torch.load(weights_only=True): "
-                         f"save its state dict alone ({type(error).__name__}: {error})") from error
+    path = weights_file(location, sha256)
+    checkpoint = read_checkpoint(path)
     cleaned = clean_ssl_state_dict(checkpoint)
     expected = model.state_dict()
     fitting = {key: value for key, value in cleaned.tensors.items()
@@ -94,6 +90,23 @@ def load_ssl_checkpoint(model: nn.Module, location: str) -> str:
              f"unexpected, ignored: {len(unexpected)} {_few(unexpected)}",
              f"shape mismatches, left at random init: {len(mismatched)} {_few(mismatched)}"]
     return "; ".join(parts)
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A safetensors file, or a torch file read with `weights_only=True`: tensors and plain values
+    only, so no code in the file runs. ValueError with one line for anything else."""
+    if path.suffix == ".safetensors":
+        return read_weights(path)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:  # Python objects besides tensors (argparse.Namespace, code)
+        raise ValueError(unpickling_refused(path, error)) from None
+    except Exception as error:  # not a torch file at all
+        raise ValueError(f"{path} cannot be read by torch.load ({type(error).__name__}: "
+                         f"{' '.join(str(error).split())[:200]}); is it a checkpoint?") from None
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{path} holds a {type(checkpoint).__name__}, not a state dict")
+    return checkpoint
 
 
 def _holds_tensors(checkpoint: dict) -> bool:

@@ -162,7 +162,8 @@ def test_a_catalogued_checkpoint_in_the_cache_is_found_verified_and_loaded(place
     entry, reference = placed
     model, _, report = build_initialized_backbone("cbr_nano", "ssl-imagenet", method="simclr")
     assert all(torch.equal(model.state_dict()[key], value) for key, value in reference.items())
-    assert f"verified (sha256 digest prefix {entry.checksum.published})" in report
+    assert (f"verified (sha256 digest prefix {entry.checksum.published}, as published; a corruption check "
+            "only)") in report
     assert weights_availability("ssl-imagenet", "cbr_nano", "simclr", None, None).startswith("verified")
 
 
@@ -210,3 +211,32 @@ def test_a_method_without_a_row_is_told_to_set_weights_path() -> None:
     with pytest.raises(MissingWeightsError, match="weights_path") as raised:
         build_initialized_backbone("resnet18", "ssl-imagenet", method="simclr")
     assert "simclr/resnet50" in str(raised.value)
+
+
+def test_a_whole_published_digest_is_checked_in_full(placed, monkeypatch: pytest.MonkeyPatch) -> None:
+    entry, _ = placed
+    whole = entry_for(catalogue.cache_folder() / entry.file_name, "sha256", 64)
+    monkeypatch.setitem(catalogue.CATALOGUE, ("simclr", "cbr_nano"), whole)
+    _, _, report = build_initialized_backbone("cbr_nano", "ssl-imagenet", method="simclr")
+    assert f"verified (sha256 digest {whole.checksum.published})" in report
+    # One digit off at the end, which a prefix check would never look at: refused.
+    last = whole.checksum.published[-1]
+    wrong = whole.checksum.published[:-1] + ("0" if last != "0" else "1")
+    monkeypatch.setitem(catalogue.CATALOGUE, ("simclr", "cbr_nano"),
+                        replace(whole, checksum=catalogue.Checksum("sha256", wrong)))
+    with pytest.raises(catalogue.WeightsChecksumError):
+        build_initialized_backbone("cbr_nano", "ssl-imagenet", method="simclr")
+
+
+def test_a_planted_pickle_whose_checksum_prefix_matches_is_still_never_unpickled(
+    placed, pickle_bomb, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entry, _ = placed
+    plant, marker = pickle_bomb
+    path = plant(catalogue.cache_folder() / entry.file_name)  # over the placed file
+    forged = entry_for(path, "sha256", 8)  # the prefix matches, as a forger would arrange
+    monkeypatch.setitem(catalogue.CATALOGUE, ("simclr", "cbr_nano"), forged)
+    with pytest.raises(ValueError) as raised:
+        build_initialized_backbone("cbr_nano", "ssl-imagenet", method="simclr")
+    assert "\n" not in str(raised.value) and "never unpickled" in str(raised.value)
+    assert not marker.exists()
