@@ -152,12 +152,13 @@ def make_plan(grid: Grid, args: argparse.Namespace, live: bool) -> tuple[Resourc
     configs = grid.trial_configs()
     plan = plan_resources(shape.nodes, num_workers=max(c.num_workers for c in configs),
                           num_trials=len(configs), max_concurrent=args.max_concurrent,
-                          cpus_per_worker=args.cpus_per_worker)
+                          cpus_per_worker=args.cpus_per_worker, max_worker_nodes=shape.max_worker_nodes)
     # Trials spread over more GPUs where their memory asks for it: plan for the widest.
     widest = max(config.num_workers for config, _ in sized_trials(configs, plan))
     if widest > plan.num_workers:
         plan = plan_resources(shape.nodes, num_workers=widest, num_trials=len(configs),
-                              max_concurrent=args.max_concurrent, cpus_per_worker=args.cpus_per_worker)
+                              max_concurrent=args.max_concurrent, cpus_per_worker=args.cpus_per_worker,
+                              max_worker_nodes=shape.max_worker_nodes)
     return plan, shape
 
 

@@ -52,7 +52,8 @@ def build_trainer(config: TrialConfig, run_name: str, storage_path: str, plan: R
                           shared_pretraining=shared_pretraining),
         train_loop_config=config.to_dict(),
         scaling_config=ray.train.ScalingConfig(
-            num_workers=config.num_workers, use_gpu=plan.use_gpu, resources_per_worker=resources_per_worker
+            num_workers=config.num_workers, use_gpu=plan.use_gpu, resources_per_worker=resources_per_worker,
+            placement_strategy=plan.placement_strategy,
         ),
         run_config=ray.train.RunConfig(
             name=run_name,

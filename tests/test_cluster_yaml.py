@@ -6,11 +6,11 @@ import re
 import shlex
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import jsonschema
 import ray
+import tomllib
 import yaml
 from packaging.requirements import Requirement
 
@@ -37,7 +37,8 @@ def test_cluster_yaml_passes_rays_own_validation_as_ray_up_runs_it() -> None:
 
 def test_the_image_is_rays_gpu_image_of_the_installed_ray_and_python_not_ray_ml() -> None:
     config = yaml.safe_load(CLUSTER_YAML.read_text())
-    images = [config["docker"][key] for key in ("image", "head_image", "worker_image") if key in config["docker"]]
+    images = [config["docker"][key] for key in ("image", "head_image", "worker_image")
+              if key in config["docker"]]
     assert "rayproject/ray-ml" not in CLUSTER_YAML.read_text() and not any("ray-ml" in i for i in images)
     image = config["docker"]["image"]
     match = RAY_IMAGE_TAG.fullmatch(image)
@@ -156,9 +157,15 @@ def test_the_sweep_plans_for_the_whole_autoscaling_cluster_from_this_file() -> N
     from orchestrator.resources import plan_resources
 
     shape = cluster_shape(str(CLUSTER_YAML), live=False)
-    plan = plan_resources(shape.nodes, num_workers=1, num_trials=24)
-    # 16 single-GPU workers (8 on-demand + 8 spot), 7 CPUs each (8 per GPU less one).
-    assert (plan.max_concurrent_trials, plan.gpus_per_worker, plan.cpus_per_worker) == (16, 1, 7)
+    plan = plan_resources(shape.nodes, num_workers=1, num_trials=24, max_worker_nodes=shape.max_worker_nodes)
+    # 12 worker nodes at most (max_workers): 2 x 4 GPUs + 10 single-GPU (on-demand, then spot),
+    # 7 CPUs a worker (8 per GPU less one, the smallest of the GPU types).
+    assert shape.max_worker_nodes == 12
+    assert (plan.max_concurrent_trials, plan.gpus_per_worker, plan.cpus_per_worker) == (18, 1, 7)
+    # A 4-worker trial goes whole on a 4-GPU node: two at once.
+    packed = plan_resources(shape.nodes, num_workers=4, num_trials=24,
+                            max_worker_nodes=shape.max_worker_nodes)
+    assert (packed.placement_strategy, packed.max_concurrent_trials) == ("STRICT_PACK", 2)
     assert shape.autoscaling and shape.multi_machine
 
 
