@@ -280,7 +280,8 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
         print_table(header, rows)
         for result in results:
             if result.error is not None:
-                print(f"failed: {trial_display_name(result)}: {error_line(Path(result.path) / 'error.txt')}")
+                error_file = f"{result.path}/error.txt"  # a path in the storage's file system (S3 too)
+                print(f"failed: {trial_display_name(result)}: {error_line(error_file, result.filesystem)}")
         tracker.client.log_text(tracker.parent_run_id, table_csv(header, rows), "summary.csv")
         if grid.search and not interruption.signal:
             report_best(results, grid, tracker)
