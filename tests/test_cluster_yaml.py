@@ -76,8 +76,18 @@ def test_token_authentication_is_made_on_the_head_and_reaches_every_worker() -> 
     assert worker_start and all("RAY_AUTH_MODE=token ray start" in command for command in worker_start)
     assert "--env RAY_AUTH_MODE=token" in config["docker"]["run_options"]  # the driver's shell too
     assert any("ray get-auth-token --generate" in command for command in config["head_setup_commands"])
-    # Ray's default token path, copied head -> worker before each worker's setup and start.
+    # Ray's default token path, copied head -> worker before each worker's container starts ...
     assert config["cluster_synced_files"] == ["/home/ray/.ray/auth_token"]
+    # ... onto the worker's host under Ray's docker mount folder, which only the worker's own
+    # run options bind into its container (the head makes its token inside its container).
+    from ray.autoscaler.sdk import get_docker_host_mount_location
+
+    host_copy = get_docker_host_mount_location(config["cluster_name"]) + config["cluster_synced_files"][0]
+    mounts = [option.split()[1].split(":") for option in config["docker"]["worker_run_options"]
+              if option.startswith("-v ")]
+    assert [[host_copy, "/home/ray/ray_cluster_token", "ro"]] == mounts
+    assert "--env RAY_AUTH_TOKEN_PATH=/home/ray/ray_cluster_token" in config["docker"]["worker_run_options"]
+    assert "head_run_options" not in config["docker"]
     assert not any("auth_token" in command for command in config["setup_commands"])
 
 
