@@ -216,6 +216,7 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
     import ray
 
     from orchestrator.lineage import resolve_weights, share_weights
+    from orchestrator.priors import resolve_priors, share_priors
     from orchestrator.tracking import SweepTracker, error_line, flatten, resolve_tracking_uri
     from orchestrator.tune_driver import run_tune
 
@@ -227,6 +228,7 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
         decoded = decode_datasets(grid.trial_configs())
         pretraining_pools = decode_pretraining_pools(grid.trial_configs(), decoded)
         weights = resolve_weights(grid.trial_configs(), tracking_uri)  # runs:/ and models:/ weights_path
+        priors = resolve_priors(grid.trial_configs())  # files on this machine: workers need not have them
     except (OSError, ValueError) as error:
         return fail(" ".join(str(error).split()))
     connect(address)
@@ -236,7 +238,8 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
     print(f"MLflow: {tracking_uri} (experiment {args.sweep!r}); Ray storage: {storage_path}")
     shared_data, shared_pretraining = share(decoded), share_pretraining(pretraining_pools)
     del decoded, pretraining_pools  # the object store holds them now
-    shared_weights = share_weights(weights)
+    shared_weights, shared_priors = share_weights(weights), share_priors(priors)
+    del priors
 
     tracker = SweepTracker(tracking_uri, args.sweep)
     if args.resume:
@@ -269,7 +272,7 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
                                tracker.trial_logger(grid.method_params, plan, args.register_model),
                                args.resume, shared_data, max_failures=args.max_failures,
                                shared_weights=shared_weights, progress=progress,
-                               shared_pretraining=shared_pretraining)
+                               shared_pretraining=shared_pretraining, shared_priors=shared_priors)
             # Nothing after this needs Ray; shut it down inside the redirect, so that the workers'
             # lines Ray forwards late, at its shutdown, go to its output file, not under the table.
             ray.shutdown()
