@@ -27,7 +27,8 @@ class PriorKey(NamedTuple):
 
     @classmethod
     def of(cls, config: TrialConfig) -> "PriorKey":
-        return cls(config.init, config.backbone, config.method, config.weights_dir, config.resolved_weights_path)
+        return cls(config.init, config.backbone, config.method, config.weights_dir,
+                   config.resolved_weights_path)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """The driver finds a trial's prior file, ships its bytes, and the worker starts from those weights
 with the driver's copy gone (orchestrator.priors, trainables.shipped_priors)."""
 
+import dataclasses
 import pickle
 import shutil
 from pathlib import Path
@@ -31,7 +32,7 @@ def assert_same_weights(backbone: torch.nn.Module, expected: dict[str, torch.Ten
 def test_a_weights_dir_prior_loads_on_the_worker_after_the_drivers_folder_is_gone(tmp_path: Path) -> None:
     expected = write_cbr_nano_weights(tmp_path / "weights")
     config = TrialConfig(init="imagenet", backbone="cbr_nano", weights_dir=str(tmp_path / "weights"), seed=1)
-    other_seed = TrialConfig(init="imagenet", backbone="cbr_nano", weights_dir=str(tmp_path / "weights"), seed=2)
+    other_seed = dataclasses.replace(config, seed=2)
     priors = resolve_priors([config, other_seed])
     assert list(priors) == [PriorKey.of(config)]  # one copy for both trials
     shipped = pickle.loads(pickle.dumps(priors[PriorKey.of(config)]))  # as Ray's object store carries it
