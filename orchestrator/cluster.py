@@ -69,6 +69,7 @@ class ClusterShape:
     autoscaling: bool
     multi_machine: bool
     source: str  # where the node types came from, for the plan's printout
+    max_worker_nodes: int | None = None  # the autoscaler's global max_workers; None: no such cap
 
 
 # Environment of every task and actor the sweep starts, on every node. Ray Train V2 redirects a
@@ -118,11 +119,12 @@ def _check_reachable(address: str, timeout_seconds: float = 5.0) -> None:
                            f"{ADDRESS_FIX}") from None
 
 
-def read_autoscaler_config(path: Path) -> tuple[list[NodeType], str]:
+def read_autoscaler_config(path: Path) -> tuple[list[NodeType], str, int | None]:
     """Node types and maximum counts from a cluster-launcher / autoscaler config file.
 
-    The head counts once; each worker type up to its own max_workers and the config's (each type
-    is capped alone: the sum over types is not). Returns the node types and the provider type.
+    The head counts once; each worker type up to its own max_workers and the config's. Returns
+    the node types, the provider type and the config's max_workers, which caps the worker nodes
+    of all types together (the planner applies it to the sum; None where the config has none).
     """
     try:
         config = yaml.safe_load(path.expanduser().read_text())
@@ -134,7 +136,8 @@ def read_autoscaler_config(path: Path) -> tuple[list[NodeType], str]:
         raise ClusterError(f"available_node_types in {path} must map each node type's name to its settings "
                            "(name: {resources: ..., max_workers: ...}), as in cluster.yaml")
     head = config.get("head_node_type")
-    cluster_max = _count(config.get("max_workers", 2**31), "max_workers", path)
+    stated_max = config.get("max_workers")  # the global cap on the sum over node types, if stated
+    cluster_max = _count(2**31 if stated_max is None else stated_max, "max_workers", path)
     nodes = []
     for name, spec in types.items():
         resources = spec.get("resources") or {}
@@ -147,8 +150,9 @@ def read_autoscaler_config(path: Path) -> tuple[list[NodeType], str]:
             raise ClusterError(f"node type {name!r} in {path} states no CPU/GPU resources; add "
                                f"resources: {{CPU: ..., GPU: ...}} to it so the sweep can plan for it")
         nodes.append(NodeType(name, int(resources.get("CPU", 0)), int(resources.get("GPU", 0)), count,
-                              gpu_memory_bytes=gpu_memory(name, spec, path)))
-    return nodes, str((config.get("provider") or {}).get("type", ""))
+                              gpu_memory_bytes=gpu_memory(name, spec, path), head=name == head))
+    provider = str((config.get("provider") or {}).get("type", ""))
+    return nodes, provider, None if stated_max is None else cluster_max
 
 
 def _count(value: Any, key: str, path: Path) -> int:
@@ -203,11 +207,11 @@ def cluster_shape(cluster_config: str | None, live: bool) -> ClusterShape:
     what the GCS reports; else the resources present now."""
     path = Path(cluster_config) if cluster_config else BOOTSTRAP_CONFIG.expanduser()
     if cluster_config or path.exists():
-        nodes, provider = read_autoscaler_config(path)
+        nodes, provider, max_worker_nodes = read_autoscaler_config(path)
         workers = [node for node in nodes if node.max_count > 0 and (node.cpus or node.gpus)]
         return ClusterShape(nodes, autoscaling=True,
                             multi_machine=len(workers) > 0 and provider not in SINGLE_MACHINE_PROVIDERS,
-                            source=f"autoscaler config {path}")
+                            source=f"autoscaler config {path}", max_worker_nodes=max_worker_nodes)
     if live:
         import ray
 

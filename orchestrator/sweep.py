@@ -165,12 +165,13 @@ def make_plan(grid: Grid, args: argparse.Namespace, live: bool) -> tuple[Resourc
     configs = grid.trial_configs()
     plan = plan_resources(shape.nodes, num_workers=max(c.num_workers for c in configs),
                           num_trials=len(configs), max_concurrent=args.max_concurrent,
-                          cpus_per_worker=args.cpus_per_worker)
+                          cpus_per_worker=args.cpus_per_worker, max_worker_nodes=shape.max_worker_nodes)
     # Trials spread over more GPUs where their memory asks for it: plan for the widest.
     widest = max(config.num_workers for config, _ in sized_trials(configs, plan))
     if widest > plan.num_workers:
         plan = plan_resources(shape.nodes, num_workers=widest, num_trials=len(configs),
-                              max_concurrent=args.max_concurrent, cpus_per_worker=args.cpus_per_worker)
+                              max_concurrent=args.max_concurrent, cpus_per_worker=args.cpus_per_worker,
+                              max_worker_nodes=shape.max_worker_nodes)
     return plan, shape
 
 
@@ -254,6 +255,7 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
     import ray
 
     from orchestrator.lineage import refuse_mlflow_pickles, resolve_weights, share_weights
+    from orchestrator.priors import resolve_priors, share_priors
     from orchestrator.tracking import SweepTracker, error_line, flatten, resolve_tracking_uri
     from orchestrator.tune_driver import run_tune
 
@@ -265,6 +267,7 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
     try:  # the pre-flight: before Ray starts and before any MLflow store exists, nothing has begun
         checked = check_inputs(grid.trial_configs(), tracking_uri, storage_path, args.sweep, args.resume)
         weights = resolve_weights(grid.trial_configs(), tracking_uri)  # runs:/ and models:/ weights_path
+        priors = resolve_priors(grid.trial_configs())  # files on this machine: workers need not have them
     except (OSError, ValueError) as error:
         return fail(" ".join(str(error).split()))
     decoded, pretraining_pools = checked.decoded, checked.pretraining_pools
@@ -279,7 +282,8 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
           f"Ray storage: {redact_uri(storage_path)}")
     shared_data, shared_pretraining = share(decoded), share_pretraining(pretraining_pools)
     del decoded, pretraining_pools  # the object store holds them now
-    shared_weights = share_weights(weights)
+    shared_weights, shared_priors = share_weights(weights), share_priors(priors)
+    del priors
 
     tracker = SweepTracker(tracking_uri, args.sweep)
     if args.resume:
@@ -313,7 +317,7 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
                              tracker.trial_logger(grid.method_params, plan, args.register_model),
                              resume, shared_data, max_failures=args.max_failures,
                              shared_weights=shared_weights, progress=progress,
-                             shared_pretraining=shared_pretraining))
+                             shared_pretraining=shared_pretraining, shared_priors=shared_priors))
 
     try:
         with interruption, progress_view(args.sweep, total_trials, storage_path, args.verbose) as progress:
@@ -332,7 +336,8 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
         print_table(header, rows)
         for result in results:
             if result.error is not None:
-                print(f"failed: {trial_display_name(result)}: {error_line(Path(result.path) / 'error.txt')}")
+                error_file = f"{result.path}/error.txt"  # a path in the storage's file system (S3 too)
+                print(f"failed: {trial_display_name(result)}: {error_line(error_file, result.filesystem)}")
         tracker.client.log_text(tracker.parent_run_id, table_csv(header, rows), "summary.csv")
         if grid.search and not interruption.signal:
             report_best(results, grid, tracker)

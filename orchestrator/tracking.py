@@ -295,10 +295,24 @@ def log_augmentation(client: MlflowClient, run_id: str, result: dict) -> None:
     client.set_tag(run_id, metrics.GRAYSCALE, str(bool(result.get(metrics.GRAYSCALE, False))).lower())
 
 
-def error_line(error_file: str | os.PathLike | None) -> str:
-    """The last line of a trial's error file: the exception and its one-line message."""
-    if error_file and os.path.exists(error_file):
+def error_line(error_file: str | os.PathLike | None, filesystem: Any = None) -> str:
+    """The last line of a trial's error file: the exception and its one-line message.
+
+    `filesystem`: the pyarrow file system `error_file` is a path of (a Tune Result's `filesystem`,
+    e.g. S3 for --storage-path s3://...); None: a path on this machine."""
+    if not error_file:
+        return "unknown error"
+    if filesystem is not None:
+        import pyarrow.fs
+
+        if filesystem.get_file_info(str(error_file)).type != pyarrow.fs.FileType.File:
+            return "unknown error"
+        with filesystem.open_input_stream(str(error_file)) as stream:
+            text = stream.read().decode(errors="replace")
+    elif os.path.exists(error_file):
         with open(error_file) as handle:
-            lines = [line.strip() for line in handle if line.strip()]
-        return lines[-1] if lines else "unknown error"
-    return "unknown error"
+            text = handle.read()
+    else:
+        return "unknown error"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "unknown error"

@@ -29,6 +29,7 @@ from trainables.config import TrialConfig
 from trainables.failures import no_retry_can_fix
 from trainables.loop import train_loop_per_worker
 from trainables.redaction import redact_values
+from trainables.shipped_priors import PriorKey
 
 TRAIN_RUNS_FOLDER = "train_runs"
 DRIVER_MEMORY_BYTES = 64 * 1024**2
@@ -55,7 +56,8 @@ class FailOnce(ray.train.UserCallback):
 def build_trainer(config: TrialConfig, run_name: str, storage_path: str, plan: ResourcePlan,
                   callbacks: list | None = None, shared_data: ray.ObjectRef | None = None,
                   max_failures: int = 0, shared_weights: ray.ObjectRef | None = None,
-                  shared_pretraining: ray.ObjectRef | None = None) -> TorchTrainer:
+                  shared_pretraining: ray.ObjectRef | None = None,
+                  shared_prior: ray.ObjectRef | None = None) -> TorchTrainer:
     """The TorchTrainer of one trial. The same run name and storage path resume its checkpoints.
 
     `shared_data`: the trial's splits in the object store (orchestrator.datasets), so workers on
@@ -63,16 +65,18 @@ def build_trainer(config: TrialConfig, run_name: str, storage_path: str, plan: R
     `max_failures`: how often a lost worker (preemption, OOM kill, crash) restarts the worker
     group from the latest checkpoint before the trial fails.
     `shared_weights`: the weights an MLflow URI in weights_path names (orchestrator.lineage).
+    `shared_prior`: the prior's file, found on the driver's disk (orchestrator.priors).
     """
     resources_per_worker = {"CPU": plan.cpus_per_worker}
     if plan.use_gpu:
         resources_per_worker["GPU"] = plan.gpus_per_worker
     return TorchTrainer(
         functools.partial(train_loop_per_worker, shared_data=shared_data, shared_weights=shared_weights,
-                          shared_pretraining=shared_pretraining),
+                          shared_pretraining=shared_pretraining, shared_prior=shared_prior),
         train_loop_config=config.to_dict(),
         scaling_config=ray.train.ScalingConfig(
-            num_workers=config.num_workers, use_gpu=plan.use_gpu, resources_per_worker=resources_per_worker
+            num_workers=config.num_workers, use_gpu=plan.use_gpu, resources_per_worker=resources_per_worker,
+            placement_strategy=plan.placement_strategy,
         ),
         run_config=ray.train.RunConfig(
             name=run_name,
@@ -87,7 +91,8 @@ def build_trainer(config: TrialConfig, run_name: str, storage_path: str, plan: R
 def run_trial(config: dict[str, Any], storage_path: str, plan: ResourcePlan,
               method_params: dict[str, dict[str, Any]], shared_data: dict[DataKey, ray.ObjectRef],
               max_failures: int = 0, shared_weights: dict[str, ray.ObjectRef] | None = None,
-              shared_pretraining: dict[PretrainKey, ray.ObjectRef] | None = None) -> None:
+              shared_pretraining: dict[PretrainKey, ray.ObjectRef] | None = None,
+              shared_priors: dict[PriorKey, ray.ObjectRef] | None = None) -> None:
     """The Tune trainable: validate the trial's config, then run its TorchTrainer to the end."""
     trial_config = sized_trial(TrialConfig.from_dict(with_method_params(config, method_params)), plan)
     trial_id = ray.tune.get_context().get_trial_id()
@@ -95,7 +100,8 @@ def run_trial(config: dict[str, Any], storage_path: str, plan: ResourcePlan,
                             callbacks=[TuneReportCallback()],
                             shared_data=shared_data.get(DataKey.of(trial_config)), max_failures=max_failures,
                             shared_weights=(shared_weights or {}).get(trial_config.resolved_weights_path),
-                            shared_pretraining=(shared_pretraining or {}).get(PretrainKey.of(trial_config)))
+                            shared_pretraining=(shared_pretraining or {}).get(PretrainKey.of(trial_config)),
+                            shared_prior=(shared_priors or {}).get(PriorKey.of(trial_config)))
     try:
         trainer.fit()
     except ray.train.ControllerError as error:
@@ -182,12 +188,13 @@ def run_tune(sweep_name: str, grid: Grid, plan: ResourcePlan, storage_path: str,
              max_failures: int = 0,
              shared_weights: dict[str, ray.ObjectRef] | None = None,
              progress: tune.Callback | None = None,
-             shared_pretraining: dict[PretrainKey, ray.ObjectRef] | None = None) -> tune.ResultGrid:
+             shared_pretraining: dict[PretrainKey, ray.ObjectRef] | None = None,
+             shared_priors: dict[PriorKey, ray.ObjectRef] | None = None) -> tune.ResultGrid:
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, storage_path=storage_path, plan=plan,
                              method_params=grid.method_params, shared_data=shared_data,
                              max_failures=max_failures, shared_weights=shared_weights,
-                             shared_pretraining=shared_pretraining),
+                             shared_pretraining=shared_pretraining, shared_priors=shared_priors),
         # The driver only waits on its workers: it holds no CPU they could need. Tune refuses
         # an empty request, so it asks for a little memory instead; and a sliver of the head
         # node, so that no driver is lost with a preempted worker node (its workers restart).

@@ -7,8 +7,9 @@ from trainables.initializations.availability import weights_availability
 def print_weights_availability(configs: list[TrialConfig]) -> None:
     """One line per distinct pretrained arm: where its weights are, or that they are missing.
 
-    Checked on this machine only: each worker reads its own node's disk and caches (a shared
-    weights_dir, or the same files in every node's cache, serve a cluster).
+    Checked on this machine, the driver's: the sweep ships each file found here to the workers
+    through Ray's object store (orchestrator.priors), so worker nodes need neither the files nor
+    the internet.
     """
     lines: dict[str, str] = {}
     for config in configs:
@@ -21,7 +22,7 @@ def print_weights_availability(configs: list[TrialConfig]) -> None:
                 arm += f" {config.method}"
             lines.setdefault(arm, status)
     if lines:
-        print("weights (on this machine; workers read their own node's disk and caches):")
+        print("weights (on this machine; the sweep ships them to the workers through Ray's object store):")
         width = max(map(len, lines))
         for arm, status in lines.items():
             print(f"  {arm:<{width}}  {status}")

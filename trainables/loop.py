@@ -30,6 +30,7 @@ from trainables.monitoring import is_monitored_epoch
 from trainables.optimization import scaled_learning_rate, set_learning_rates
 from trainables.resource_usage import images_per_second, peak_memory
 from trainables.saved_backbone import BackboneArchitecture
+from trainables.shipped_priors import local_prior_file
 from trainables.shipped_weights import local_weights_file
 from trainables.training import (
     TrainingState,
@@ -42,11 +43,13 @@ from trainables.trial_checkpoint import ARTIFACTS_FOLDER, load_state, save_final
 
 def train_loop_per_worker(config_dict: dict, shared_data: ray.ObjectRef | None = None,
                           shared_weights: ray.ObjectRef | None = None,
-                          shared_pretraining: ray.ObjectRef | None = None) -> None:
+                          shared_pretraining: ray.ObjectRef | None = None,
+                          shared_prior: ray.ObjectRef | None = None) -> None:
     """One worker's whole trial. `shared_data` holds the trial's splits in Ray's object store
     (ImageSplits.to_arrays), decoded once by the sweep's driver; without it the worker loads the
     dataset from `data_root` itself. `shared_weights`: the bytes of the weights an MLflow URI in
-    weights_path names, resolved by the driver (trainables.shipped_weights)."""
+    weights_path names, resolved by the driver (trainables.shipped_weights). `shared_prior`: the
+    prior's file from the driver's disk (trainables.shipped_priors)."""
     config = TrialConfig.from_dict(config_dict)
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
@@ -71,8 +74,9 @@ def train_loop_per_worker(config_dict: dict, shared_data: ray.ObjectRef | None =
             download=config.download)
     # The shipped weights' file lives as long as the trial: block similarity rebuilds the
     # initialization from it after pretraining.
-    with local_weights_file(config, None if shared_weights is None else ray.get(shared_weights)) as built:
-        train_and_evaluate(built, data, rank, world_size, device, pretraining)
+    with local_weights_file(config, None if shared_weights is None else ray.get(shared_weights)) as built, \
+            local_prior_file(built, None if shared_prior is None else ray.get(shared_prior)) as prior_built:
+        train_and_evaluate(prior_built, data, rank, world_size, device, pretraining)
 
 
 def train_and_evaluate(config: TrialConfig, data: ImageSplits, rank: int, world_size: int,

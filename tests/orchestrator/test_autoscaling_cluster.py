@@ -20,10 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
 from trainables import metrics
+from trainables.initializations import build_initialized_backbone
 
 WORKER_NODES = 2
 
@@ -117,17 +119,48 @@ def worker_nodes_seen(cluster: FakeCluster) -> list[dict]:
     return json.loads(marked[-1].removeprefix("NODES "))
 
 
+def sweep_deleting_the_weights_once_shipped(cluster: FakeCluster, workdir: Path, weights_dir: Path,
+                                            *arguments: str, timeout: int = 900) -> tuple[int, str]:
+    """The sweep's exit status and output; `weights_dir` is deleted as soon as the driver says it
+    shipped the file, before any worker node is up to read it."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.sweep", "--address", cluster.address, *arguments],
+        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cluster.env,
+    )
+    lines = []
+    deadline = time.monotonic() + timeout
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if "shipped to the workers" in line and weights_dir.exists():
+                shutil.rmtree(weights_dir)
+            assert time.monotonic() < deadline, "".join(lines)[-3000:]
+        return process.wait(timeout=60), "".join(lines)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
 def test_a_cluster_with_no_workers_grows_and_runs_trials_side_by_side(fake_cluster, tmp_path: Path) -> None:
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    completed = sweep(
-        fake_cluster, tmp_path, "smoke", "--cluster-config", str(fake_cluster.config),
+    # The CBR networks have no public ImageNet weights: a user's own file, which the trials can
+    # only start from through the driver once its folder is gone.
+    weights_dir = tmp_path / "weights"
+    weights_dir.mkdir()
+    torch.save(build_initialized_backbone("cbr_nano", "random", seed=5)[0].state_dict(),
+               weights_dir / "cbr_nano.in1k.pth")
+    returncode, output = sweep_deleting_the_weights_once_shipped(
+        fake_cluster, tmp_path, weights_dir, "smoke", "--cluster-config", str(fake_cluster.config),
         "--set", "epochs=2", "--set", "image_size=16", "--set", "probe_epochs=10", "--set", "probe_repeats=1",
+        "--set", "init=imagenet", "--set", f"weights_dir={weights_dir}",
         "--tracking-uri", tracking_uri, "--storage-path", str(tmp_path / "ray_results"),
     )
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert returncode == 0, output[-6000:]
+    assert f"weights: {weights_dir / 'cbr_nano.in1k.pth'} shipped to the workers" in output
+    assert not weights_dir.exists()
     # Planned for the two nodes the autoscaler may add, though none was up at the start.
-    assert "up to 2 trial(s) at once" in completed.stdout
-    assert f"planned from autoscaler config {fake_cluster.config}" in completed.stdout
+    assert "up to 2 trial(s) at once" in output
+    assert f"planned from autoscaler config {fake_cluster.config}" in output
 
     assert len(worker_nodes_seen(fake_cluster)) == WORKER_NODES
 

@@ -31,12 +31,13 @@ SHIPPED_GPU_MEMORY = GPU_MEMORY_MIB_BY_INSTANCE_FAMILY["g5"] * MIB  # cluster.ya
 
 
 def test_every_trial_of_every_shipped_sweep_fits_the_shipped_cluster() -> None:
-    nodes, _ = read_autoscaler_config(ROOT / "cluster.yaml")
+    nodes, _, max_worker_nodes = read_autoscaler_config(ROOT / "cluster.yaml")
     assert {node.gpu_memory_bytes for node in nodes if node.gpus} == {SHIPPED_GPU_MEMORY}
     spread = []
     for name, sweep in SWEEPS.items():
         configs = apply_overrides(sweep, []).trial_configs()
-        plan = plan_resources(nodes, num_workers=1, num_trials=len(configs))
+        plan = plan_resources(nodes, num_workers=1, num_trials=len(configs),
+                              max_worker_nodes=max_worker_nodes)
         for index, (config, estimate) in enumerate(sized_trials(configs, plan)):
             assert estimate is not None
             assert estimate.total < SHIPPED_GPU_MEMORY, (name, index, estimate)

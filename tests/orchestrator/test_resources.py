@@ -37,6 +37,47 @@ def test_gpus_one_per_worker_and_concurrency_by_gpu_count() -> None:
     assert plan.max_concurrent_trials * 2 * plan.cpus_per_worker <= 32
 
 
+def test_the_global_max_workers_caps_the_sum_over_node_types_spent_on_the_largest_first(tmp_path) -> None:
+    config = tmp_path / "autoscaler.yaml"
+    config.write_text("""
+max_workers: 5
+head_node_type: head
+provider: {type: aws}
+available_node_types:
+  head: {resources: {CPU: 0}, node_config: {}}
+  one: {resources: {CPU: 8, GPU: 1}, min_workers: 0, max_workers: 4, node_config: {}}
+  spot: {resources: {CPU: 8, GPU: 1}, min_workers: 0, max_workers: 4, node_config: {}}
+  four: {resources: {CPU: 32, GPU: 4}, min_workers: 0, max_workers: 2, node_config: {}}
+""")
+    shape = cluster_shape(str(config), live=False)
+    assert shape.max_worker_nodes == 5
+    # Each type alone allows 4 + 4 + 2 nodes (16 GPUs); 5 nodes at most: 2 x four + 3 x one-GPU = 11.
+    capped = plan_resources(shape.nodes, 1, 100, max_worker_nodes=shape.max_worker_nodes)
+    assert (capped.max_concurrent_trials, capped.worker_slots) == (11, 11)
+    assert plan_resources(shape.nodes, 1, 100).max_concurrent_trials == 16  # without the cap
+    assert "2 x four" in capped.capacity and "5 x" not in capped.capacity
+    # A cap below the head-less count of one type alone: the head never counts against it.
+    head_only = [NodeType("head", 0, 0, 1, head=True), NodeType("one", 8, 1, 4)]
+    assert plan_resources(head_only, 1, 100, max_worker_nodes=1).max_concurrent_trials == 1
+
+
+def test_a_multi_worker_trial_is_packed_on_one_multi_gpu_node() -> None:
+    nodes = [NodeType("head", 0, 0, 1, head=True), NodeType("one", 8, 1, 10), NodeType("four", 48, 4, 2)]
+    single = plan_resources(nodes, num_workers=1, num_trials=100, max_worker_nodes=12)
+    assert (single.placement_strategy, single.max_concurrent_trials) == ("PACK", 18)
+    # Two workers: only the 4-GPU nodes hold a whole trial, two trials each; the 1-GPU nodes
+    # would join a trial's workers over the network, so they are not planned for it.
+    packed = plan_resources(nodes, num_workers=2, num_trials=100, max_worker_nodes=12)
+    assert packed.placement_strategy == "STRICT_PACK"
+    assert (packed.max_concurrent_trials, packed.worker_slots) == (4, 4)
+    assert "each trial on one node" in packed.describe()
+    # Wider than any node: spread over the nodes again, every GPU counted.
+    spread = plan_resources(nodes, num_workers=6, num_trials=100, max_worker_nodes=12)
+    assert (spread.placement_strategy, spread.max_concurrent_trials) == ("PACK", 3)
+    # No multi-GPU node type: spread as before.
+    assert plan_resources(nodes[:2], num_workers=2, num_trials=100).placement_strategy == "PACK"
+
+
 def test_max_concurrent_and_trial_count_cap_concurrency() -> None:
     assert plan_resources(present_nodes({"CPU": 16.0}), 1, num_trials=3).max_concurrent_trials == 3
     assert plan_resources(present_nodes({"CPU": 16.0}), 1, num_trials=30,
@@ -82,8 +123,8 @@ available_node_types:
   head: {resources: {CPU: 0}, node_config: {}}
   gpu: {resources: {CPU: 8, GPU: 1}, min_workers: 0, max_workers: 8, node_config: {}}
 """)
-    nodes, provider = read_autoscaler_config(config)
-    assert provider == "aws"
+    nodes, provider, max_worker_nodes = read_autoscaler_config(config)
+    assert provider == "aws" and max_worker_nodes == 3
     assert {node.name: node.max_count for node in nodes} == {"head": 1, "gpu": 3}
     shape = cluster_shape(str(config), live=False)
     assert shape.autoscaling and shape.multi_machine

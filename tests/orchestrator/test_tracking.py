@@ -120,3 +120,24 @@ def test_fine_tuning_curves_in_the_final_result_become_metric_histories(tmp_path
     for name in metrics.FINETUNE_CURVES:
         assert steps(tracker.client, run_id, name) == [1, 2, 3, 4]
     assert tracker.client.get_run(run_id).data.metrics[metrics.FINETUNE_VAL_LOSS_RISE] == 0.3
+
+
+def test_a_failed_trials_error_line_is_read_through_the_storage_file_system(tmp_path: Path,
+                                                                             monkeypatch) -> None:
+    """With --storage-path s3://... a Result's path is a key in the bucket, not a local path: the
+    error file is read through the Result's file system (here a pyarrow file system rooted
+    elsewhere, so the same path read locally finds nothing)."""
+    import pyarrow.fs
+
+    from orchestrator.tracking import error_line
+
+    (tmp_path / "bucket" / "sweep" / "trial_1").mkdir(parents=True)
+    (tmp_path / "bucket" / "sweep" / "trial_1" / "error.txt").write_text(
+        "Traceback (most recent call last):\n  ...\nValueError: weights_path x.pth is missing\n\n")
+    storage = pyarrow.fs.SubTreeFileSystem(str(tmp_path / "bucket"), pyarrow.fs.LocalFileSystem())
+    monkeypatch.chdir(tmp_path)
+    assert not Path("sweep/trial_1/error.txt").exists()
+    assert error_line("sweep/trial_1/error.txt", storage) == "ValueError: weights_path x.pth is missing"
+    assert error_line("sweep/trial_1/error.txt") == "unknown error"  # as the table used to read it
+    assert error_line("sweep/no_such_trial/error.txt", storage) == "unknown error"
+    assert error_line(tmp_path / "bucket" / "sweep" / "trial_1" / "error.txt").startswith("ValueError")

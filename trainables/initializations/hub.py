@@ -14,8 +14,9 @@ touches the network (and N workers do not ask the hub N times):
      weights timm fetches by URL, torch's hub folder (`TORCH_HOME`/hub/checkpoints);
   3. timm's own download (`timm.create_model(..., pretrained=True)`), into those caches.
 With HF_HUB_OFFLINE=1, or when the download fails, the trial stops at once with one line naming
-the files and where to put them. Each worker reads its own node's disk: on a cluster, put the
-files where every node sees them (weights_dir on a shared mount) or in each node's cache.
+the files and where to put them. The sweep's driver ships other priors' files to
+the workers (orchestrator.priors) but not these: on a cluster, put them where every node sees them
+(weights_dir on a shared mount) or in each node's cache.
 """
 
 import os
