@@ -98,8 +98,14 @@ def check_inputs(configs: list[TrialConfig], tracking_uri: str, storage_path: st
                  resume: bool) -> CheckedInputs:
     """Everything a real run reads or writes, in the order a user would fix it."""
     check_tracking_uri(tracking_uri)
+    fitted: set[tuple] = set()
     for config in configs:
         check_weights_file(config)
+        key = (config.backbone, config.init, config.resolved_weights_path, config.norm,
+               config.weight_standardization, config.cifar_stem, config.method)
+        if key not in fitted:
+            fitted.add(key)
+            check_weights_fit(config)
     check_mlflow_weights(configs, tracking_uri)
     check_storage_path(storage_path)
     if resume:
@@ -184,6 +190,26 @@ def check_weights_file(config: TrialConfig) -> None:
         raise PreflightError(f"weights_path {location} cannot be read with torch.load(weights_only=True) "
                              f"({type(error).__name__}: {reason}); give a state dict saved with torch.save "
                              "or a .safetensors file") from None
+
+
+def check_weights_fit(config: TrialConfig) -> None:
+    """A local weights_path loads into the trial's backbone exactly as the trial will load it
+    (trainables.training.build_trial_backbone, on this machine's CPU): a checkpoint of another
+    architecture is refused here, not in every trial after Ray starts."""
+    from orchestrator.lineage import is_mlflow_uri
+    from trainables.initializations.pretrained import is_url
+    from trainables.training import build_trial_backbone
+
+    location = config.resolved_weights_path
+    if location is None or is_mlflow_uri(location) or is_url(location):
+        return
+    try:
+        build_trial_backbone(config)
+    except Exception as error:  # the loaders' own words: missing/unexpected keys, shapes, format
+        reason = " ".join(str(error).split())[:300]
+        raise PreflightError(f"weights_path {location} does not fit backbone {config.backbone} with init "
+                             f"{config.init} ({reason}); give that backbone's checkpoint, or set the "
+                             "backbone it belongs to") from None
 
 
 def is_safetensors(path: Path) -> bool:

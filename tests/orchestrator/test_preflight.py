@@ -81,6 +81,9 @@ def weights(kind: str) -> Callable[[Path], list[str]]:
             path.mkdir()
         elif kind == "text":
             path.write_text("these are not weights\n")
+        elif kind == "other network":  # a clean state dict, of an architecture the trial does not use
+            torch.save({"fc.weight": torch.zeros(10, 512), "conv1.weight": torch.zeros(64, 3, 7, 7)}, path)
+            return ["--set", "init=imagenet", "--set", f"weights_path={path}"]
         elif kind == "pickle":  # unpickling it would write the marker
             torch.save({"state": PlantedMarker(str(inputs / "UNPICKLED"))}, path)
         return ["--set", "init=ssl-imagenet", "--set", f"weights_path={path}"]
@@ -166,6 +169,8 @@ BAD_INPUTS = [
     BadInput("weights_path a folder", [], ["is not a file"], setup=weights("folder")),
     BadInput("weights_path a text file", [], ["weights_only=True"], setup=weights("text")),
     BadInput("weights_path a pickle", [], ["weights_only=True"], setup=weights("pickle")),
+    BadInput("weights_path of another network", [], ["does not fit backbone", "missing keys"],
+             setup=weights("other network")),
     BadInput("weights_path over ftp", ["--set", "init=ssl-imagenet", "--set", "weights_path=ftp://host/w.pth"],
              ["ftp://", "https://"]),
     BadInput("MLflow weights without a store", ["--set", "init=ssl-imagenet",
