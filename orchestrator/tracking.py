@@ -245,7 +245,11 @@ class MlflowTrialLogger(Callback):
             log_augmentation(self.client, run_id, result)
         if CHECKPOINT_PATH_KEY in result and any(name in result for name in metrics.FINAL):
             # One local copy of the final checkpoint (a download where storage is remote) for both.
-            with ray.train.Checkpoint(result[CHECKPOINT_PATH_KEY]).as_directory() as directory:
+            # The path is relative to the storage's file system (no s3:// on remote storage): read it
+            # through the trial's, which is the Train runs' too (both live under --storage-path).
+            filesystem = getattr(getattr(trial, "storage", None), "storage_filesystem", None)
+            checkpoint = ray.train.Checkpoint(result[CHECKPOINT_PATH_KEY], filesystem=filesystem)
+            with checkpoint.as_directory() as directory:
                 self.log_evaluation_artifacts(trial, Path(directory))
                 self.log_backbone(trial, Path(directory), step)
 

@@ -71,10 +71,6 @@ def bucket_keys(env: dict[str, str]) -> list[str]:
     return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known bug: orchestrator/tracking.py on_trial_result builds ray.train.Checkpoint from the result's "
-    "checkpoint path, which on S3 has no scheme ('sweeps/prefix/train_runs/...'): ArrowInvalid, the resumed "
-    "sweep exits 1; seen 2026-12-02, the interrupted run and the bucket's checkpoint were right"))
 def test_an_s3_sweep_interrupted_mid_trial_resumes_from_the_bucket(
         tmp_path: Path, s3_env: dict[str, str], ray_tmpdir: Path, ray_process_reaper) -> None:  # noqa: F811
     process = start_sweep(tmp_path, s3_env, ray_tmpdir)
