@@ -130,6 +130,9 @@ def test_a_separate_pretraining_pool_is_a_second_dataset_input(store, tmp_path: 
 @pytest.mark.parametrize("location", ["runs:/0123456789abcdef0123456789abcdef/backbone",
                                       "models:/no-such-model/1"])
 def test_a_bad_weights_uri_is_one_line_and_exit_2_before_anything_starts(tmp_path, location) -> None:
+    # A store that exists but has no such run or model (with no store at all the pre-flight says
+    # so: tests/orchestrator/test_preflight.py).
+    MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_experiments()
     completed = subprocess.run(
         [sys.executable, "-m", "orchestrator.sweep", "smoke", "--set", "image_size=16",
          "--set", "init=ssl-imagenet", "--set", f"weights_path={location}",
