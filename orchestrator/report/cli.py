@@ -33,7 +33,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from orchestrator.preflight import PreflightError, check_tracking_uri
+from orchestrator.preflight import PreflightError, check_tracking_uri, sqlite_path
 from orchestrator.report.model import build_report
 from orchestrator.report.render import publish
 from orchestrator.report.runs import (
@@ -70,8 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.metric is not None and args.metric not in LOGGED_METRICS:
         return fail(f"unknown metric {args.metric!r}; valid metrics: {', '.join(LOGGED_METRICS)}")
     tracking_uri = resolve_tracking_uri(args.tracking_uri)
-    try:
-        check_tracking_uri(tracking_uri)
+    store = sqlite_path(tracking_uri)
+    try:  # a SQLite file that is not there is the report's own "no MLflow store" (it creates none)
+        if store is None or store.exists():
+            check_tracking_uri(tracking_uri)
     except PreflightError as error:
         return fail(str(error))
     try:
