@@ -57,6 +57,7 @@ def resolve_priors(configs: Iterable[TrialConfig]) -> dict[PriorKey, ShippedPrio
     """{prior key: the file's bytes and name} for each distinct prior file the trials read; one
     line printed each. A prior that is not found here is left to the worker, as before."""
     resolved: dict[PriorKey, ShippedPrior] = {}
+    paths: dict[PriorKey, Path] = {}
     for config in configs:
         key = PriorKey.of(config)
         if key in resolved:
@@ -69,6 +70,9 @@ def resolve_priors(configs: Iterable[TrialConfig]) -> dict[PriorKey, ShippedPrio
             continue
         field, name, path = found
         resolved[key] = ShippedPrior(field, name, path.read_bytes())
+        paths[key] = path
+    # Said once every file is read: from here on the driver's copies may go.
+    for key, path in paths.items():
         print(f"weights: {path} shipped to the workers through Ray's object store "
               f"({len(resolved[key].data) / 2**20:.1f} MiB)", flush=True)
     return resolved

@@ -27,8 +27,10 @@ class PriorKey(NamedTuple):
 
     @classmethod
     def of(cls, config: TrialConfig) -> "PriorKey":
-        return cls(config.init, config.backbone, config.method, config.weights_dir,
-                   config.resolved_weights_path)
+        # Only ssl-imagenet's file depends on the method (its catalogue row): trials of other
+        # methods share one shipped copy.
+        method = config.method if config.init == "ssl-imagenet" else ""
+        return cls(config.init, config.backbone, method, config.weights_dir, config.resolved_weights_path)
 
 
 @dataclasses.dataclass(frozen=True)
