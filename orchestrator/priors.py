@@ -1,13 +1,18 @@
 """The prior weight files of a sweep's trials, found by the driver and shipped through Ray.
 
 A worker node has neither the driver's weights_dir nor its caches, and perhaps no internet. So
-before any trial starts the driver finds the one file each trial's prior is read from, on its own
-disk or caches (a weights_path file or URL, `<weights_dir>/<name>.<suffix>`, the Hugging Face hub
-or torch hub cache, the SSL catalogue's checkpoint, downloaded here once if missing) and puts its
-bytes, with the name the loader looks for, into Ray's object store. The worker writes them into a
-temporary folder and reads them from there (trainables.shipped_priors). MLflow URIs travel their
-own way (orchestrator.lineage); hf-hub: folders and timm: backbones are not shipped; a file the
-driver cannot find is not shipped either, and the worker looks for it itself as before.
+before any trial starts the driver finds the files each trial's prior is read from, on its own
+disk or caches, and downloads here once what is missing (unless HF_HUB_OFFLINE is set):
+  - a weights_path file or https URL;
+  - the SSL catalogue's checkpoint (ssl-imagenet);
+  - supervised weights (imagenet, bit-s, bit-m and the inits built from them):
+    `<weights_dir>/<name>.<suffix>`, the Hugging Face hub cache or torch's hub folder;
+  - a `timm:` backbone's pretrained weights, and an `hf-hub:` backbone's config.json (its
+    architecture, needed even at random init) with its weights for init=pretrained.
+It puts their bytes, with the names the loaders look for, into Ray's object store. The worker
+writes them into a temporary folder and reads them from there (trainables.shipped_priors). MLflow
+URIs travel their own way (orchestrator.lineage). A file the driver can neither find nor download
+is not shipped, and the worker looks for it itself, failing the trial with its own words.
 """
 
 from collections.abc import Iterable
@@ -18,63 +23,73 @@ from orchestrator.lineage import is_mlflow_uri
 from trainables.backbones import is_hub_backbone
 from trainables.config import TrialConfig
 from trainables.initializations import ssl_catalogue
+from trainables.initializations.hub import hub_prior_files
 from trainables.initializations.pretrained import (
     MissingWeightsError,
     cached_url,
+    fetch_supervised_weights,
     is_url,
     supervised_weights,
-    supervised_weights_on_disk,
 )
-from trainables.shipped_priors import PriorKey, ShippedPrior
+from trainables.shipped_priors import WEIGHTS_DIR, WEIGHTS_PATH, PriorKey, ShippedFile, ShippedPrior
+
+# (the config field the file stands for, the name the loader looks for, the file on this machine)
+PriorFile = tuple[str, str, Path]
 
 
-def prior_file(config: TrialConfig) -> tuple[str, str, Path] | None:
-    """(the config field the file stands for, the file name the loader looks for, the file on this
-    machine), or None when the trial's prior is no single file found here."""
+def prior_files(config: TrialConfig) -> list[PriorFile]:
+    """The files the trial's initialization reads, found (or downloaded) on this machine; [] when
+    it reads none (random init of a registered or timm: backbone, an MLflow URI)."""
+    files: list[PriorFile] = []
+    if is_hub_backbone(config.backbone):
+        pretrained = config.init == "pretrained"
+        files += [(WEIGHTS_DIR, name, path)
+                  for name, path in hub_prior_files(config.backbone, pretrained, config.weights_dir).items()]
     location = config.resolved_weights_path
-    if config.init == "random" or is_mlflow_uri(location):
-        return None
+    if config.init in ("random", "pretrained") or is_mlflow_uri(location):
+        return files
     if location:
         path = cached_url(location) if is_url(location) else Path(location).expanduser()
-        return ("weights_path", path.name, path) if path.is_file() else None
+        if not path.is_file():
+            raise MissingWeightsError(f"weights_path {location} is not a file here")
+        return [*files, (WEIGHTS_PATH, path.name, path)]
     if config.init == "ssl-imagenet":
         entry = ssl_catalogue.catalogue_entry(config.method, config.backbone)
         path, _ = ssl_catalogue.fetch(entry, config.weights_dir)  # downloaded here once when missing
-        return "weights_dir", entry.file_name, path
-    if config.init == "pretrained" or is_hub_backbone(config.backbone):
-        return None
+        return [*files, (WEIGHTS_DIR, entry.file_name, path)]
     weights = supervised_weights(config.init if config.init in ("bit-s", "bit-m") else "imagenet",
                                  config.backbone)
-    found = supervised_weights_on_disk(weights, config.weights_dir)
-    if found is None:
-        return None
+    found = fetch_supervised_weights(weights, config.weights_dir)
     # A hub cache file has the hub's name (model.safetensors): under weights_dir it is <name>.<suffix>.
     name = found.name if found.name in weights.file_names else weights.name + found.suffix
-    return ("weights_dir", name, found) if name in weights.file_names else None
+    if name not in weights.file_names:
+        names = ", ".join(weights.file_names)
+        raise MissingWeightsError(f"{found} is not a file name the loader reads ({names})")
+    return [*files, (WEIGHTS_DIR, name, found)]
 
 
 def resolve_priors(configs: Iterable[TrialConfig]) -> dict[PriorKey, ShippedPrior]:
-    """{prior key: the file's bytes and name} for each distinct prior file the trials read; one
-    line printed each. A prior that is not found here is left to the worker, as before."""
+    """{prior key: the files' bytes and names} for each distinct prior the trials read; one line
+    printed per file. A prior that cannot be had here is left to the worker, as before."""
     resolved: dict[PriorKey, ShippedPrior] = {}
-    paths: dict[PriorKey, Path] = {}
+    paths: list[tuple[Path, int]] = []
     for config in configs:
         key = PriorKey.of(config)
         if key in resolved:
             continue
         try:
-            found = prior_file(config)
+            found = prior_files(config)
         except (MissingWeightsError, OSError):  # the worker reports it in the trial's own terms
-            found = None
-        if found is None:
             continue
-        field, name, path = found
-        resolved[key] = ShippedPrior(field, name, path.read_bytes())
-        paths[key] = path
+        if not found:
+            continue
+        shipped = tuple(ShippedFile(field, name, path.read_bytes()) for field, name, path in found)
+        resolved[key] = ShippedPrior(shipped)
+        paths += [(path, len(file.data)) for (_, _, path), file in zip(found, shipped, strict=True)]
     # Said once every file is read: from here on the driver's copies may go.
-    for key, path in paths.items():
-        print(f"weights: {path} shipped to the workers through Ray's object store "
-              f"({len(resolved[key].data) / 2**20:.1f} MiB)", flush=True)
+    for path, size in dict(paths).items():
+        print(f"weights: {path} shipped to the workers through Ray's object store ({size / 2**20:.1f} MiB)",
+              flush=True)
     return resolved
 
 

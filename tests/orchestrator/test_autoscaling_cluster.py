@@ -123,17 +123,25 @@ def sweep_deleting_the_weights_once_shipped(cluster: FakeCluster, workdir: Path,
                                             *arguments: str, timeout: int = 900) -> tuple[int, str]:
     """The sweep's exit status and output; `weights_dir` is deleted as soon as the driver says it
     shipped the file, before any worker node is up to read it."""
+    return sweep_deleting_once_shipped(["--address", cluster.address, *arguments], workdir, cluster.env,
+                                       weights_dir, timeout)
+
+
+def sweep_deleting_once_shipped(arguments: list[str], workdir: Path, env: dict[str, str], folder: Path,
+                                timeout: int = 900) -> tuple[int, str]:
+    """`python -m orchestrator.sweep ARGUMENTS`: its exit status and output; `folder` is deleted as
+    soon as the driver says it shipped the priors' files, before any trial starts to read them."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.sweep", "--address", cluster.address, *arguments],
-        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cluster.env,
+        [sys.executable, "-m", "orchestrator.sweep", *arguments],
+        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )
     lines = []
     deadline = time.monotonic() + timeout
     try:
         for line in process.stdout:
             lines.append(line)
-            if "shipped to the workers" in line and weights_dir.exists():
-                shutil.rmtree(weights_dir)
+            if "shipped to the workers" in line and folder.exists():
+                shutil.rmtree(folder)
             assert time.monotonic() < deadline, "".join(lines)[-3000:]
         return process.wait(timeout=60), "".join(lines)
     finally:

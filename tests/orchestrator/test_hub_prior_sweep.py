@@ -2,8 +2,7 @@
 cache in the hub's own layout; and the dry run's word on which arms have their weights here."""
 
 import os
-import subprocess
-import sys
+import re
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from timm.models import save_for_hf
 
 from orchestrator.sweep import main
+from tests.orchestrator.test_autoscaling_cluster import sweep_deleting_once_shipped
 from trainables import metrics
 from trainables.initializations import ssl_catalogue
 
@@ -35,21 +35,25 @@ def save_in_hub_cache(cache: Path, repo_id: str) -> Path:
 
 
 def test_a_sweep_trains_from_an_hf_hub_prior_in_the_hub_cache_offline(tmp_path: Path) -> None:
+    """The driver ships the snapshot's files: the cache is deleted before any trial starts."""
     snapshot = save_in_hub_cache(tmp_path / "hf_cache", REPO)
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hf_cache"),
                    "TORCH_HOME": str(tmp_path / "torch"), "RAY_ADDRESS": "local"}
-    completed = subprocess.run(
-        [sys.executable, "-m", "orchestrator.sweep", "smoke", "--set", f"backbone=hf-hub:{REPO}",
+    returncode, output = sweep_deleting_once_shipped(
+        ["smoke", "--set", f"backbone=hf-hub:{REPO}",
          "--set", "init=pretrained", "--set", "norm=groupnorm", "--set", "method=simclr",
          "--set", "batch_size=64", "--set", "epochs=1", "--set", "image_size=16", "--set", "probe_epochs=5",
          "--set", "probe_repeats=1", "--set", "method_params.projection_dim=64",
          "--tracking-uri", tracking_uri, "--storage-path", str(tmp_path / "ray_results"),
          "--verbose"],  # the worker's initialization line is read from Ray's output below
-        cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=600,
-    )
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    assert f"pretrained: hf-hub:{REPO} from {snapshot}" in completed.stdout + completed.stderr
+        tmp_path, environment, tmp_path / "hf_cache", timeout=600)
+    assert returncode == 0, output[-5000:]
+    assert f"weights: {snapshot / 'model.safetensors'} shipped to the workers" in output
+    assert f"weights: {snapshot / 'config.json'} shipped to the workers" in output
+    assert not (tmp_path / "hf_cache").exists()
+    loaded = re.search(rf"pretrained: hf-hub:{REPO} from (\S+)", output)
+    assert loaded and "shipped-prior-" in loaded.group(1), output[-3000:]
     client = MlflowClient(tracking_uri)
     runs = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
     children = [run for run in runs if "mlflow.parentRunId" in run.data.tags]

@@ -14,9 +14,9 @@ touches the network (and N workers do not ask the hub N times):
      weights timm fetches by URL, torch's hub folder (`TORCH_HOME`/hub/checkpoints);
   3. timm's own download (`timm.create_model(..., pretrained=True)`), into those caches.
 With HF_HUB_OFFLINE=1, or when the download fails, the trial stops at once with one line naming
-the files and where to put them. The sweep's driver ships other priors' files to
-the workers (orchestrator.priors) but not these: on a cluster, put them where every node sees them
-(weights_dir on a shared mount) or in each node's cache.
+the files and where to put them. On a cluster the sweep's driver finds these files
+(`hub_prior_files`, downloading them once into its own caches when they are missing and the network
+is allowed) and ships them to the workers (orchestrator.priors): a worker node needs neither.
 """
 
 import os
@@ -31,7 +31,12 @@ from timm.models import PretrainedCfg, get_pretrained_cfg
 from torch import nn
 
 from trainables.backbones import BackboneSpec
-from trainables.initializations.pretrained import MissingWeightsError, offline_mode
+from trainables.initializations.pretrained import (
+    MissingWeightsError,
+    download_from_hub,
+    download_url,
+    offline_mode,
+)
 
 TIMM_PREFIX, HF_HUB_PREFIX = "timm:", "hf-hub:"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # timm's hub weight files, preferred first
@@ -112,6 +117,43 @@ def _timm_weights_on_disk(config: PretrainedCfg, tag: str, weights_dir: str | No
     if config.url and _torch_hub_file(config.url).is_file():
         return _torch_hub_file(config.url)
     return None
+
+
+def hub_prior_files(name: str, pretrained: bool, weights_dir: str | None) -> dict[str, Path]:
+    """{the name create_hub_model looks for under weights_dir: the file on this machine} for a
+    `timm:` or `hf-hub:` backbone, each downloaded once into the hub cache (or torch's hub folder)
+    when missing, unless offline; {} for a timm: architecture without weights (timm's code builds
+    it). MissingWeightsError when a file can be neither found nor downloaded."""
+    if name.startswith(TIMM_PREFIX):
+        if not pretrained:
+            return {}
+        config, tag = _timm_pretrained_config(name.removeprefix(TIMM_PREFIX))
+        found = _timm_weights_on_disk(config, tag, weights_dir) or _fetch_timm_weights(config, tag)
+        return {tag + (".safetensors" if found.suffix == ".safetensors" else ".pth"): found}
+    repo_id = name.removeprefix(HF_HUB_PREFIX)
+    folder = hub_model_folder(repo_id, pretrained, weights_dir)
+    if folder is None:
+        _offline_refusal(f"hf-hub:{repo_id} is not on this machine")
+        folder = download_from_hub(repo_id, ("config.json",), f"hf-hub:{repo_id}").parent
+        if pretrained:
+            download_from_hub(repo_id, WEIGHT_FILES, f"hf-hub:{repo_id}")
+    names = ["config.json"]
+    if pretrained:
+        names.append(next(file_name for file_name in WEIGHT_FILES if (folder / file_name).is_file()))
+    return {f"{local_folder_name(repo_id)}/{file_name}": folder / file_name for file_name in names}
+
+
+def _fetch_timm_weights(config: PretrainedCfg, tag: str) -> Path:
+    _offline_refusal(f"pretrained weights of timm {tag} are not on this machine")
+    if config.hf_hub_id:
+        file_names = (config.hf_hub_filename,) if config.hf_hub_filename else WEIGHT_FILES
+        return download_from_hub(config.hf_hub_id, file_names, f"timm {tag}")
+    return download_url(config.url, _torch_hub_file(config.url), f"timm {tag}")
+
+
+def _offline_refusal(message: str) -> None:
+    if offline_mode():
+        raise MissingWeightsError(f"{message}, and HF_HUB_OFFLINE forbids the download")
 
 
 def _create_hf_hub(repo_id: str, pretrained: bool, weights_dir: str | None) -> tuple[nn.Module, str]:

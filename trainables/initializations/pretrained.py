@@ -184,6 +184,56 @@ def _hub_cache_file(weights: PretrainedWeights) -> Path | None:
     return None
 
 
+def fetch_supervised_weights(weights: PretrainedWeights, weights_dir: str | None) -> Path:
+    """The weights' file on this machine: in weights_dir or a cache, else downloaded once into the
+    cache timm reads (the Hugging Face hub cache, or torch's hub folder for a URL), so that the
+    sweep's driver can ship it; MissingWeightsError when offline, undownloadable or failed."""
+    found = supervised_weights_on_disk(weights, weights_dir)
+    if found is not None:
+        return found
+    if offline_mode() or not (weights.in_timm or weights.url):
+        raise MissingWeightsError(_missing_message(weights, weights_dir))
+    if weights.in_timm:
+        return download_from_hub(f"timm/{weights.name}", ("model.safetensors", "pytorch_model.bin"),
+                                 _what(weights))
+    return download_url(weights.url, _torch_hub_path(weights.url), _what(weights))
+
+
+def download_from_hub(repo_id: str, file_names: tuple[str, ...], what: str) -> Path:
+    """The first of `file_names` the hub repo has, downloaded into the Hugging Face hub cache
+    (HF_ENDPOINT is honoured); MissingWeightsError naming the repo when none can be had."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    for file_name in file_names:
+        try:
+            return Path(hf_hub_download(repo_id, file_name))
+        except LocalEntryNotFoundError:  # the hub did not answer: the other names will not fare better
+            raise MissingWeightsError(f"{what}: the hub did not answer for {repo_id}/{file_name}; check the "
+                                      "network, or give the file (weights_dir or weights_path)") from None
+        except EntryNotFoundError:
+            continue
+        except Exception as error:  # no network, an unknown repo, a gated one: the same to the user
+            raise MissingWeightsError(f"{what}: the download of {file_name} from the hub repo {repo_id} "
+                                      f"failed ({type(error).__name__})") from None
+    raise MissingWeightsError(f"{what}: the hub repo {repo_id} has none of {', '.join(file_names)}")
+
+
+def download_url(url: str, target: Path, what: str, sha256: str | None = None) -> Path:
+    """`url` downloaded to `target` through a temporary file beside it, so that no half file (nor,
+    with `sha256`, a wrong one) is ever left where it is looked for."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as folder:
+        partial = Path(folder) / target.name
+        try:
+            torch.hub.download_url_to_file(url, str(partial), progress=False)
+        except Exception as error:  # no network, a wrong address: the same to the user
+            raise MissingWeightsError(f"{what} could not be downloaded from {redact_uri(url)} "
+                                      f"({type(error).__name__})") from None
+        store_download(partial, target, sha256, url)
+    return target
+
+
 def _download_through_timm(weights: PretrainedWeights, weights_dir: str | None) -> tuple[nn.Module, str]:
     if offline_mode() or not (weights.in_timm or weights.url):
         raise MissingWeightsError(_missing_message(weights, weights_dir))
@@ -232,15 +282,7 @@ def cached_url(url: str, weights: PretrainedWeights | None = None, sha256: str |
         if offline_mode():
             raise MissingWeightsError(f"{what} at {redact_uri(url)} not in {path.parent} and HF_HUB_OFFLINE "
                                       "is set")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=path.parent) as folder:
-            partial = Path(folder) / path.name
-            try:
-                torch.hub.download_url_to_file(url, str(partial), progress=False)
-            except Exception as error:  # no network, a wrong address: the same to the user
-                raise MissingWeightsError(f"{what} could not be downloaded from {redact_uri(url)} "
-                                          f"({type(error).__name__})") from None
-            store_download(partial, path, sha256, url)
+        download_url(url, path, what, sha256)
     return path
 
 
