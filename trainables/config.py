@@ -28,7 +28,7 @@ from trainables.initializations import (
 )
 from trainables.initializations.pretrained import check_url_scheme
 from trainables.initializations.ssl_catalogue import catalogue_entry
-from trainables.methods import METHODS, method_parameters
+from trainables.methods import METHODS, RunShape, method_parameters, resolved_method_params
 from trainables.methods.base import HEAD_NORMS
 from trainables.monitoring import DEFAULT_KNN_EVERY
 
@@ -173,6 +173,23 @@ class TrialConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def run_shape(self) -> RunShape:
+        """What the method's run-dependent defaults depend on (SSLMethod.run_defaults)."""
+        return RunShape(self.batch_size, self.epochs, self.image_size)
+
+    def resolved(self) -> "TrialConfig":
+        """The trial with every value its method decides written in: the paper optimizer, base
+        learning rate and weight decay where the config leaves them to the method, and every
+        hyperparameter with the defaults fitted to the run (SwAV's queue, SimCLR's temperature by
+        image size). What the workers train with and MLflow records; resolving it again changes
+        nothing."""
+        method_params = {**method_parameters(self.method),
+                         **resolved_method_params(self.method, self.method_params, self.run_shape)}
+        return dataclasses.replace(self, optimizer=self.resolved_optimizer,
+                                   learning_rate=self.resolved_learning_rate,
+                                   weight_decay=self.resolved_weight_decay, method_params=method_params)
 
     @property
     def resolved_pretrain_dataset(self) -> str:
