@@ -8,8 +8,9 @@ training step's loss (so DDP wraps the whole method and syncs every trainable pa
 import contextlib
 import functools
 import math
+import typing
 from collections.abc import Callable
-from typing import Any, ClassVar, NamedTuple, TypeVar
+from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
 
 import torch
 from torch import nn
@@ -100,7 +101,8 @@ class SSLMethod(nn.Module):
         """Called after every optimizer step with progress = step / total_steps in [0, 1]."""
 
 
-HEAD_NORMS = ("batchnorm", "groupnorm")
+HeadNorm = Literal["batchnorm", "groupnorm"]  # the heads' normalization (SimSiam's head_norm)
+HEAD_NORMS: tuple[str, ...] = typing.get_args(HeadNorm)
 
 
 def feature_norm(kind: str, dim: int, affine: bool = True) -> nn.Module:
