@@ -58,7 +58,8 @@ def hub_backbone_spec(name: str) -> BackboneSpec:
             raise ValueError(f"slim needs a registered backbone, not {name!r}")
         return create_hub_model(name, pretrained=False)[0]
 
-    return BackboneSpec(description, build, blocks=())
+    # Multiply-accumulates unknown: the dry run's estimate takes ResNet-50's.
+    return BackboneSpec(description, build, blocks=(), multiply_accumulates_at_224=None)
 
 
 def create_hub_model(name: str, pretrained: bool, weights_dir: str | None = None) -> tuple[nn.Module, str]:

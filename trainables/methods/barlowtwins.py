@@ -79,6 +79,7 @@ class BarlowTwins(SSLMethod):
     optimizer = "lars"  # Barlow Twins: LARS, biases and norm parameters excluded
     base_learning_rate = 0.2
     weight_decay = 1e-6
+    relative_step_cost = 1.0
 
     def __init__(self, backbone: nn.Module, feature_dim: int, projection_hidden_dim: PositiveInt = 8192,
                  projection_dim: PositiveInt = 8192, off_diagonal_weight: NonNegativeFloat = 0.0051,

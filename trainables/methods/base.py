@@ -68,6 +68,9 @@ class SSLMethod(nn.Module):
     base_learning_rate: ClassVar[float]
     weight_decay: ClassVar[float]
     pretrains: ClassVar[bool] = True  # False for `none`: the probe runs on the initialization
+    # The cost of one training step relative to two views through the backbone once (extra
+    # forward passes of targets and key encoders, small crops): the dry run's GPU-hour estimate.
+    relative_step_cost: ClassVar[float]
     # Submodules whose learning rate stays at its peak after warmup instead of decaying
     # (SimSiam's predictor).
     constant_learning_rate_modules: ClassVar[tuple[str, ...]] = ()

@@ -66,6 +66,7 @@ class BYOL(SSLMethod):
     optimizer = "lars"  # BYOL: LARS, biases and norm parameters excluded
     base_learning_rate = 0.2
     weight_decay = 1.5e-6
+    relative_step_cost = 1.33  # the target network's forward pass
 
     def __init__(self, backbone: nn.Module, feature_dim: int, projection_hidden_dim: PositiveInt = 4096,
                  projection_dim: PositiveInt = 256, predictor_hidden_dim: PositiveInt = 4096,

@@ -49,6 +49,7 @@ class MoCoV2(SSLMethod):
     name = "mocov2"
     base_learning_rate = 0.03  # MoCo v2: SGD 0.03 x batch/256, momentum 0.9
     weight_decay = 1e-4
+    relative_step_cost = 1.33  # the key encoder's forward pass
 
     def __init__(self, backbone: nn.Module, feature_dim: int, projection_hidden_dim: PositiveInt = 2048,
                  projection_dim: PositiveInt = 128, queue_size: PositiveInt = 65536,

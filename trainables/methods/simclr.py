@@ -57,6 +57,7 @@ class SimCLR(SSLMethod):
     optimizer = "lars"  # SimCLR: LARS, biases and norm parameters excluded
     base_learning_rate = 0.3  # SimCLR: 0.3 x batch/256
     weight_decay = 1e-6
+    relative_step_cost = 1.0
 
     def __init__(self, backbone: nn.Module, feature_dim: int, projection_dim: PositiveInt = 128,
                  projection_hidden_dim: PositiveInt = 2048, temperature: PositiveFloat = 0.1) -> None:

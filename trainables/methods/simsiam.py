@@ -37,6 +37,7 @@ class SimSiam(SSLMethod):
     name = "simsiam"
     base_learning_rate = 0.05  # SimSiam: 0.05 x batch/256, SGD momentum 0.9
     weight_decay = 1e-4
+    relative_step_cost = 1.0
     # "Fix lr for predictor": its learning rate does not decay (sec. 4.1, the released recipe).
     constant_learning_rate_modules = ("predictor",)
 

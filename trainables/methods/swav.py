@@ -104,6 +104,7 @@ class SwAV(SSLMethod):
     optimizer = "lars"  # SwAV: LARS, biases and norm parameters excluded
     base_learning_rate = 0.6  # SwAV: LARS 0.6 x batch/256 at batch 256 (4.8 at 4096)
     weight_decay = 1e-6
+    relative_step_cost = 1.55  # the small crops
 
     def __init__(self, backbone: nn.Module, feature_dim: int, projection_hidden_dim: PositiveInt = 2048,
                  projection_dim: PositiveInt = 128, num_prototypes: PositiveInt = 3000,

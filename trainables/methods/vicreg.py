@@ -56,6 +56,7 @@ class VICReg(SSLMethod):
     optimizer = "lars"  # VICReg: LARS, biases and norm parameters excluded
     base_learning_rate = 0.2
     weight_decay = 1e-6
+    relative_step_cost = 1.0
 
     def __init__(self, backbone: nn.Module, feature_dim: int, projection_hidden_dim: PositiveInt = 8192,
                  projection_dim: PositiveInt = 8192, invariance_weight: NonNegativeFloat = 25.0,
