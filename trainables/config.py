@@ -154,9 +154,11 @@ class TrialConfig:
         learning rate and weight decay where the config leaves them to the method, and every
         hyperparameter with the defaults fitted to the run (SwAV's queue, SimCLR's temperature by
         image size). What the workers train with and MLflow records; resolving it again changes
-        nothing."""
+        nothing. A method that does not pretrain (`none`) has no optimizer: those stay unset."""
         method_params = {**method_parameters(self.method),
                          **resolved_method_params(self.method, self.method_params, self.run_shape)}
+        if not METHODS[self.method].pretrains:
+            return dataclasses.replace(self, method_params=method_params)
         return dataclasses.replace(self, optimizer=self.resolved_optimizer,
                                    learning_rate=self.resolved_learning_rate,
                                    weight_decay=self.resolved_weight_decay, method_params=method_params)

@@ -191,3 +191,13 @@ def test_number_range_membership_and_description(allowed: NumberRange, inside: l
     assert all(value in allowed for value in inside)
     assert not any(value in allowed for value in outside)
     assert allowed.describe() == description
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_methods_resolved_config_is_a_valid_config_that_resolves_to_itself(method: str) -> None:
+    """What the Tune driver hands the workers (orchestrator.grid.running_config) passes the
+    workers' own validation, and resolving it again changes nothing."""
+    for image_size, batch_size in ((32, 64), (224, 256)):
+        resolved = TrialConfig(method=method, image_size=image_size, batch_size=batch_size).resolved()
+        assert TrialConfig.from_dict(resolved.to_dict()) == resolved == resolved.resolved()
+        assert set(resolved.method_params) == set(method_parameters(method))
