@@ -26,14 +26,11 @@ from timm.models import load_state_dict
 from torch import nn
 
 from trainables.backbones import backbone_spec
+from trainables.missing_weights import MissingWeightsError, offline_mode
 from trainables.redaction import redact_uri
 from trainables.saved_backbone import unpickling_refused
 
 BIT_S_URL = "https://storage.googleapis.com/bit_models/BiT-S-R50x1.npz"
-
-
-class MissingWeightsError(RuntimeError):
-    """Pretrained weights are neither on disk nor reachable; the message says where to put them."""
 
 
 @dataclass(frozen=True)
@@ -304,8 +301,3 @@ def _torch_hub_path(url: str) -> Path:
 def is_url(location: str) -> bool:
     """Any `scheme://` location (runs:/ and models:/ have one slash): refused unless https."""
     return "://" in location
-
-
-def offline_mode() -> bool:
-    """HF_HUB_OFFLINE is set: only local files and caches are read, never the network."""
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")

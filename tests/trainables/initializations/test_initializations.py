@@ -29,8 +29,9 @@ from trainables.initializations import (
     check_combination,
     surgery,
 )
-from trainables.initializations.pretrained import MissingWeightsError, supervised_weights
+from trainables.initializations.pretrained import supervised_weights
 from trainables.initializations.ssl_checkpoint import clean_ssl_state_dict
+from trainables.missing_weights import MissingWeightsError
 
 BIT = "resnetv2_50x1_bit"
 SMALL = ("cbr_nano", "cbr_small", "cbr_tiny", "resnet18")
