@@ -47,7 +47,7 @@ from orchestrator.screening import (
     stage_2_trial_count,
 )
 from orchestrator.trial_status import trial_status
-from orchestrator.weights import print_weights_availability
+from orchestrator.weights_availability import print_weights_availability
 from search_spaces import SWEEPS, Screening
 from trainables import metrics
 from trainables.batches import RESIDENT_MEMORY_FRACTION

@@ -1,5 +1,11 @@
-"""Everything MLflow: the tracking URI, one experiment per sweep, a parent run per invocation,
-one nested child run per trial (flat params, per-epoch metrics with step = epoch, final metrics).
+"""The sweep's MLflow runs: the tracking URI, one experiment per sweep, a parent run per
+invocation, one nested child run per trial (flat params, per-epoch metrics with step = epoch,
+final metrics, the trial's status by orchestrator.trial_status).
+
+Other modules write into the runs this one makes: `lineage` (dataset inputs, the backbone as an
+MLflow model), `run_page` (the config artifact, the evaluation's files), `mlflow_view` (the saved
+runs-table view), `report.render` (the report on the parent run) and `sweep` (parent-run tags,
+through `SweepTracker.client`).
 
 `MlflowTrialLogger` is a Ray Tune callback: it runs in the driver process, so workers never
 need to reach the tracking server. It finds a trial's existing child run by the trial id, so a
