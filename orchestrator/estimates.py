@@ -2,19 +2,18 @@
 
 Throughput is NVIDIA's published ResNet-50 training figure (2,470 img/s at 224 px, AMP, one
 A100; DESIGN.md), halved for two views, and scaled by each backbone's multiply-accumulates
-relative to ResNet-50 (counted with forward hooks on conv and linear layers at 224 px) and by
-the pixel count for other image sizes, capped where small models become input-bound. A rough
+relative to ResNet-50 (`BackboneSpec.multiply_accumulates_at_224`) and by the pixel count for
+other image sizes, capped where small models become input-bound; each method's step costs its
+`relative_step_cost` of that. A rough
 guide for planning, not a measurement: pipeline stalls, multi-crop and evaluation vary.
 """
 
+from trainables.backbones import BACKBONES
 from trainables.config import TrialConfig
+from trainables.methods import METHODS
 
 RESNET50_TWO_VIEW_IMAGES_PER_SECOND = 2470 / 2
-GMAC_AT_224 = {"resnet50": 4.09, "resnetv2_50x1_bit": 4.09, "resnet18": 1.81,
-               "cbr_tiny": 7.95, "cbr_small": 4.01, "cbr_nano": 0.74}
 MAX_IMAGES_PER_SECOND = 20_000  # beyond this the input pipeline, not the GPU, sets the pace
-# Relative cost of one training step: extra forward passes (targets, key encoders) and crops.
-METHOD_COST = {"none": 0.0, "byol": 1.33, "mocov2": 1.33, "swav": 1.55}
 # Training-split sizes (images) of the registered datasets, for the estimate only.
 TRAIN_IMAGES = {"digits": 1078, "shapes": 1800, "cifar10": 45000, "ham10000": 6009, "dermamnist": 7007,
                 "pneumoniamnist": 4708, "breastmnist": 546, "bloodmnist": 11959, "retinamnist": 1080,
@@ -23,7 +22,10 @@ TRAIN_IMAGES = {"digits": 1078, "shapes": 1800, "cifar10": 45000, "ham10000": 60
 
 
 def images_per_second(backbone: str, image_size: int) -> float:
-    relative = GMAC_AT_224["resnet50"] / GMAC_AT_224.get(backbone, GMAC_AT_224["resnet50"])
+    """Backbones of the registry by their multiply-accumulates (BackboneSpec); others as ResNet-50."""
+    resnet50 = BACKBONES["resnet50"].multiply_accumulates_at_224
+    own = BACKBONES[backbone].multiply_accumulates_at_224 if backbone in BACKBONES else None
+    relative = resnet50 / (own or resnet50)
     scaled = RESNET50_TWO_VIEW_IMAGES_PER_SECOND * relative * (224 / image_size) ** 2
     return min(scaled, MAX_IMAGES_PER_SECOND)
 
@@ -34,7 +36,7 @@ def gpu_hours(config: TrialConfig) -> float | None:
     if train_images is None:
         return None
     throughput = images_per_second(config.backbone, config.image_size)
-    pretraining = config.epochs * train_images * METHOD_COST.get(config.method, 1.0) / throughput
+    pretraining = config.epochs * train_images * METHODS[config.method].relative_step_cost / throughput
     # Fine-tuning: one view forward and backward per image and epoch, about half a two-view step.
     finetuning = config.finetune_epochs * train_images * 0.5 / throughput if config.eval == "finetune" else 0
     return (pretraining + finetuning) / 3600

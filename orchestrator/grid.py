@@ -1,12 +1,15 @@
 """From a sweep plus command-line overrides to validated trial configs, before anything starts."""
 
 import dataclasses
+import functools
 import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.memory import fit_to_plan
+from orchestrator.resources import ResourcePlan
 from orchestrator.screening import available_priors
 from search_spaces import Search, Sweep
 from trainables import metrics
@@ -74,13 +77,19 @@ class Grid:
         """The trials that run, each with the cells it serves, in grid order of their first cell.
 
         A search sweep merges nothing: its searcher draws each trial's values, not the grid."""
+        return list(self._merged_trials)
+
+    @functools.cached_property
+    def _merged_trials(self) -> tuple[MergedTrial, ...]:
+        """Built once per grid (a frozen grid's trials never change; dataclasses.replace makes a
+        new grid, with its own)."""
         if self.search is not None:
-            return [MergedTrial(trial, [cell]) for trial, cell in zip(self.trial_dicts(), self.cells(),
-                                                                       strict=True)]
+            return tuple(MergedTrial(trial, [cell]) for trial, cell in zip(self.trial_dicts(), self.cells(),
+                                                                            strict=True))
         merged: dict[str, MergedTrial] = {}
         for trial, cell in zip(self.trial_dicts(), self.cells(), strict=True):
             merged.setdefault(run_key(trial), MergedTrial(trial, [])).cells.append(cell)
-        return list(merged.values())
+        return tuple(merged.values())
 
     @property
     def num_merged(self) -> int:
@@ -88,8 +97,13 @@ class Grid:
         return sum(len(merged.cells) - 1 for merged in self.merged_trials())
 
     def trial_configs(self) -> list[TrialConfig]:
-        """The configs of the trials that run (every cell is validated on the way)."""
-        return [TrialConfig.from_dict(merged.trial) for merged in self.merged_trials()]
+        """The configs of the trials that run (every cell is validated on the way), built once per
+        grid: the pre-flight, the plan, the table and the weights all read these."""
+        return list(self._trial_configs)
+
+    @functools.cached_property
+    def _trial_configs(self) -> tuple[TrialConfig, ...]:
+        return tuple(TrialConfig.from_dict(merged.trial) for merged in self._merged_trials)
 
     def served_cells(self) -> list[dict[str, list[dict[str, str]]]]:
         """For the parent run: each merged trial's axis values and the other cells it serves, as
@@ -104,13 +118,26 @@ class Grid:
 def with_method_params(trial: dict[str, Any], per_method: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The trial config with the sweep's per-method hyperparameters under its own (--set wins).
 
-    Tune's search space holds only the axes and fixed params; the driver and the MLflow logger
-    apply this to each trial's config, so all three see the same trial.
+    Tune's search space holds only the axes and fixed params: running_config applies this to
+    each Tune trial's config.
     """
     defaults = per_method.get(trial.get("method", TrialConfig.method), {})
     if defaults:
         trial = {**trial, "method_params": {**defaults, **trial.get("method_params", {})}}
     return trial
+
+
+def running_config(trial: dict[str, Any], per_method: dict[str, dict[str, Any]],
+                   plan: ResourcePlan | None) -> TrialConfig:
+    """The one place a Tune trial's config becomes the TrialConfig its workers run: the sweep's
+    per-method hyperparameters merged in (with_method_params), validated, fitted to the plan's GPUs
+    (orchestrator.memory; None: as configured), and every value the method decides written in
+    (TrialConfig.resolved). The Tune driver hands exactly this to the workers, and the MLflow logger
+    records exactly this; both call it with the same trial config, sweep and plan."""
+    config = TrialConfig.from_dict(with_method_params(trial, per_method))
+    if plan is not None:
+        (config, _), = fit_to_plan([config], plan)
+    return config.resolved()
 
 
 def short(value: Any) -> str:

@@ -22,7 +22,7 @@ The estimate is computed on the CPU, without a GPU, in a fraction of a second pe
 - Fixed costs: the CUDA context, cuDNN/cuBLAS workspaces, NCCL buffers, and the caching
   allocator's margin (constants below, each with its source).
 
-`size_trial` then gives a trial the fewest workers (GPUs; negatives and BatchNorm statistics are
+`fit_to_gpus` then gives a trial the fewest workers (GPUs; negatives and BatchNorm statistics are
 already global across workers, trainables/distributed.py) whose per-GPU estimate fits the node's
 GPU memory less the share kept for a resident training split (trainables/batches.py keeps
 the uint8 split on the GPU when it fits RESIDENT_MEMORY_FRACTION of it), and activation
@@ -388,8 +388,8 @@ def worker_counts(config: TrialConfig, max_workers: int) -> list[int]:
     return [config.num_workers, *larger]
 
 
-def size_trial(config: TrialConfig, gpu_memory_bytes: float, max_workers: int,
-               label: str = "trial") -> tuple[TrialConfig, MemoryEstimate]:
+def fit_to_gpus(config: TrialConfig, gpu_memory_bytes: float, max_workers: int,
+                label: str = "trial") -> tuple[TrialConfig, MemoryEstimate]:
     """The trial with the fewest workers (at least its own) that fit GPUs of `gpu_memory_bytes`,
     without activation checkpointing where possible; a PlanningError naming the trial and the fix
     where even `max_workers` GPUs with checkpointing do not fit it. The share of each GPU that the
@@ -414,29 +414,15 @@ def size_trial(config: TrialConfig, gpu_memory_bytes: float, max_workers: int,
     )
 
 
-def size_trials(configs: Sequence[TrialConfig], gpu_memory_bytes: float | None,
-                max_workers: int) -> list[tuple[TrialConfig, MemoryEstimate]]:
-    """Every trial sized (see size_trial); with unknown GPU memory, as configured, estimate only."""
-    sized = []
-    for index, config in enumerate(configs):
-        if gpu_memory_bytes is None:
-            estimate = estimate_memory(config, config.num_workers, config.activation_checkpointing)
-            sized.append((config, estimate))
-        else:
-            sized.append(size_trial(config, gpu_memory_bytes, max_workers, label=f"trial {index}"))
-    return sized
-
-
-def sized_trials(configs: Sequence[TrialConfig],
-                 plan: ResourcePlan) -> list[tuple[TrialConfig, MemoryEstimate | None]]:
-    """Every trial as it will run on the plan's cluster, with its per-GPU estimate: sized to the
-    GPUs (size_trial) where their memory is known, as configured (with an estimate) where it is
+def fit_to_plan(configs: Sequence[TrialConfig],
+                plan: ResourcePlan) -> list[tuple[TrialConfig, MemoryEstimate | None]]:
+    """Every trial as it will run on the plan's cluster, with its per-GPU estimate: fitted to the
+    GPUs (fit_to_gpus) where their memory is known, as configured (with an estimate) where it is
     not, and as configured without an estimate on a cluster without GPUs."""
     if not plan.use_gpu:
         return [(config, None) for config in configs]
-    return list(size_trials(configs, plan.gpu_memory_bytes, plan.worker_slots))
-
-
-def sized_trial(config: TrialConfig, plan: ResourcePlan) -> TrialConfig:
-    """One trial as sized_trials sizes it: what the Tune driver runs and MLflow records."""
-    return sized_trials([config], plan)[0][0]
+    if plan.gpu_memory_bytes is None:
+        return [(config, estimate_memory(config, config.num_workers, config.activation_checkpointing))
+                for config in configs]
+    return [fit_to_gpus(config, plan.gpu_memory_bytes, plan.worker_slots, label=f"trial {index}")
+            for index, config in enumerate(configs)]

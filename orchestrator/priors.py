@@ -21,9 +21,9 @@ from typing import Any
 
 from orchestrator.lineage import is_mlflow_uri
 from trainables.backbones import is_hub_backbone
+from trainables.backbones.hub import hub_prior_files
 from trainables.config import TrialConfig
 from trainables.initializations import ssl_catalogue
-from trainables.initializations.hub import hub_prior_files
 from trainables.initializations.pretrained import (
     MissingWeightsError,
     cached_url,

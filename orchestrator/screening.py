@@ -23,7 +23,7 @@ from search_spaces import Screening
 from trainables.config import TrialConfig
 from trainables.initializations import check_combination
 from trainables.initializations.availability import DOWNLOADED_LATER, weights_availability
-from trainables.initializations.pretrained import offline_mode
+from trainables.missing_weights import offline_mode
 
 SCREEN_METHOD = "none"  # stage 1: no pretraining, the prior's features as loaded
 STAGE_2_SUFFIX = "-pretrain"  # stage 2's Tune experiment: <sweep>-pretrain in the storage path

@@ -28,7 +28,7 @@ from orchestrator.grid import (
     short,
     substitute_missing_datasets,
 )
-from orchestrator.memory import GIB, sized_trials
+from orchestrator.memory import GIB, fit_to_plan
 from orchestrator.mlflow_view import (
     UI_COMMAND,
     run_link,
@@ -46,7 +46,8 @@ from orchestrator.screening import (
     screening_axes,
     stage_2_trial_count,
 )
-from orchestrator.weights import print_weights_availability
+from orchestrator.trial_status import trial_status
+from orchestrator.weights_availability import print_weights_availability
 from search_spaces import SWEEPS, Screening
 from trainables import metrics
 from trainables.batches import RESIDENT_MEMORY_FRACTION
@@ -167,7 +168,7 @@ def make_plan(grid: Grid, args: argparse.Namespace, live: bool) -> tuple[Resourc
                           num_trials=len(configs), max_concurrent=args.max_concurrent,
                           cpus_per_worker=args.cpus_per_worker, max_worker_nodes=shape.max_worker_nodes)
     # Trials spread over more GPUs where their memory asks for it: plan for the widest.
-    widest = max(config.num_workers for config, _ in sized_trials(configs, plan))
+    widest = max(config.num_workers for config, _ in fit_to_plan(configs, plan))
     if widest > plan.num_workers:
         plan = plan_resources(shape.nodes, num_workers=widest, num_trials=len(configs),
                               max_concurrent=args.max_concurrent, cpus_per_worker=args.cpus_per_worker,
@@ -216,7 +217,7 @@ def print_trial_table(sweep_name: str, grid: Grid, plan: ResourcePlan, shape: Cl
         print(f"search: Optuna TPE + ASHA on {grid.search.metric} ({grid.search.mode}), "
               f"{grid.num_samples} sample(s) per row over {space}")
     hours = [gpu_hours(config) for config in configs]
-    sized = sized_trials(configs, plan)
+    sized = fit_to_plan(configs, plan)
     memory_columns = ["checkpointing", "GiB/GPU"] if plan.use_gpu else []
     rows = [[str(i), *(str(flat_value(c.to_dict(), a)) for a in axes),
              str(c.num_workers), str(plan.cpus_per_worker * c.num_workers),
@@ -492,14 +493,8 @@ def summarize(results: Any, axes: list[str], interrupted: bool = False) -> tuple
     for result in sorted(results, key=order):
         trial = trial_display_name(result)
         result_metrics = last_values(result)
-        if result.error is not None:
-            status, any_failed = "failed", True
-        elif result_metrics.get(metrics.COLLAPSED, 0.0) >= 0.5:
-            status = "collapsed"
-        elif not any(name in result_metrics for name in metrics.FINAL):
-            status = "interrupted" if interrupted else "stopped"
-        else:
-            status = "finished"
+        status = trial_status(result_metrics, failed=result.error is not None, interrupted=interrupted)
+        any_failed = any_failed or result.error is not None
         protocol = result.config.get("eval", TrialConfig.eval)
         values = [format_metric(result_metrics.get(metrics.evaluation_metric(protocol, suffix)))
                   for suffix in TABLE_EVALUATION_METRICS]

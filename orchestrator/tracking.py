@@ -1,5 +1,11 @@
-"""Everything MLflow: the tracking URI, one experiment per sweep, a parent run per invocation,
-one nested child run per trial (flat params, per-epoch metrics with step = epoch, final metrics).
+"""The sweep's MLflow runs: the tracking URI, one experiment per sweep, a parent run per
+invocation, one nested child run per trial (flat params, per-epoch metrics with step = epoch,
+final metrics, the trial's status by orchestrator.trial_status).
+
+Other modules write into the runs this one makes: `lineage` (dataset inputs, the backbone as an
+MLflow model), `run_page` (the config artifact, the evaluation's files), `mlflow_view` (the saved
+runs-table view), `report.render` (the report on the parent run) and `sweep` (parent-run tags,
+through `SweepTracker.client`).
 
 `MlflowTrialLogger` is a Ray Tune callback: it runs in the driver process, so workers never
 need to reach the tracking server. It finds a trial's existing child run by the trial id, so a
@@ -21,15 +27,14 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
-from orchestrator.grid import with_method_params
+from orchestrator.grid import running_config
 from orchestrator.lineage import log_backbone_model, log_dataset_input, log_pretraining_input
-from orchestrator.memory import sized_trial
 from orchestrator.provenance import provenance_tags
 from orchestrator.resources import ResourcePlan
 from orchestrator.run_page import log_config, log_evaluation_folder, meaningful_params, sweep_axes
+from orchestrator.trial_status import STATUS_INTERRUPTED, STATUS_RUNNING, trial_status
 from trainables import metrics
 from trainables.config import TrialConfig
-from trainables.methods import RunShape, method_parameters, resolved_method_params
 from trainables.redaction import redact_values
 from trainables.trial_checkpoint import ARTIFACTS_FOLDER
 
@@ -39,9 +44,6 @@ TAG_TRIAL_ID = "ray.trial_id"
 TAG_ROLE = "role"  # ROLE_SWEEP on the parent run, ROLE_TRIAL on children
 ROLE_SWEEP, ROLE_TRIAL = "sweep", "trial"
 TAG_STATUS = "trial_status"
-STATUS_FINISHED, STATUS_COLLAPSED, STATUS_FAILED = "finished", "collapsed", "failed"
-STATUS_STOPPED = "stopped"
-STATUS_RUNNING, STATUS_INTERRUPTED = "running", "interrupted"
 TAG_ERROR = "error"
 TAG_MODEL_ERROR = "model_error"  # why the backbone is not an MLflow model
 LOGGED_METRICS = (*metrics.PER_EPOCH, *metrics.FINAL, *metrics.FINETUNE_CURVES)
@@ -65,21 +67,6 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             flat[name] = str(value)
     return flat
-
-
-def resolved_params(config: TrialConfig) -> dict[str, Any]:
-    """The full trial config, with the method's hyperparameters and paper optimizer, base learning
-    rate and weight decay filled in where the config leaves them to the method."""
-    params = config.to_dict()
-    params["optimizer"] = config.resolved_optimizer
-    params["learning_rate"] = config.resolved_learning_rate
-    params["weight_decay"] = config.resolved_weight_decay
-    # With the defaults the method fits to the run (SwAV's queue, SimCLR's temperature by image size),
-    # exactly as the loop builds it: what MLflow shows is what trained.
-    run = RunShape(config.batch_size, config.epochs, config.image_size)
-    params["method_params"] = {**method_parameters(config.method),
-                               **resolved_method_params(config.method, config.method_params, run)}
-    return params
 
 
 def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
@@ -167,6 +154,7 @@ class MlflowTrialLogger(Callback):
         self.parent_run_id = parent_run_id
         self._run_ids: dict[str, str] = {}
         self._logged: dict[str, set[tuple[str, int]]] = {}  # run id -> (metric, step) already in MLflow
+        self._configs: dict[str, TrialConfig] = {}  # trial id -> its running config
 
     @property
     def client(self) -> MlflowClient:
@@ -175,7 +163,7 @@ class MlflowTrialLogger(Callback):
     def __getstate__(self) -> dict[str, Any]:
         # Tune saves this callback with the experiment; a restored copy must look its runs and
         # their logged steps up again in MLflow, not trust what they were at the last save.
-        return {**self.__dict__, "_run_ids": {}, "_logged": {}}
+        return {**self.__dict__, "_run_ids": {}, "_logged": {}, "_configs": {}}
 
     def run_id(self, trial: Trial) -> str:
         if trial.trial_id in self._run_ids:
@@ -200,7 +188,7 @@ class MlflowTrialLogger(Callback):
                       TAG_TRIAL_ID: trial.trial_id, TAG_SWEEP: self.sweep_name, TAG_ROLE: ROLE_TRIAL,
                       **provenance_tags()},
             ).info.run_id
-            params = resolved_params(self.trial_config(trial))
+            params = self.trial_config(trial).to_dict()
             axes = sweep_axes(self.client, self.parent_run_id)
             log_params(self.client, run_id, meaningful_params(params, axes))
             log_config(self.client, run_id, params)
@@ -260,9 +248,11 @@ class MlflowTrialLogger(Callback):
             log_evaluation_folder(self.client, self.run_id(trial), artifacts, ARTIFACTS_FOLDER)
 
     def trial_config(self, trial: Trial) -> TrialConfig:
-        """The trial's config as it runs: with its method's params, sized to the plan's GPUs."""
-        config = TrialConfig.from_dict(with_method_params(trial.config, self.method_params))
-        return config if self.plan is None else sized_trial(config, self.plan)
+        """The trial's config as its workers run it (grid.running_config: what the Tune driver
+        hands them), resolved once per trial."""
+        if trial.trial_id not in self._configs:
+            self._configs[trial.trial_id] = running_config(trial.config, self.method_params, self.plan)
+        return self._configs[trial.trial_id]
 
     def log_backbone(self, trial: Trial, checkpoint_directory: Path, step: int) -> None:
         """The final checkpoint's backbone as the run's MLflow model (orchestrator.lineage)."""
@@ -277,17 +267,13 @@ class MlflowTrialLogger(Callback):
             self.client.set_tag(self.run_id(trial), TAG_MODEL_ERROR, line)
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        last = trial.last_result or {}
-        status = STATUS_COLLAPSED if last.get(metrics.COLLAPSED, 0.0) >= 0.5 else STATUS_FINISHED
-        if not any(name in last for name in metrics.FINAL):
-            status = STATUS_STOPPED  # by the scheduler (ASHA) before its evaluation
         run_id = self.run_id(trial)
-        self.client.set_tag(run_id, TAG_STATUS, status)
+        self.client.set_tag(run_id, TAG_STATUS, trial_status(trial.last_result or {}))
         self.client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FINISHED))
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         run_id = self.run_id(trial)
-        self.client.set_tag(run_id, TAG_STATUS, STATUS_FAILED)
+        self.client.set_tag(run_id, TAG_STATUS, trial_status({}, failed=True))
         self.client.set_tag(run_id, TAG_ERROR, error_line(trial.error_file)[:5000])
         self.client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FAILED))
 

@@ -20,8 +20,7 @@ from ray.tune.experiment import Trial
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from orchestrator.datasets import DataKey, PretrainKey
-from orchestrator.grid import Grid, flat_value, nest, short, with_method_params
-from orchestrator.memory import sized_trial
+from orchestrator.grid import Grid, flat_value, nest, running_config, short
 from orchestrator.resources import ResourcePlan
 from orchestrator.tracking import MlflowTrialLogger
 from trainables import metrics
@@ -93,8 +92,9 @@ def run_trial(config: dict[str, Any], storage_path: str, plan: ResourcePlan,
               max_failures: int = 0, shared_weights: dict[str, ray.ObjectRef] | None = None,
               shared_pretraining: dict[PretrainKey, ray.ObjectRef] | None = None,
               shared_priors: dict[PriorKey, ray.ObjectRef] | None = None) -> None:
-    """The Tune trainable: validate the trial's config, then run its TorchTrainer to the end."""
-    trial_config = sized_trial(TrialConfig.from_dict(with_method_params(config, method_params)), plan)
+    """The Tune trainable: resolve the trial's config once (grid.running_config, as the MLflow
+    logger records it), then run its TorchTrainer on that config to the end."""
+    trial_config = running_config(config, method_params, plan)
     trial_id = ray.tune.get_context().get_trial_id()
     trainer = build_trainer(trial_config, f"trial_{trial_id}", storage_path, plan,
                             callbacks=[TuneReportCallback()],

@@ -9,7 +9,7 @@ t-interval, the arms within noise of it (their difference to it, paired by seed,
 interval that contains 0) and how much worse random initialization is (paired by seed).
 
 The priors screened are those of `init` below that this machine has (or can download) for the
-backbone: `orchestrator/weights.py` drops the others, one line each. Add your own with
+backbone: `orchestrator/screening.py` drops the others, one line each. Add your own with
 `--set init=...` (then exactly those are screened). Point it at your data with
 `--set dataset=imagefolder --set data_root=DIR` (or `csvfolder`, or a registered dataset), and
 pretrain on an unlabeled pool with `--set pretrain_dataset=unlabeled --set pretrain_data_root=DIR`.

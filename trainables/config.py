@@ -6,7 +6,6 @@ It lives here, beside the code that consumes it, so workers never import the orc
 """
 
 import dataclasses
-import math
 import re
 import string
 import typing
@@ -28,51 +27,22 @@ from trainables.initializations import (
 )
 from trainables.initializations.pretrained import check_url_scheme
 from trainables.initializations.ssl_catalogue import catalogue_entry
-from trainables.methods import METHODS, method_parameters
-from trainables.methods.base import HEAD_NORMS
+from trainables.methods import (
+    METHODS,
+    Hyperparameter,
+    RunShape,
+    method_hyperparameters,
+    method_parameters,
+    resolved_method_params,
+)
 from trainables.monitoring import DEFAULT_KNN_EVERY
+from trainables.number_ranges import ANY_FINITE, AT_LEAST_ONE, NOT_NEGATIVE, POSITIVE, NumberRange
 
 
 class ConfigError(ValueError):
     """A bad trial config: the message names the key and the allowed values."""
 
 
-@dataclass(frozen=True)
-class NumberRange:
-    """The values a numeric setting allows. NaN and infinities are never allowed: a NaN learning
-    rate or temperature would not fail until the loss is NaN, minutes into a trial on a cluster."""
-
-    minimum: float | None = None
-    maximum: float | None = None
-    minimum_included: bool = True
-    maximum_included: bool = True
-
-    def __contains__(self, value: float) -> bool:
-        if not math.isfinite(value):
-            return False
-        if self.minimum is not None and not (value >= self.minimum if self.minimum_included
-                                             else value > self.minimum):
-            return False
-        return self.maximum is None or (value <= self.maximum if self.maximum_included
-                                        else value < self.maximum)
-
-    def describe(self) -> str:
-        """'>= 1', '> 0', 'in [0, 1)', or '' when any finite number will do."""
-        if self.minimum is not None and self.maximum is not None:
-            return (f"in {'[' if self.minimum_included else '('}{self.minimum:g}, "
-                    f"{self.maximum:g}{']' if self.maximum_included else ')'}")
-        if self.minimum is not None:
-            return f"{'>=' if self.minimum_included else '>'} {self.minimum:g}"
-        if self.maximum is not None:
-            return f"{'<=' if self.maximum_included else '<'} {self.maximum:g}"
-        return ""
-
-
-AT_LEAST_ONE = NumberRange(minimum=1)
-NOT_NEGATIVE = NumberRange(minimum=0)
-POSITIVE = NumberRange(minimum=0, minimum_included=False)
-FRACTION = NumberRange(minimum=0, maximum=1)
-ANY_FINITE = NumberRange()
 
 
 @dataclass(frozen=True)
@@ -175,6 +145,25 @@ class TrialConfig:
         return dataclasses.asdict(self)
 
     @property
+    def run_shape(self) -> RunShape:
+        """What the method's run-dependent defaults depend on (SSLMethod.run_defaults)."""
+        return RunShape(self.batch_size, self.epochs, self.image_size)
+
+    def resolved(self) -> "TrialConfig":
+        """The trial with every value its method decides written in: the paper optimizer, base
+        learning rate and weight decay where the config leaves them to the method, and every
+        hyperparameter with the defaults fitted to the run (SwAV's queue, SimCLR's temperature by
+        image size). What the workers train with and MLflow records; resolving it again changes
+        nothing. A method that does not pretrain (`none`) has no optimizer: those stay unset."""
+        method_params = {**method_parameters(self.method),
+                         **resolved_method_params(self.method, self.method_params, self.run_shape)}
+        if not METHODS[self.method].pretrains:
+            return dataclasses.replace(self, method_params=method_params)
+        return dataclasses.replace(self, optimizer=self.resolved_optimizer,
+                                   learning_rate=self.resolved_learning_rate,
+                                   weight_decay=self.resolved_weight_decay, method_params=method_params)
+
+    @property
     def resolved_pretrain_dataset(self) -> str:
         return self.pretrain_dataset or self.dataset
 
@@ -206,17 +195,8 @@ class TrialConfig:
             raise ConfigError(str(error)) from None
         self.validate_weights_path()
         self.validate_weights_location()
-        if self.method_params.get("head_norm", HEAD_NORMS[0]) not in HEAD_NORMS:
-            raise ConfigError(f"bad value {self.method_params['head_norm']!r} for method_params.head_norm; "
-                              f"valid values: {', '.join(HEAD_NORMS)}")
-        allowed = method_parameters(self.method)
         for name, value in self.method_params.items():
-            if name not in allowed:
-                raise ConfigError(
-                    f"unknown method_params key {name!r} for method {self.method}; "
-                    f"valid keys: {', '.join(allowed) or '(none)'}"
-                )
-            check_range(f"method_params.{name}", value, method_param_range(name))
+            check_method_param(self.method, name, value)
 
 
     def validate_weights_path(self) -> None:
@@ -309,35 +289,6 @@ NUMBER_RANGES: dict[str, NumberRange] = {
     "finetune_learning_rate": POSITIVE,
 }
 
-# The numeric hyperparameters of trainables/methods/, by name (a name means the same in every
-# method that has it). A new float hyperparameter that is missing here must still be finite.
-METHOD_PARAM_RANGES: dict[str, NumberRange] = {
-    "projection_dim": AT_LEAST_ONE,
-    "projection_hidden_dim": AT_LEAST_ONE,
-    "predictor_hidden_dim": AT_LEAST_ONE,
-    "temperature": POSITIVE,  # the logits are divided by it
-    "base_momentum": FRACTION,  # BYOL's target EMA
-    "encoder_momentum": FRACTION,  # MoCo's key encoder EMA
-    "off_diagonal_weight": NOT_NEGATIVE,  # Barlow Twins' lambda
-    "invariance_weight": NOT_NEGATIVE,  # VICReg's lambda, mu and nu
-    "variance_weight": NOT_NEGATIVE,
-    "covariance_weight": NOT_NEGATIVE,
-    "queue_size": AT_LEAST_ONE,  # MoCo's negatives
-    "num_prototypes": AT_LEAST_ONE,
-    "sinkhorn_epsilon": POSITIVE,  # Sinkhorn divides the scores by it
-    "sinkhorn_iterations": AT_LEAST_ONE,
-    "num_small_crops": NOT_NEGATIVE,
-    "freeze_prototypes_epochs": NOT_NEGATIVE,
-    "queue_length": NOT_NEGATIVE,  # 0: SwAV without a queue
-    "queue_start_epoch": NOT_NEGATIVE,  # SwAV: the queue fills after this many epochs
-    "bias_learning_rate_ratio": NOT_NEGATIVE,  # Barlow Twins: biases' and norms' rate / the weights'
-}
-
-
-def method_param_range(name: str) -> NumberRange:
-    return METHOD_PARAM_RANGES.get(name, ANY_FINITE)
-
-
 def check_range(label: str, value: Any, allowed: NumberRange) -> None:
     """A ConfigError naming `label` and the allowed range unless the number `value` is in it.
 
@@ -390,13 +341,28 @@ def coerce(key: str, value: Any) -> Any:
     return converted
 
 
+def declared_method_param(method: str, name: str) -> Hyperparameter:
+    """What `method` declares for its hyperparameter `name`, or a ConfigError naming the valid keys."""
+    declared = method_hyperparameters(method)
+    if name not in declared:
+        raise ConfigError(f"unknown method_params key {name!r} for method {method}; "
+                          f"valid keys: {', '.join(declared) or '(none)'}")
+    return declared[name]
+
+
+def check_method_param(method: str, name: str, value: Any) -> None:
+    """A ConfigError naming method_params.NAME unless `value` is in the range or among the choices
+    the method declares for it (trainables.methods.method_hyperparameters)."""
+    declared = declared_method_param(method, name)
+    label = f"method_params.{name}"
+    if declared.choices is not None and value not in declared.choices:
+        raise ConfigError(f"bad value {value!r} for {label}; valid values: {', '.join(declared.choices)}")
+    # Numbers without a declared range must still be finite.
+    check_range(label, value, declared.allowed_range or ANY_FINITE)
+
+
 def coerce_method_param(method: str, name: str, value: Any) -> Any:
-    """Convert a method hyperparameter to the type of its paper default, and check its range."""
-    allowed = method_parameters(method)
-    if name not in allowed:
-        raise ConfigError(
-            f"unknown method_params key {name!r} for method {method}; valid keys: {', '.join(allowed)}"
-        )
-    converted = convert(value, type(allowed[name]), f"method_params.{name}")
-    check_range(f"method_params.{name}", converted, method_param_range(name))
+    """Convert a method hyperparameter to its declared type, and check its range or choices."""
+    converted = convert(value, declared_method_param(method, name).type, f"method_params.{name}")
+    check_method_param(method, name, converted)
     return converted

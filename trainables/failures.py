@@ -9,7 +9,7 @@ peer are RuntimeErrors, and those are the lost-worker case. The orchestrator's T
 (orchestrator.tune_driver.FailOnce) reads this to stop retrying.
 """
 
-from trainables.initializations import MissingWeightsError
+from trainables.missing_weights import MissingWeightsError
 
 DETERMINISTIC_ERRORS: tuple[type[BaseException], ...] = (
     ValueError, LookupError, TypeError, AttributeError, ArithmeticError, MissingWeightsError,

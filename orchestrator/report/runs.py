@@ -20,15 +20,8 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from orchestrator.grid import MERGED_TRIALS_FILE
-from orchestrator.tracking import (
-    ROLE_SWEEP,
-    ROLE_TRIAL,
-    STATUS_COLLAPSED,
-    STATUS_FINISHED,
-    TAG_ERROR,
-    TAG_ROLE,
-    TAG_STATUS,
-)
+from orchestrator.tracking import ROLE_SWEEP, ROLE_TRIAL, TAG_ERROR, TAG_ROLE, TAG_STATUS
+from orchestrator.trial_status import STATUS_COLLAPSED, STATUS_FINISHED
 from trainables import metrics
 
 # What the report reads beyond the tags tracking.py writes.
@@ -53,8 +46,9 @@ class TrialRun:
 
     @property
     def usable(self) -> bool:
-        """Finished and not collapsed: the only trials averaged into tables and claims."""
-        return self.status == STATUS_FINISHED and self.metrics.get(metrics.COLLAPSED, 0.0) < 0.5
+        """Finished (so not collapsed: orchestrator.trial_status): the only trials averaged into
+        tables and claims."""
+        return self.status == STATUS_FINISHED
 
     def usable_for(self, metric: str) -> bool:
         """Collapse is evidence, not noise, for the collapse metric itself: there a collapsed

@@ -56,6 +56,25 @@ def test_bad_override_is_one_line_exit_2_and_starts_nothing(
     assert list(tmp_path.iterdir()) == []  # no MLflow store, no Ray results
 
 
+@pytest.mark.parametrize(("method", "override", "expected_words"), [
+    ("simclr", "method_params.temperature=-1", ["method_params.temperature", "> 0"]),
+    ("barlowtwins", "method_params.standardization=zscore", ["method_params.standardization", "zscore",
+                                                             "batchnorm, unbiased"]),
+])
+def test_a_method_param_its_method_does_not_allow_fails_at_set_exit_2(
+        method: str, override: str, expected_words: list[str], capsys: pytest.CaptureFixture[str],
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The method's own declaration (its __init__'s annotations) decides, before Ray starts: a value
+    that once failed only when a worker built the method."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["smoke", "--set", f"method={method}", "--set", override]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert captured.out == "" and len(lines) == 1, lines
+    assert all(word in lines[0] for word in expected_words), lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_dry_run_prints_one_row_per_trial_with_resources(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["smoke", "--dry-run", "--set", "seed=0,1", "--max-concurrent", "1"]) == 0
     out = capsys.readouterr().out

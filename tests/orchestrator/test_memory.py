@@ -14,8 +14,8 @@ from orchestrator.memory import (
     GIB,
     backbone_profile,
     estimate_memory,
+    fit_to_plan,
     saved_tensor_bytes,
-    sized_trials,
     trial_activation_profile,
 )
 from orchestrator.resources import NodeType, plan_resources
@@ -38,7 +38,7 @@ def test_every_trial_of_every_shipped_sweep_fits_the_shipped_cluster() -> None:
         configs = apply_overrides(sweep, []).trial_configs()
         plan = plan_resources(nodes, num_workers=1, num_trials=len(configs),
                               max_worker_nodes=max_worker_nodes)
-        for index, (config, estimate) in enumerate(sized_trials(configs, plan)):
+        for index, (config, estimate) in enumerate(fit_to_plan(configs, plan)):
             assert estimate is not None
             assert estimate.total < SHIPPED_GPU_MEMORY, (name, index, estimate)
             assert config.num_workers <= plan.worker_slots and config.batch_size % config.num_workers == 0
@@ -144,12 +144,12 @@ def test_the_planner_spreads_first_and_checkpoints_only_where_spreading_cannot_f
                                     "batch_size": 1024})
     nodes = [NodeType("gpu", cpus=8, gpus=1, max_count=16, gpu_memory_bytes=SHIPPED_GPU_MEMORY)]
     plan = plan_resources(nodes, 1, 1)
-    (sized, estimate), = sized_trials([config], plan)
+    (sized, estimate), = fit_to_plan([config], plan)
     assert sized.num_workers > 1 and not sized.activation_checkpointing and estimate is not None
     # Four GPUs at most: 25 GiB each without checkpointing, so checkpointing on the fewest that fit.
     few = plan_resources([NodeType("gpu", cpus=8, gpus=1, max_count=4, gpu_memory_bytes=SHIPPED_GPU_MEMORY)],
                          1, 1)
-    (sized, _), = sized_trials([config], few)
+    (sized, _), = fit_to_plan([config], few)
     assert sized.activation_checkpointing
     assert estimate_memory(config, 4, False).total > SHIPPED_GPU_MEMORY
     assert estimate_memory(config, sized.num_workers // 2, True).total > SHIPPED_GPU_MEMORY

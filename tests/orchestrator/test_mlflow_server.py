@@ -26,7 +26,6 @@ from orchestrator.tracking import (
     SweepTracker,
     flatten,
     log_params,
-    resolved_params,
 )
 from trainables import metrics
 from trainables.config import TrialConfig
@@ -55,7 +54,7 @@ def populate(tracking_uri: str) -> dict:
         run_id = client.create_run(tracker.experiment_id, tags={
             MLFLOW_PARENT_RUN_ID: parent, MLFLOW_RUN_NAME: name, TAG_TRIAL_ID: f"t{index}",
             TAG_SWEEP: SWEEP_NAME, TAG_ROLE: "trial"}).info.run_id
-        config = resolved_params(TrialConfig.from_dict({**FIXED, "method": method, "seed": 0}))
+        config = TrialConfig.from_dict({**FIXED, "method": method, "seed": 0}).resolved().to_dict()
         log_params(client, run_id, config)
         history = KNN_HISTORY[method][: 2 if status == "failed" else None]
         logged = [Metric(metrics.KNN_VAL_ACCURACY, value, 0, step) for step, value in enumerate(history)]

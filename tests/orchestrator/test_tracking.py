@@ -1,17 +1,27 @@
 """The MLflow trial logger on a real SQLite store: each epoch once, recovered runs clean, unfinished
 runs closed. Trials are small stand-ins with the attributes the logger reads from Tune's Trial."""
 
+import dataclasses
+import json
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from mlflow.tracking import MlflowClient
 
-from orchestrator.tracking import TAG_ERROR, TAG_STATUS, SweepTracker, resolved_params
+from orchestrator.cluster import GPU_MEMORY_MIB_BY_INSTANCE_FAMILY, MIB
+from orchestrator.grid import running_config
+from orchestrator.resources import NodeType, plan_resources
+from orchestrator.run_page import CONFIG_ARTIFACT
+from orchestrator.tracking import TAG_ERROR, TAG_STATUS, SweepTracker
+from orchestrator.tune_driver import build_trainer
 from trainables import metrics
 from trainables.backbones import build_backbone
 from trainables.config import TrialConfig
-from trainables.methods import RunShape, build_method
+from trainables.methods import METHODS, RunShape, build_method, method_parameters
+from trainables.methods.swav import fitted_queue_length
+from trainables.training import build_training_state
 
 
 @dataclass
@@ -87,7 +97,7 @@ def test_logged_method_params_are_those_the_method_trained_with() -> None:
     as the loop's build_method sets them, not as the class signature's defaults."""
     for method, image_size, batch_size in [("simclr", 32, 64), ("simclr", 224, 64), ("swav", 32, 64)]:
         config = TrialConfig(method=method, image_size=image_size, batch_size=batch_size, epochs=20)
-        logged = resolved_params(config)["method_params"]
+        logged = config.resolved().to_dict()["method_params"]
         backbone, feature_dim = build_backbone("cbr_nano")
         built = build_method(method, backbone, feature_dim, {}, RunShape(batch_size, 20, image_size))
         for name in ("temperature", "queue_start_epoch"):
@@ -96,8 +106,53 @@ def test_logged_method_params_are_those_the_method_trained_with() -> None:
         if method == "swav":
             assert logged["queue_length"] == built.queue.shape[1] > 0  # one worker: the whole queue
     for image_size, temperature in ((32, 0.5), (224, 0.1)):
-        logged = resolved_params(TrialConfig(method="simclr", image_size=image_size))["method_params"]
+        logged = TrialConfig(method="simclr", image_size=image_size).resolved().to_dict()["method_params"]
         assert logged["temperature"] == temperature
+
+
+def test_the_driver_its_workers_and_mlflow_hold_one_resolved_config(tmp_path: Path) -> None:
+    """A trial whose Tune config leaves the GPUs, the sweep's per-method params, the run-dependent
+    defaults and the paper optimizer open: the driver resolves it once (grid.running_config), its
+    TorchTrainer hands exactly that to the workers, the workers build SwAV with exactly those
+    values, and the MLflow logger records exactly that config."""
+    a10g = GPU_MEMORY_MIB_BY_INSTANCE_FAMILY["g5"] * MIB
+    plan = plan_resources([NodeType("gpu", cpus=8, gpus=1, max_count=16, gpu_memory_bytes=a10g)], 1, 1)
+    per_method = {"swav": {"num_prototypes": 1000}}  # the sweep's, merged under the trial's own
+    tune_config = {"method": "swav", "backbone": "resnet50", "image_size": 224, "batch_size": 1024,
+                   "epochs": 200, "method_params": {"projection_dim": 64}}
+
+    driver = running_config(tune_config, per_method, plan)
+    trainer = build_trainer(driver, "trial_abc_00000", str(tmp_path / "ray"), plan)
+    worker = TrialConfig.from_dict(trainer.train_loop_config)  # the loop's first line
+    assert worker == driver and worker.resolved() == worker  # resolving again changes nothing
+
+    # What the Tune config left open is decided, each by its owner.
+    assert worker.num_workers > 1  # spread over A10Gs (orchestrator.memory)
+    swav = METHODS["swav"]
+    assert (worker.optimizer, worker.learning_rate, worker.weight_decay) == (
+        swav.optimizer, swav.base_learning_rate, swav.weight_decay)
+    queue_length = fitted_queue_length(1024, 1000)
+    assert queue_length != method_parameters("swav")["queue_length"]  # the run's own, not the signature's
+    assert worker.method_params == {**method_parameters("swav"), "num_prototypes": 1000, "projection_dim": 64,
+                                    "queue_length": queue_length,
+                                    "queue_start_epoch": worker.method_params["queue_start_epoch"]}
+    state = build_training_state(dataclasses.replace(worker, num_workers=1), 1, torch.device("cpu"),
+                                 announce=False)
+    assert state.method.queue.shape[1] == queue_length and state.method.prototypes.out_features == 1000
+    assert state.method.queue_start_epoch == worker.method_params["queue_start_epoch"]
+
+    tracker = SweepTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "smoke")
+    tracker.start_parent("smoke", {"sweep": "smoke"})
+    logger = tracker.trial_logger(per_method, plan)
+    trial = StandInTrial("abc_00000", config=tune_config)
+    logger.on_trial_start(0, [], trial)
+    run_id = logger.run_id(trial)
+    assert logger.trial_config(trial) == worker
+    path = tracker.client.download_artifacts(run_id, CONFIG_ARTIFACT, str(tmp_path))
+    assert json.loads(Path(path).read_text()) == json.loads(json.dumps(worker.to_dict(), default=str))
+    params = tracker.client.get_run(run_id).data.params
+    assert params["method_params.queue_length"] == str(queue_length)
+    assert params["num_workers"] == str(worker.num_workers) and params["optimizer"] == "lars"
 
 
 def test_fine_tuning_curves_in_the_final_result_become_metric_histories(tmp_path: Path) -> None:

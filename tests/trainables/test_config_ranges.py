@@ -8,15 +8,14 @@ import typing
 import pytest
 
 from trainables.config import (
-    METHOD_PARAM_RANGES,
     NUMBER_RANGES,
     ConfigError,
-    NumberRange,
     TrialConfig,
     coerce,
     coerce_method_param,
 )
-from trainables.methods import METHODS, method_parameters
+from trainables.methods import METHODS, method_hyperparameters, method_parameters
+from trainables.number_ranges import NumberRange
 
 NOT_FINITE = ("nan", "inf", "-inf")
 
@@ -103,10 +102,33 @@ def test_every_number_of_the_config_has_a_range_and_its_default_is_in_it() -> No
         assert default is None or default in allowed, key
 
 
-def test_every_numeric_method_param_has_a_range_that_holds_its_paper_default() -> None:
-    for method, name, default in numeric_method_params():
-        assert name in METHOD_PARAM_RANGES, f"{method}.{name}: add its allowed range to METHOD_PARAM_RANGES"
-        assert default in METHOD_PARAM_RANGES[name], f"{method}.{name}'s paper default {default}"
+def test_every_method_param_declares_what_it_allows_and_its_paper_default_is_allowed() -> None:
+    """Numbers carry a range (trainables.number_ranges), strings a Literal of choices, next to the
+    default in the method's __init__; and the config accepts the default."""
+    for method in METHODS:
+        for name, declared in method_hyperparameters(method).items():
+            assert isinstance(declared.default, declared.type), (method, name)
+            if declared.type in (int, float):
+                assert declared.allowed_range is not None, f"{method}.{name}: annotate it with its range"
+                assert declared.default in declared.allowed_range, f"{method}.{name}'s paper default"
+            elif declared.type is str:
+                assert declared.choices and declared.default in declared.choices, f"{method}.{name}"
+            else:
+                assert declared.type is bool, (method, name, declared.type)
+            assert coerce_method_param(method, name, str(declared.default)) == declared.default
+
+
+@pytest.mark.parametrize(("method", "name", "value", "allowed"), [
+    ("simclr", "temperature", "0", "> 0"), ("mocov2", "encoder_momentum", "1.5", "in [0, 1]"),
+    ("swav", "queue_length", "-3", ">= 0"), ("byol", "projection_dim", "0", ">= 1"),
+    ("barlowtwins", "standardization", "zscore", "valid values: batchnorm, unbiased"),
+    ("simsiam", "head_norm", "layernorm", "valid values: batchnorm, groupnorm"),
+])
+def test_a_method_param_outside_what_its_method_declares_is_one_line(method: str, name: str, value: str,
+                                                                      allowed: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        TrialConfig.from_dict({"method": method, "method_params": {name: value}})
+    assert_one_line_naming(raised, f"method_params.{name}", allowed)
 
 
 @pytest.mark.parametrize(("method", "name", "default"),
@@ -169,3 +191,13 @@ def test_number_range_membership_and_description(allowed: NumberRange, inside: l
     assert all(value in allowed for value in inside)
     assert not any(value in allowed for value in outside)
     assert allowed.describe() == description
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_methods_resolved_config_is_a_valid_config_that_resolves_to_itself(method: str) -> None:
+    """What the Tune driver hands the workers (orchestrator.grid.running_config) passes the
+    workers' own validation, and resolving it again changes nothing."""
+    for image_size, batch_size in ((32, 64), (224, 256)):
+        resolved = TrialConfig(method=method, image_size=image_size, batch_size=batch_size).resolved()
+        assert TrialConfig.from_dict(resolved.to_dict()) == resolved == resolved.resolved()
+        assert set(resolved.method_params) == set(method_parameters(method))

@@ -268,3 +268,13 @@ def test_byol_style_views_are_asymmetric(method_name: str) -> None:
     assert (first.blur_probability, first.solarize_probability) == (1.0, 0.0)
     assert (second.blur_probability, second.solarize_probability) == (0.1, 0.2)
     assert dataclasses.replace(first, blur_probability=0.1, solarize_probability=0.2) == second
+
+
+def test_every_method_declares_its_step_cost_and_only_none_costs_nothing() -> None:
+    """The dry run's GPU-hour estimate (orchestrator/estimates.py) reads it; methods with a second
+    network in the step (BYOL's target, MoCo's key encoder) or extra crops (SwAV) cost more."""
+    for name, method in METHODS.items():
+        assert "relative_step_cost" in vars(method), f"{name}: declare relative_step_cost"
+        assert (method.relative_step_cost == 0) == (not method.pretrains), name
+    for name in ("byol", "mocov2", "swav"):
+        assert METHODS[name].relative_step_cost > METHODS["simclr"].relative_step_cost == 1.0

@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.run_page import CONFIG_ARTIFACT, log_config
 from orchestrator.sweep import main
-from orchestrator.tracking import log_params, resolved_params
+from orchestrator.tracking import log_params
 from trainables.config import TrialConfig
 from trainables.redaction import redact_uri, redact_values
 
@@ -56,7 +56,7 @@ def test_logged_params_and_config_json_hold_no_secret(tmp_path: Path) -> None:
     client = MlflowClient(tracking_uri)
     experiment_id = client.create_experiment("redaction", artifact_location=str(tmp_path / "artifacts"))
     run_id = client.create_run(experiment_id).info.run_id
-    params = resolved_params(TrialConfig(init="ssl-imagenet", weights_path=SECRET_URL))
+    params = TrialConfig(init="ssl-imagenet", weights_path=SECRET_URL).resolved().to_dict()
     log_params(client, run_id, params)
     log_config(client, run_id, params)
     logged = client.get_run(run_id).data.params

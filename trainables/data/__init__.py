@@ -10,8 +10,9 @@ and adding a row to `DATASETS`.
 `load_dataset(name, image_size, seed, data_root)` returns `ImageSplits`: uint8 images
 (N, 3, S, S) at the trial's image size and int64 labels, split deterministically from the seed
 (policies in `trainables.data.splits`). The unlabeled pretraining set is the whole train split,
-so val and test images never reach pretraining; `label_fraction` < 1 marks a stratified subset
-of the training labels for the probe (`labeled_train_images`, `labeled_train_labels`).
+so val and test images never reach pretraining. The evaluation draws its own stratified label
+subsets, one per repeat (trainables.evaluation, the trial's `label_fraction`); `load_dataset`'s
+`label_fraction` (`labeled_train_images`, `labeled_train_labels`) is used by tests only.
 
 Layouts under `data_root` (default `data/`); a missing dataset raises DatasetNotFoundError with
 one line naming the path looked at, the layout expected and where to get it:

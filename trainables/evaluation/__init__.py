@@ -4,7 +4,7 @@
 subsets, best-on-validation classifier tested) plus the collapse metric; `protocol` runs the
 protocols in order at the end of a trial (`evaluate`, with its artifacts) and holds the one kNN
 monitor the loop calls each epoch (`monitor_knn`); `finetuning` trains a copy of the whole
-network; `losses` holds the focal loss and class weights they share; `metrics` turns predictions
+network; `losses` holds the focal loss and class weights they share; `results` turns predictions
 into an `EvaluationResult` and its flat metric names; `tsne` draws the test embeddings and
 `confusion` the confusion matrix; `similarity` holds linear CKA and SVCCA and `block_similarity`
 the per-block comparison of a trial's networks with their start (called by `protocol`). Add a
@@ -14,7 +14,6 @@ protocol as a module here that returns an `EvaluationResult`, then name it in
 
 from trainables.evaluation.confusion import confusion_table, plot_confusion_matrix
 from trainables.evaluation.finetuning import finetune
-from trainables.evaluation.metrics import EvaluationResult, evaluation_metrics_to_flat_dict
 from trainables.evaluation.probes import (
     embedding_std,
     extract_features,
@@ -23,6 +22,7 @@ from trainables.evaluation.probes import (
     probe_knn,
     probe_linear,
 )
+from trainables.evaluation.results import EvaluationResult, evaluation_metrics_to_flat_dict
 from trainables.evaluation.tsne import plot_tsne
 
 __all__ = ["EvaluationResult", "confusion_table", "embedding_std", "evaluation_metrics_to_flat_dict",

@@ -17,13 +17,13 @@ from trainables import metrics
 from trainables.augmentations import normalize
 from trainables.distributed import convert_batchnorm_to_local
 from trainables.evaluation.losses import focal_loss, inverse_frequency_weights
-from trainables.evaluation.metrics import (
+from trainables.evaluation.probes import extract_features, stratified_subset
+from trainables.evaluation.results import (
     EvaluationResult,
     RepeatResult,
     balanced_accuracy,
     classification_metrics,
 )
-from trainables.evaluation.probes import extract_features, stratified_subset
 from trainables.optimization import warmup_cosine
 
 OPTIMIZERS = ("sgd", "adam")

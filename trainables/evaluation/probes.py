@@ -3,7 +3,7 @@
 The probes follow the BiT + SimSiam study's protocol: features are extracted once, in eval
 mode; each repeat draws a stratified subset of the training labels, trains a classifier on it,
 selects the epoch with the best validation balanced accuracy and tests that classifier. The
-probes return an `EvaluationResult` (trainables.evaluation.metrics); fine-tuning is in `finetuning`.
+probes return an `EvaluationResult` (trainables.evaluation.results); fine-tuning is in `finetuning`.
 """
 
 import copy
@@ -15,7 +15,7 @@ from torch import nn
 from trainables.augmentations import normalize
 from trainables.data import splits as data_splits
 from trainables.evaluation.losses import focal_loss, inverse_frequency_weights
-from trainables.evaluation.metrics import (
+from trainables.evaluation.results import (
     EvaluationResult,
     RepeatResult,
     balanced_accuracy,

@@ -16,8 +16,8 @@ from trainables.data import ImageSplits
 from trainables.evaluation.block_similarity import block_similarity_metrics
 from trainables.evaluation.confusion import plot_confusion_matrix
 from trainables.evaluation.finetuning import finetune
-from trainables.evaluation.metrics import EvaluationResult, evaluation_metrics_to_flat_dict
 from trainables.evaluation.probes import extract_features, knn_accuracy, probe_knn, probe_linear
+from trainables.evaluation.results import EvaluationResult, evaluation_metrics_to_flat_dict
 from trainables.evaluation.tsne import plot_tsne
 from trainables.monitoring import knn_reference_indices
 from trainables.training import with_dataset_flips

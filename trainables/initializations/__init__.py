@@ -7,8 +7,9 @@ after scaling a layer to norm 1 most of its filters would be below the 0.1 thres
 and timm; everything random is drawn from a generator seeded with `seed`.
 
 The package holds the registry (here) and what it draws on: `pretrained` (supervised ImageNet
-and BiT weights from a local file, the Hugging Face cache or timm), `hub` (any `timm:` or
-`hf-hub:` backbone and its own weights, init `pretrained`), `ssl_catalogue` (the published SSL
+and BiT weights from a local file, the Hugging Face cache or timm; a `timm:` or `hf-hub:`
+backbone's own weights for init `pretrained` come from `trainables/backbones/hub.py`),
+`ssl_catalogue` (the published SSL
 checkpoints for double pretraining, with URLs and checksums), `ssl_checkpoint` (any other SSL
 checkpoint, from weights_path), `transfer` (Mean-Var init, weight transfusion, slim) and
 `surgery` (norm replacement, weight standardization, Frobenius scaling, dead filters). Add an
@@ -31,16 +32,16 @@ from trainables.backbones import (
     is_hub_backbone,
     use_cifar_stem,
 )
+from trainables.backbones.hub import create_hub_model
 from trainables.initializations import ssl_catalogue, surgery
-from trainables.initializations.hub import create_hub_model
 from trainables.initializations.pretrained import (
-    MissingWeightsError,
     load_exactly,
     load_supervised_weights,
     supervised_weights,
 )
 from trainables.initializations.ssl_checkpoint import load_ssl_checkpoint
 from trainables.initializations.transfer import mean_var_init, slim, transfuse
+from trainables.missing_weights import MissingWeightsError
 from trainables.saved_backbone import (
     ARCHITECTURE_FILE,
     WEIGHTS_FILE,

@@ -8,8 +8,8 @@ ssl_catalogue.py), on the machine that runs the dry run.
 from pathlib import Path
 
 from trainables.backbones import is_hub_backbone
+from trainables.backbones.hub import HF_HUB_PREFIX, TIMM_PREFIX, hub_model_folder, timm_weights_on_disk
 from trainables.initializations import ssl_catalogue
-from trainables.initializations.hub import HF_HUB_PREFIX, TIMM_PREFIX, hub_model_folder, timm_weights_on_disk
 from trainables.initializations.pretrained import (
     MissingWeightsError,
     check_sha256,

@@ -15,7 +15,6 @@ Failing all three raises `MissingWeightsError` with one line naming the weights 
 import hashlib
 import os
 import pickle
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -26,14 +25,16 @@ from timm.models import load_state_dict
 from torch import nn
 
 from trainables.backbones import backbone_spec
+from trainables.downloads import (
+    check_sha256,
+    download_from_hub,
+    download_url,
+)
+from trainables.missing_weights import MissingWeightsError, offline_mode
 from trainables.redaction import redact_uri
 from trainables.saved_backbone import unpickling_refused
 
 BIT_S_URL = "https://storage.googleapis.com/bit_models/BiT-S-R50x1.npz"
-
-
-class MissingWeightsError(RuntimeError):
-    """Pretrained weights are neither on disk nor reachable; the message says where to put them."""
 
 
 @dataclass(frozen=True)
@@ -199,41 +200,6 @@ def fetch_supervised_weights(weights: PretrainedWeights, weights_dir: str | None
     return download_url(weights.url, _torch_hub_path(weights.url), _what(weights))
 
 
-def download_from_hub(repo_id: str, file_names: tuple[str, ...], what: str) -> Path:
-    """The first of `file_names` the hub repo has, downloaded into the Hugging Face hub cache
-    (HF_ENDPOINT is honoured); MissingWeightsError naming the repo when none can be had."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
-
-    for file_name in file_names:
-        try:
-            return Path(hf_hub_download(repo_id, file_name))
-        except LocalEntryNotFoundError:  # the hub did not answer: the other names will not fare better
-            raise MissingWeightsError(f"{what}: the hub did not answer for {repo_id}/{file_name}; check the "
-                                      "network, or give the file (weights_dir or weights_path)") from None
-        except EntryNotFoundError:
-            continue
-        except Exception as error:  # no network, an unknown repo, a gated one: the same to the user
-            raise MissingWeightsError(f"{what}: the download of {file_name} from the hub repo {repo_id} "
-                                      f"failed ({type(error).__name__})") from None
-    raise MissingWeightsError(f"{what}: the hub repo {repo_id} has none of {', '.join(file_names)}")
-
-
-def download_url(url: str, target: Path, what: str, sha256: str | None = None) -> Path:
-    """`url` downloaded to `target` through a temporary file beside it, so that no half file (nor,
-    with `sha256`, a wrong one) is ever left where it is looked for."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as folder:
-        partial = Path(folder) / target.name
-        try:
-            torch.hub.download_url_to_file(url, str(partial), progress=False)
-        except Exception as error:  # no network, a wrong address: the same to the user
-            raise MissingWeightsError(f"{what} could not be downloaded from {redact_uri(url)} "
-                                      f"({type(error).__name__})") from None
-        store_download(partial, target, sha256, url)
-    return target
-
-
 def _download_through_timm(weights: PretrainedWeights, weights_dir: str | None) -> tuple[nn.Module, str]:
     if offline_mode() or not (weights.in_timm or weights.url):
         raise MissingWeightsError(_missing_message(weights, weights_dir))
@@ -302,30 +268,6 @@ def url_cache_path(url: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / "urls" / key / name
 
 
-def store_download(partial: Path, target: Path, sha256: str | None, url: str) -> None:
-    """Move a finished download to `target`, after checking it against `sha256` when given: a
-    wrong file never sits where it is looked for."""
-    if sha256:
-        check_sha256(partial, sha256, url)
-    os.replace(partial, target)
-
-
-class WeightsDigestError(MissingWeightsError):
-    """A weights file whose sha256 is not the one weights_sha256 names."""
-
-
-def check_sha256(path: Path, sha256: str, location: str) -> None:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    if digest.hexdigest() != sha256.lower():
-        raise WeightsDigestError(
-            f"weights_path {redact_uri(location)} has sha256 {digest.hexdigest()}, not weights_sha256 "
-            f"{sha256.lower()}: refused; check the file (or the URL), or fix weights_sha256"
-        )
-
-
 def weights_file(location: str, sha256: str | None = None, weights: PretrainedWeights | None = None) -> Path:
     """The local file weights_path names (the path, or an https URL's download), checked against
     weights_sha256 when given."""
@@ -346,8 +288,3 @@ def _torch_hub_path(url: str) -> Path:
 def is_url(location: str) -> bool:
     """Any `scheme://` location (runs:/ and models:/ have one slash): refused unless https."""
     return "://" in location
-
-
-def offline_mode() -> bool:
-    """HF_HUB_OFFLINE is set: only local files and caches are read, never the network."""
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")

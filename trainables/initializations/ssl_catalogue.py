@@ -26,8 +26,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from trainables.initializations.pretrained import MissingWeightsError, load_exactly, offline_mode
+from trainables.initializations.pretrained import load_exactly
 from trainables.initializations.ssl_checkpoint import read_checkpoint
+from trainables.missing_weights import MissingWeightsError, offline_mode
 
 
 class WeightsChecksumError(MissingWeightsError):

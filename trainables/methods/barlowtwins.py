@@ -14,14 +14,19 @@ Where each default comes from (official code: facebookresearch/barlowtwins, main
   (`--set weight_decay=1.5e-6`).
 """
 
+import typing
+from typing import Literal
+
 import torch
 from torch import nn
 
 from trainables.augmentations import BYOL_VIEW_1, BYOL_VIEW_2
 from trainables.distributed import all_reduce_with_grad, world_size
 from trainables.methods.base import SSLMethod, StepOutput, ViewSpec, full_precision, projection_mlp
+from trainables.number_ranges import NonNegativeFloat, PositiveInt
 
-STANDARDIZATIONS = ("batchnorm", "unbiased")
+Standardization = Literal["batchnorm", "unbiased"]
+STANDARDIZATIONS: tuple[str, ...] = typing.get_args(Standardization)
 BATCHNORM_EPSILON = 1e-5  # nn.BatchNorm1d's default, which the official code uses
 
 
@@ -74,10 +79,12 @@ class BarlowTwins(SSLMethod):
     optimizer = "lars"  # Barlow Twins: LARS, biases and norm parameters excluded
     base_learning_rate = 0.2
     weight_decay = 1e-6
+    relative_step_cost = 1.0
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, projection_hidden_dim: int = 8192,
-                 projection_dim: int = 8192, off_diagonal_weight: float = 0.0051,
-                 standardization: str = "batchnorm", bias_learning_rate_ratio: float = 0.0048 / 0.2) -> None:
+    def __init__(self, backbone: nn.Module, feature_dim: int, projection_hidden_dim: PositiveInt = 8192,
+                 projection_dim: PositiveInt = 8192, off_diagonal_weight: NonNegativeFloat = 0.0051,
+                 standardization: Standardization = "batchnorm",
+                 bias_learning_rate_ratio: NonNegativeFloat = 0.0048 / 0.2) -> None:
         super().__init__(backbone, feature_dim)
         if standardization not in STANDARDIZATIONS:
             raise unknown_standardization(standardization)

@@ -8,8 +8,9 @@ training step's loss (so DDP wraps the whole method and syncs every trainable pa
 import contextlib
 import functools
 import math
+import typing
 from collections.abc import Callable
-from typing import Any, ClassVar, NamedTuple, TypeVar
+from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
 
 import torch
 from torch import nn
@@ -67,6 +68,9 @@ class SSLMethod(nn.Module):
     base_learning_rate: ClassVar[float]
     weight_decay: ClassVar[float]
     pretrains: ClassVar[bool] = True  # False for `none`: the probe runs on the initialization
+    # The cost of one training step relative to two views through the backbone once (extra
+    # forward passes of targets and key encoders, small crops): the dry run's GPU-hour estimate.
+    relative_step_cost: ClassVar[float]
     # Submodules whose learning rate stays at its peak after warmup instead of decaying
     # (SimSiam's predictor).
     constant_learning_rate_modules: ClassVar[tuple[str, ...]] = ()
@@ -100,7 +104,8 @@ class SSLMethod(nn.Module):
         """Called after every optimizer step with progress = step / total_steps in [0, 1]."""
 
 
-HEAD_NORMS = ("batchnorm", "groupnorm")
+HeadNorm = Literal["batchnorm", "groupnorm"]  # the heads' normalization (SimSiam's head_norm)
+HEAD_NORMS: tuple[str, ...] = typing.get_args(HeadNorm)
 
 
 def feature_norm(kind: str, dim: int, affine: bool = True) -> nn.Module:

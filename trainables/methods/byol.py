@@ -24,6 +24,7 @@ from torch import nn
 
 from trainables.augmentations import BYOL_VIEW_1, BYOL_VIEW_2
 from trainables.methods.base import SSLMethod, StepOutput, ViewSpec, full_precision, projection_mlp
+from trainables.number_ranges import Fraction, PositiveInt
 
 
 @full_precision
@@ -65,10 +66,11 @@ class BYOL(SSLMethod):
     optimizer = "lars"  # BYOL: LARS, biases and norm parameters excluded
     base_learning_rate = 0.2
     weight_decay = 1.5e-6
+    relative_step_cost = 1.33  # the target network's forward pass
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, projection_hidden_dim: int = 4096,
-                 projection_dim: int = 256, predictor_hidden_dim: int = 4096,
-                 base_momentum: float = 0.996) -> None:
+    def __init__(self, backbone: nn.Module, feature_dim: int, projection_hidden_dim: PositiveInt = 4096,
+                 projection_dim: PositiveInt = 256, predictor_hidden_dim: PositiveInt = 4096,
+                 base_momentum: Fraction = 0.996) -> None:
         super().__init__(backbone, feature_dim)
         self.base_momentum = base_momentum
         # Projector and predictor: Linear-BN-ReLU-Linear (BYOL sec. 3.3).

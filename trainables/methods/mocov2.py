@@ -23,6 +23,7 @@ from trainables.augmentations import MOCO_V2_RECIPE
 from trainables.distributed import gather_with_grad
 from trainables.methods.base import SSLMethod, StepOutput, ViewSpec, full_precision
 from trainables.methods.byol import ema_update
+from trainables.number_ranges import Fraction, PositiveFloat, PositiveInt
 
 
 @full_precision
@@ -48,10 +49,11 @@ class MoCoV2(SSLMethod):
     name = "mocov2"
     base_learning_rate = 0.03  # MoCo v2: SGD 0.03 x batch/256, momentum 0.9
     weight_decay = 1e-4
+    relative_step_cost = 1.33  # the key encoder's forward pass
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, projection_hidden_dim: int = 2048,
-                 projection_dim: int = 128, queue_size: int = 65536, temperature: float = 0.2,
-                 encoder_momentum: float = 0.999) -> None:
+    def __init__(self, backbone: nn.Module, feature_dim: int, projection_hidden_dim: PositiveInt = 2048,
+                 projection_dim: PositiveInt = 128, queue_size: PositiveInt = 65536,
+                 temperature: PositiveFloat = 0.2, encoder_momentum: Fraction = 0.999) -> None:
         super().__init__(backbone, feature_dim)
         self.temperature, self.encoder_momentum = temperature, encoder_momentum
         self.projector = mlp_head(feature_dim, projection_hidden_dim, projection_dim)

@@ -13,6 +13,7 @@ class NoPretraining(SSLMethod):
     name = "none"
     base_learning_rate = 0.0
     weight_decay = 0.0
+    relative_step_cost = 0.0  # trains nothing
     pretrains = False
 
     def forward(self, views: list[torch.Tensor]) -> StepOutput:

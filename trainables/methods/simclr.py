@@ -22,6 +22,7 @@ from torch import nn
 from trainables.augmentations import SIMCLR_RECIPE
 from trainables.distributed import gather_with_grad, rank
 from trainables.methods.base import RunShape, SSLMethod, StepOutput, ViewSpec, full_precision, projection_mlp
+from trainables.number_ranges import PositiveFloat, PositiveInt
 
 CIFAR_SCALE_PIXELS = 64  # images at most this wide get the paper's CIFAR-10 temperature
 
@@ -56,9 +57,10 @@ class SimCLR(SSLMethod):
     optimizer = "lars"  # SimCLR: LARS, biases and norm parameters excluded
     base_learning_rate = 0.3  # SimCLR: 0.3 x batch/256
     weight_decay = 1e-6
+    relative_step_cost = 1.0
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, projection_dim: int = 128,
-                 projection_hidden_dim: int = 2048, temperature: float = 0.1) -> None:
+    def __init__(self, backbone: nn.Module, feature_dim: int, projection_dim: PositiveInt = 128,
+                 projection_hidden_dim: PositiveInt = 2048, temperature: PositiveFloat = 0.1) -> None:
         super().__init__(backbone, feature_dim)
         self.temperature = temperature
         self.projector = projection_mlp(feature_dim, projection_hidden_dim, projection_dim, num_layers=2)

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainables.augmentations import MOCO_V2_RECIPE
-from trainables.methods.base import SSLMethod, StepOutput, ViewSpec, full_precision, projection_mlp
+from trainables.methods.base import HeadNorm, SSLMethod, StepOutput, ViewSpec, full_precision, projection_mlp
+from trainables.number_ranges import PositiveInt
 
 
 def negative_cosine_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -36,11 +37,12 @@ class SimSiam(SSLMethod):
     name = "simsiam"
     base_learning_rate = 0.05  # SimSiam: 0.05 x batch/256, SGD momentum 0.9
     weight_decay = 1e-4
+    relative_step_cost = 1.0
     # "Fix lr for predictor": its learning rate does not decay (sec. 4.1, the released recipe).
     constant_learning_rate_modules = ("predictor",)
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, projection_dim: int = 2048,
-                 predictor_hidden_dim: int = 512, head_norm: str = "batchnorm") -> None:
+    def __init__(self, backbone: nn.Module, feature_dim: int, projection_dim: PositiveInt = 2048,
+                 predictor_hidden_dim: PositiveInt = 512, head_norm: HeadNorm = "batchnorm") -> None:
         super().__init__(backbone, feature_dim)
         # 3-layer projector, BN on the output (SimSiam sec. 4.4); bottleneck predictor.
         # head_norm="groupnorm" puts GroupNorm in the heads too: the BiT + SimSiam study (Lu et

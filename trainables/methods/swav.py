@@ -24,6 +24,7 @@ from torch import nn
 from trainables.augmentations import SWAV_RECIPE, SWAV_SMALL_CROP_RECIPE
 from trainables.distributed import all_reduce_sum, world_size
 from trainables.methods.base import RunShape, SSLMethod, StepOutput, ViewSpec, full_precision, projection_mlp
+from trainables.number_ranges import NonNegativeInt, PositiveFloat, PositiveInt
 
 # The official batch-256 recipe: 256 + 3840 = 4096 samples per Sinkhorn assignment for 3000
 # prototypes, the queue starting after 15 of 200 epochs.
@@ -103,12 +104,14 @@ class SwAV(SSLMethod):
     optimizer = "lars"  # SwAV: LARS, biases and norm parameters excluded
     base_learning_rate = 0.6  # SwAV: LARS 0.6 x batch/256 at batch 256 (4.8 at 4096)
     weight_decay = 1e-6
+    relative_step_cost = 1.55  # the small crops
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, projection_hidden_dim: int = 2048,
-                 projection_dim: int = 128, num_prototypes: int = 3000, temperature: float = 0.1,
-                 sinkhorn_epsilon: float = 0.05, sinkhorn_iterations: int = 3, num_small_crops: int = 6,
-                 freeze_prototypes_epochs: int = 1, queue_length: int = 3840,
-                 queue_start_epoch: int = 15) -> None:
+    def __init__(self, backbone: nn.Module, feature_dim: int, projection_hidden_dim: PositiveInt = 2048,
+                 projection_dim: PositiveInt = 128, num_prototypes: PositiveInt = 3000,
+                 temperature: PositiveFloat = 0.1, sinkhorn_epsilon: PositiveFloat = 0.05,
+                 sinkhorn_iterations: PositiveInt = 3, num_small_crops: NonNegativeInt = 6,
+                 freeze_prototypes_epochs: NonNegativeInt = 1, queue_length: NonNegativeInt = 3840,
+                 queue_start_epoch: NonNegativeInt = 15) -> None:
         super().__init__(backbone, feature_dim)
         self.temperature = temperature
         self.sinkhorn_epsilon = sinkhorn_epsilon

@@ -17,6 +17,7 @@ from torch import nn
 from trainables.augmentations import BYOL_VIEW_1, BYOL_VIEW_2
 from trainables.distributed import gather_with_grad
 from trainables.methods.base import SSLMethod, StepOutput, ViewSpec, full_precision, projection_mlp
+from trainables.number_ranges import NonNegativeFloat, PositiveInt
 
 
 def off_diagonal_square_sum(matrix: torch.Tensor) -> torch.Tensor:
@@ -55,10 +56,11 @@ class VICReg(SSLMethod):
     optimizer = "lars"  # VICReg: LARS, biases and norm parameters excluded
     base_learning_rate = 0.2
     weight_decay = 1e-6
+    relative_step_cost = 1.0
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, projection_hidden_dim: int = 8192,
-                 projection_dim: int = 8192, invariance_weight: float = 25.0,
-                 variance_weight: float = 25.0, covariance_weight: float = 1.0,
+    def __init__(self, backbone: nn.Module, feature_dim: int, projection_hidden_dim: PositiveInt = 8192,
+                 projection_dim: PositiveInt = 8192, invariance_weight: NonNegativeFloat = 25.0,
+                 variance_weight: NonNegativeFloat = 25.0, covariance_weight: NonNegativeFloat = 1.0,
                  halve_variance: bool = True) -> None:
         super().__init__(backbone, feature_dim)
         self.weights = (invariance_weight, variance_weight, covariance_weight)

@@ -30,7 +30,6 @@ from orchestrator.tracking import (
     SweepTracker,
     flatten,
     log_params,
-    resolved_params,
 )
 from search_spaces import Claim, Sweep
 from trainables import metrics
@@ -98,7 +97,7 @@ def log_trial(client: MlflowClient, experiment_id: str, parent_id: str, index: i
     run_id = client.create_run(experiment_id, tags={
         MLFLOW_PARENT_RUN_ID: parent_id, MLFLOW_RUN_NAME: name, TAG_TRIAL_ID: f"t{index:05d}",
         TAG_SWEEP: client.get_experiment(experiment_id).name, TAG_ROLE: "trial"}).info.run_id
-    log_params(client, run_id, resolved_params(TrialConfig.from_dict({**FIXED, **config})))
+    log_params(client, run_id, TrialConfig.from_dict({**FIXED, **config}).resolved().to_dict())
     now = int(time.time() * 1000)
     history = [Metric(metrics.KNN_VAL_ACCURACY, value, now, step) for step, value in enumerate(knn_history)]
     history += [Metric(metrics.PRETRAIN_LOSS, 5.0 - step, now, step) for step in range(1, len(knn_history))]
@@ -355,11 +354,11 @@ def test_a_collapse_claim_counts_the_collapsed_trials_it_is_about() -> None:
 
 
 def test_mlflow_params_show_the_optimizer_and_rates_a_trial_really_used() -> None:
-    params = resolved_params(TrialConfig.from_dict({"method": "simclr"}))
+    params = TrialConfig.from_dict({"method": "simclr"}).resolved().to_dict()
     assert (params["optimizer"], params["learning_rate"], params["weight_decay"]) == (
         "lars", METHOD_REGISTRY["simclr"].base_learning_rate, METHOD_REGISTRY["simclr"].weight_decay)
-    explicit = resolved_params(TrialConfig.from_dict({"method": "simclr", "optimizer": "sgd",
-                                                      "learning_rate": 0.1}))
+    explicit = TrialConfig.from_dict({"method": "simclr", "optimizer": "sgd",
+                                                      "learning_rate": 0.1}).resolved().to_dict()
     assert (explicit["optimizer"], explicit["learning_rate"]) == ("sgd", 0.1)
 
 

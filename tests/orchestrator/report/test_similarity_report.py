@@ -19,7 +19,6 @@ from orchestrator.tracking import (
     SweepTracker,
     flatten,
     log_params,
-    resolved_params,
 )
 from search_spaces import SWEEPS
 from trainables import metrics
@@ -57,7 +56,7 @@ def write_sweep(tracking_uri: str, direction: float) -> None:
         run_id = client.create_run(tracker.experiment_id, tags={
             MLFLOW_PARENT_RUN_ID: parent, MLFLOW_RUN_NAME: f"trial_{index}", TAG_SWEEP: SWEEP.name,
             TAG_ROLE: "trial"}).info.run_id
-        log_params(client, run_id, resolved_params(TrialConfig.from_dict({**FIXED, "init": init})))
+        log_params(client, run_id, TrialConfig.from_dict({**FIXED, "init": init}).resolved().to_dict())
         now = int(time.time() * 1000)
         final = {metrics.evaluation_metric("finetune", metrics.TEST_ACCURACY): 0.5,
                  **similarities(init, direction)}

@@ -18,6 +18,7 @@ import torch
 from timm.layers import StdConv2d
 from torch import nn
 
+from tests.trainables.published_weights import published_stand_in
 from trainables.backbones import BACKBONES
 from trainables.initializations import (
     DEAD_FILTERS,
@@ -29,8 +30,9 @@ from trainables.initializations import (
     check_combination,
     surgery,
 )
-from trainables.initializations.pretrained import MissingWeightsError, supervised_weights
+from trainables.initializations.pretrained import supervised_weights
 from trainables.initializations.ssl_checkpoint import clean_ssl_state_dict
+from trainables.missing_weights import MissingWeightsError
 
 BIT = "resnetv2_50x1_bit"
 SMALL = ("cbr_nano", "cbr_small", "cbr_tiny", "resnet18")
@@ -49,16 +51,11 @@ def offline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 def make_pretrained(backbone: str, seed: int = 1234) -> nn.Module:
     """A stand-in for published weights: a model with a classifier and every tensor perturbed."""
-    torch.manual_seed(seed)
     spec = BACKBONES[backbone]
-    model = timm.create_model(spec.timm_name, num_classes=10) if spec.timm_name else spec.build(False)
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if name.endswith("running_var"):
-                tensor.uniform_(0.5, 2.0)
-            elif tensor.is_floating_point():
-                tensor.add_(torch.randn_like(tensor) * 0.05)
-    return model
+
+    def build() -> nn.Module:
+        return timm.create_model(spec.timm_name, num_classes=10) if spec.timm_name else spec.build(False)
+    return published_stand_in(build, seed)
 
 
 def backbone_tensors(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -21,8 +21,8 @@ from trainables.backbones import build_backbone
 from trainables.initializations import build_initialized_backbone
 from trainables.initializations import ssl_catalogue as catalogue
 from trainables.initializations.availability import weights_availability
-from trainables.initializations.pretrained import MissingWeightsError
 from trainables.methods import PRETRAINING_METHODS
+from trainables.missing_weights import MissingWeightsError
 
 
 @pytest.fixture(autouse=True)

@@ -10,9 +10,10 @@ import torch
 from orchestrator.sweep import main
 from trainables.backbones import build_backbone
 from trainables.config import ConfigError, TrialConfig
+from trainables.downloads import WeightsDigestError, store_download
 from trainables.initializations import build_initialized_backbone
 from trainables.initializations.availability import weights_availability
-from trainables.initializations.pretrained import WeightsDigestError, store_download, url_cache_path
+from trainables.initializations.pretrained import url_cache_path
 
 
 @pytest.fixture

@@ -30,21 +30,17 @@ from huggingface_hub import try_to_load_from_cache
 from timm.models import PretrainedCfg, get_pretrained_cfg
 from torch import nn
 
-from trainables.backbones import BackboneSpec
-from trainables.initializations.pretrained import (
-    MissingWeightsError,
-    download_from_hub,
-    download_url,
-    offline_mode,
-)
+from trainables.downloads import download_from_hub, download_url
+from trainables.missing_weights import MissingWeightsError, offline_mode
 
 TIMM_PREFIX, HF_HUB_PREFIX = "timm:", "hf-hub:"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # timm's hub weight files, preferred first
 LOCAL_SUFFIXES = (".safetensors", ".pth")
 
 
-def hub_backbone_spec(name: str) -> BackboneSpec:
-    """The spec of a `timm:` or `hf-hub:` backbone; ValueError naming the problem for a bad name."""
+def hub_architecture(name: str) -> tuple[str, Callable[[bool], nn.Module]]:
+    """(description, build) of a `timm:` or `hf-hub:` backbone, what the registry's BackboneSpec
+    holds for its rows; ValueError naming the problem for a bad name."""
     if name.startswith(TIMM_PREFIX):
         model_name = name.removeprefix(TIMM_PREFIX)
         if not timm.is_model(model_name):
@@ -63,7 +59,7 @@ def hub_backbone_spec(name: str) -> BackboneSpec:
             raise ValueError(f"slim needs a registered backbone, not {name!r}")
         return create_hub_model(name, pretrained=False)[0]
 
-    return BackboneSpec(description, build, blocks=())
+    return description, build
 
 
 def create_hub_model(name: str, pretrained: bool, weights_dir: str | None = None) -> tuple[nn.Module, str]:

@@ -87,3 +87,31 @@ def test_unknown_backbone_lists_the_valid_ones() -> None:
     with pytest.raises(ValueError) as raised:
         build_backbone("vit_typo")
     assert all(name in str(raised.value) for name in BACKBONES)
+
+
+def counted_multiply_accumulates(model: nn.Module, image_size: int = 224) -> float:
+    """Billions of multiply-accumulates of one image through the conv and linear layers, counted
+    with forward hooks on the meta device (no weights, no arithmetic)."""
+    total = 0
+
+    def count(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal total
+        per_output = module.in_features if isinstance(module, nn.Linear) else \
+            module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+        total += output[0].numel() * per_output
+
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d | nn.Linear):
+            module.register_forward_hook(count)
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 3, image_size, image_size, device="meta"))
+    return total / 1e9
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_every_backbone_declares_the_multiply_accumulates_it_has(name: str) -> None:
+    """The dry run's GPU-hour estimate (orchestrator/estimates.py) scales by these."""
+    with torch.device("meta"):
+        model, _ = build_backbone(name)
+    declared = BACKBONES[name].multiply_accumulates_at_224
+    assert declared == pytest.approx(counted_multiply_accumulates(model), rel=0.01)

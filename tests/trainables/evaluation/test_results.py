@@ -13,7 +13,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from trainables.evaluation.metrics import (
+from trainables.evaluation.results import (
     METRIC_SUFFIXES,
     STD_SUFFIX,
     ClassificationMetrics,

@@ -1,4 +1,5 @@
-"""Classification metrics of an evaluation, their summary over repeats, and their flat names.
+"""What an evaluation returns: its classification scores per repeat, their summary over repeats,
+and their flat names (the names themselves are defined once, in trainables.metrics).
 
 Every evaluation protocol (linear probe, kNN, fine-tuning) returns an `EvaluationResult`, so
 the loop, MLflow and the report treat them alike. A result holds one `RepeatResult` per repeat

@@ -16,11 +16,12 @@ import torch
 from timm.models import save_for_hf
 from torch import nn
 
+from tests.trainables.published_weights import published_stand_in
 from trainables.config import ConfigError, TrialConfig
 from trainables.initializations import build_initialized_backbone
 from trainables.initializations.availability import weights_availability
-from trainables.initializations.pretrained import MissingWeightsError
 from trainables.methods import PRETRAINING_METHODS, build_method, method_parameters
+from trainables.missing_weights import MissingWeightsError
 
 REPO = "testorg/tiny-resnet"
 
@@ -38,15 +39,7 @@ def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 
 def published_model(architecture: str = "test_resnet", seed: int = 5) -> nn.Module:
-    torch.manual_seed(seed)
-    model = timm.create_model(architecture, num_classes=10)
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if name.endswith("running_var"):
-                tensor.uniform_(0.5, 2.0)
-            elif tensor.is_floating_point():
-                tensor.add_(torch.randn_like(tensor) * 0.05)
-    return model
+    return published_stand_in(lambda: timm.create_model(architecture, num_classes=10), seed)
 
 
 def save_in_hub_cache(model: nn.Module, cache: Path, repo_id: str,

@@ -2,9 +2,11 @@
 
 Every backbone maps images (N, 3, H, W) to features (N, num_features), like
 `timm.create_model(name, num_classes=0)`. Add a backbone by adding a row to `BACKBONES`: how to
-build it, and which modules make up its four blocks (what weight transfusion and Slim transfer).
+build it, which modules make up its four blocks (what weight transfusion and Slim transfer), and
+its multiply-accumulates per image (what the dry run's GPU-hour estimate scales by).
 Besides the rows, any timm architecture (`timm:NAME`) or timm model on the Hugging Face hub
-(`hf-hub:ORG/NAME`) is a backbone; `trainables/initializations/hub.py` builds and loads those.
+(`hf-hub:ORG/NAME`) is a backbone; `hub.py` here builds those and loads their own published
+weights (init=pretrained).
 """
 
 from collections.abc import Callable, Collection, Iterator
@@ -15,6 +17,8 @@ import torch
 import torch.utils.checkpoint
 from timm.layers import StdConv2d
 from torch import nn
+
+from trainables.backbones.hub import HF_HUB_PREFIX, TIMM_PREFIX, hub_architecture
 
 
 class ConvBatchNormReLU(nn.Sequential):
@@ -74,6 +78,10 @@ class BackboneSpec:
     # Module-name prefixes of blocks 1..4; the stem counts with block 1. Weight transfusion keeps
     # blocks <= K pretrained, Slim keeps blocks 1-2 and halves the width of the others.
     blocks: tuple[tuple[str, ...], ...]
+    # Billions of multiply-accumulates per 224 px image, conv and linear layers (the dry run's
+    # GPU-hour estimate, orchestrator/estimates.py; tests/trainables/test_backbones.py counts them);
+    # None: unknown (a hub architecture).
+    multiply_accumulates_at_224: float | None
     timm_name: str | None = None  # the timm architecture, None for the models defined here
 
     @property
@@ -102,33 +110,34 @@ _RESNETV2_BLOCKS = (("stem", "stages.0"), ("stages.1",), ("stages.2",), ("stages
 BACKBONES: dict[str, BackboneSpec] = {
     "cbr_nano": BackboneSpec(
         "4 CBR blocks, widths 32-64-128-256, 3x3 kernels: a CPU-sized CBR for smoke runs (not in the paper)",
-        _cbr((32, 64, 128, 256), kernel_size=3), _CBR_BLOCKS,
+        _cbr((32, 64, 128, 256), kernel_size=3), _CBR_BLOCKS, multiply_accumulates_at_224=0.74,
     ),
     "cbr_small": BackboneSpec(
         "Transfusion's CBR-Small: 4 CBR blocks, widths 32-64-128-256, 7x7 kernels",
-        _cbr((32, 64, 128, 256), kernel_size=7), _CBR_BLOCKS,
+        _cbr((32, 64, 128, 256), kernel_size=7), _CBR_BLOCKS, multiply_accumulates_at_224=4.01,
     ),
     "cbr_tiny": BackboneSpec(
         "Transfusion's CBR-Tiny: 4 CBR blocks, widths 64-128-256-512, 5x5 kernels",
-        _cbr((64, 128, 256, 512), kernel_size=5), _CBR_BLOCKS,
+        _cbr((64, 128, 256, 512), kernel_size=5), _CBR_BLOCKS, multiply_accumulates_at_224=7.95,
     ),
     "resnet18": BackboneSpec(
         "timm resnet18 (torchvision layout)", _timm("resnet18", (64, 128, 256, 512)), _RESNET_BLOCKS,
-        timm_name="resnet18",
+        multiply_accumulates_at_224=1.81, timm_name="resnet18",
     ),
     "resnet50": BackboneSpec(
         "timm resnet50 (torchvision layout)", _timm("resnet50", (64, 128, 256, 512)), _RESNET_BLOCKS,
-        timm_name="resnet50",
+        multiply_accumulates_at_224=4.09, timm_name="resnet50",
     ),
     "resnetv2_50x1_bit": BackboneSpec(
         "timm resnetv2_50x1_bit: Big Transfer's pre-activation ResNet-50 with GroupNorm and weight "
         "standardization (Kolesnikov et al., 2020)",
-        _timm("resnetv2_50x1_bit", (256, 512, 1024, 2048)), _RESNETV2_BLOCKS, "resnetv2_50x1_bit",
+        _timm("resnetv2_50x1_bit", (256, 512, 1024, 2048)), _RESNETV2_BLOCKS,
+        multiply_accumulates_at_224=4.09, timm_name="resnetv2_50x1_bit",
     ),
 }
 
 
-HUB_PREFIXES = ("timm:", "hf-hub:")
+HUB_PREFIXES = (TIMM_PREFIX, HF_HUB_PREFIX)
 
 
 def is_hub_backbone(name: str) -> bool:
@@ -161,9 +170,9 @@ def feature_dimension(model: nn.Module) -> int:
 
 def backbone_spec(name: str) -> BackboneSpec:
     if is_hub_backbone(name):
-        from trainables.initializations.hub import hub_backbone_spec  # it builds on this module
-
-        return hub_backbone_spec(name)
+        description, build = hub_architecture(name)
+        # Multiply-accumulates unknown: the dry run's estimate takes ResNet-50's.
+        return BackboneSpec(description, build, blocks=(), multiply_accumulates_at_224=None)
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; valid backbones: {', '.join(BACKBONE_NAMES)}")
     return BACKBONES[name]
