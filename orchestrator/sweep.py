@@ -224,12 +224,42 @@ def print_trial_table(sweep_name: str, grid: Grid, plan: ResourcePlan, shape: Cl
              *([("on" if c.activation_checkpointing else "off"), f"{m.total / GIB:.1f}"] if m else [])]
             for i, ((c, m), h) in enumerate(zip(sized, hours, strict=True))]
     print_table(["trial", *axes, "workers", "CPUs", "GPUs", "est. GPU-h", *memory_columns], rows)
+    print_data_pairs(grid, configs)
     if plan.use_gpu:
         print(memory_line(plan))
     known = [h * grid.num_samples for h in hours if h is not None]
     print(f"estimated total: {sum(known):.1f} GPU-hours on A100-class GPUs"
           + (f" ({len(hours) - len(known)} row(s) of unknown size)" if len(known) < len(hours) else "")
           + "; see orchestrator/estimates.py")
+
+
+def data_pair(config: TrialConfig) -> str:
+    """What a trial pretrains on -> what it is evaluated on, with the folders where they differ."""
+    own_root = config.data_root != TrialConfig.data_root
+    evaluation = config.dataset + (f" ({config.data_root})" if own_root else "")
+    if config.pretrain_dataset is None:
+        source = f"{config.dataset} train split"
+    else:
+        root = config.resolved_pretrain_data_root
+        source = config.pretrain_dataset + (f" ({root})" if root != config.data_root else "")
+    fraction = f" x {config.pretrain_fraction:g}" if config.pretrain_fraction < 1 else ""
+    return f"{source}{fraction} -> {evaluation}"
+
+
+def print_data_pairs(grid: Grid, configs: list[TrialConfig]) -> None:
+    """One line per distinct pretrain -> evaluation pair, where any trial names its pretraining data."""
+    if all(config.pretrain_dataset is None and config.pretrain_fraction == 1 for config in configs):
+        return
+    counts: dict[str, int] = {}
+    for config in configs:
+        counts[data_pair(config)] = counts.get(data_pair(config), 0) + grid.num_samples
+    paired = [group for group in grid.paired if "pretrain_dataset" in group]
+    how = (f"paired axes {', '.join(paired[0])}: one cell per pair, crossed with the other axes" if paired
+           else "pretraining data of its own")
+    print(f"pretrain -> evaluation ({how}):")
+    width = max(map(len, counts))
+    for pair, count in counts.items():
+        print(f"  {pair:<{width}}  {count} trial(s)")
 
 
 def memory_line(plan: ResourcePlan) -> str:

@@ -113,8 +113,9 @@ def run_trial(config: dict[str, Any], storage_path: str, plan: ResourcePlan,
 # Axes whose values say what they are ("simclr", "imagenet", "resnet50", "digits"): named by value
 # alone. Every other axis is key=value, with these short keys for the common ones.
 SELF_DESCRIBING_AXES = ("method", "init", "backbone", "dataset")
-SHORT_KEYS = {"batch_size": "bs", "image_size": "px", "learning_rate": "lr", "weight_decay": "wd",
-              "epochs": "ep", "label_fraction": "labels", "warmup_epochs": "warmup", "num_workers": "workers"}
+SHORT_KEYS = {"pretrain_dataset": "pretrain", "batch_size": "bs", "image_size": "px", "learning_rate": "lr",
+              "weight_decay": "wd", "epochs": "ep", "label_fraction": "labels", "warmup_epochs": "warmup",
+              "num_workers": "workers"}
 
 
 def trial_name(trial: Trial, axes: list[str]) -> str:
@@ -156,10 +157,11 @@ def search_config(grid: Grid, plan: ResourcePlan, axes: list[str]) -> tune.TuneC
               "trial_dirname_creator": lambda trial: f"{trial_name(trial, axes)}_{trial.trial_id}"}
     if grid.search is None:
         merged = grid.merged_trials()
-        if len(merged) == len(grid.cells()):
+        if len(merged) == len(grid.cells()) and not grid.paired:
             return tune.TuneConfig(**common)
-        # Cells no axis can change run once: each trial that runs is a preset point that fixes
-        # every grid axis, so the grid yields exactly these trials (Grid.merged_trials).
+        # Cells no axis can change run once, and paired axes are zipped, not crossed: each trial
+        # that runs is a preset point that fixes every grid axis, so the grid yields exactly these
+        # trials (Grid.merged_trials).
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
         points = [nest(entry.cells[0]) for entry in merged]
