@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.cluster import ClusterError, ClusterShape, check_storage, cluster_shape, connect
-from orchestrator.datasets import share, share_pretraining
+from orchestrator.datasets import share
 from orchestrator.estimates import gpu_hours
 from orchestrator.grid import (
     MERGED_TRIALS_FILE,
@@ -300,7 +300,7 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
         priors = resolve_priors(grid.trial_configs())  # files on this machine: workers need not have them
     except (OSError, ValueError) as error:
         return fail(" ".join(str(error).split()))
-    decoded, pretraining_pools = checked.decoded, checked.pretraining_pools
+    decoded = checked.decoded
     connect(address)
     plan, shape = make_plan(grid, args, live=True)
     check_storage(storage_path, shape)
@@ -310,8 +310,8 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
     print_stage_2(screening_of(args), grid)
     print(f"MLflow: {redact_uri(tracking_uri)} (experiment {args.sweep!r}); "
           f"Ray storage: {redact_uri(storage_path)}")
-    shared_data, shared_pretraining = share(decoded), share_pretraining(pretraining_pools)
-    del decoded, pretraining_pools  # the object store holds them now
+    shared_data = share(decoded)  # one object per (dataset, folder, image size)
+    del decoded  # the object store holds them now
     shared_weights, shared_priors = share_weights(weights), share_priors(priors)
     del priors
 
@@ -347,7 +347,7 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
                              tracker.trial_logger(grid.method_params, plan, args.register_model),
                              resume, shared_data, max_failures=args.max_failures,
                              shared_weights=shared_weights, progress=progress,
-                             shared_pretraining=shared_pretraining, shared_priors=shared_priors))
+                             shared_priors=shared_priors))
 
     try:
         with interruption, progress_view(args.sweep, total_trials, storage_path, args.verbose) as progress:

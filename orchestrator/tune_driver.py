@@ -19,7 +19,7 @@ from ray.train.torch import TorchTrainer
 from ray.tune.experiment import Trial
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from orchestrator.datasets import DataKey, PretrainKey
+from orchestrator.datasets import PoolKey
 from orchestrator.grid import Grid, flat_value, nest, short, with_method_params
 from orchestrator.memory import sized_trial
 from orchestrator.resources import ResourcePlan
@@ -60,8 +60,9 @@ def build_trainer(config: TrialConfig, run_name: str, storage_path: str, plan: R
                   shared_prior: ray.ObjectRef | None = None) -> TorchTrainer:
     """The TorchTrainer of one trial. The same run name and storage path resume its checkpoints.
 
-    `shared_data`: the trial's splits in the object store (orchestrator.datasets), so workers on
-    any node train without reading data_root; None: each worker loads the dataset itself.
+    `shared_data`: the evaluation dataset's decoded pool in the object store (orchestrator.datasets),
+    so workers on any node train without reading data_root; None: each worker loads the dataset
+    itself. `shared_pretraining`: the pool of the trial's own pretraining dataset, if it has one.
     `max_failures`: how often a lost worker (preemption, OOM kill, crash) restarts the worker
     group from the latest checkpoint before the trial fails.
     `shared_weights`: the weights an MLflow URI in weights_path names (orchestrator.lineage).
@@ -89,18 +90,18 @@ def build_trainer(config: TrialConfig, run_name: str, storage_path: str, plan: R
 
 
 def run_trial(config: dict[str, Any], storage_path: str, plan: ResourcePlan,
-              method_params: dict[str, dict[str, Any]], shared_data: dict[DataKey, ray.ObjectRef],
+              method_params: dict[str, dict[str, Any]], shared_data: dict[PoolKey, ray.ObjectRef],
               max_failures: int = 0, shared_weights: dict[str, ray.ObjectRef] | None = None,
-              shared_pretraining: dict[PretrainKey, ray.ObjectRef] | None = None,
               shared_priors: dict[PriorKey, ray.ObjectRef] | None = None) -> None:
     """The Tune trainable: validate the trial's config, then run its TorchTrainer to the end."""
     trial_config = sized_trial(TrialConfig.from_dict(with_method_params(config, method_params)), plan)
     trial_id = ray.tune.get_context().get_trial_id()
     trainer = build_trainer(trial_config, f"trial_{trial_id}", storage_path, plan,
                             callbacks=[TuneReportCallback()],
-                            shared_data=shared_data.get(DataKey.of(trial_config)), max_failures=max_failures,
+                            shared_data=shared_data.get(PoolKey.evaluation(trial_config)),
+                            max_failures=max_failures,
                             shared_weights=(shared_weights or {}).get(trial_config.resolved_weights_path),
-                            shared_pretraining=(shared_pretraining or {}).get(PretrainKey.of(trial_config)),
+                            shared_pretraining=shared_data.get(PoolKey.pretraining(trial_config)),
                             shared_prior=(shared_priors or {}).get(PriorKey.of(trial_config)))
     try:
         trainer.fit()
@@ -186,17 +187,16 @@ def experiment_path(storage_path: str, sweep_name: str) -> str:
 
 
 def run_tune(sweep_name: str, grid: Grid, plan: ResourcePlan, storage_path: str,
-             logger: MlflowTrialLogger, resume: bool, shared_data: dict[DataKey, ray.ObjectRef],
+             logger: MlflowTrialLogger, resume: bool, shared_data: dict[PoolKey, ray.ObjectRef],
              max_failures: int = 0,
              shared_weights: dict[str, ray.ObjectRef] | None = None,
              progress: tune.Callback | None = None,
-             shared_pretraining: dict[PretrainKey, ray.ObjectRef] | None = None,
              shared_priors: dict[PriorKey, ray.ObjectRef] | None = None) -> tune.ResultGrid:
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, storage_path=storage_path, plan=plan,
                              method_params=grid.method_params, shared_data=shared_data,
                              max_failures=max_failures, shared_weights=shared_weights,
-                             shared_pretraining=shared_pretraining, shared_priors=shared_priors),
+                             shared_priors=shared_priors),
         # The driver only waits on its workers: it holds no CPU they could need. Tune refuses
         # an empty request, so it asks for a little memory instead; and a sliver of the head
         # node, so that no driver is lost with a preempted worker node (its workers restart).
