@@ -18,7 +18,8 @@ MAX_IMAGES_PER_SECOND = 20_000  # beyond this the input pipeline, not the GPU, s
 TRAIN_IMAGES = {"digits": 1078, "shapes": 1800, "cifar10": 45000, "ham10000": 6009, "dermamnist": 7007,
                 "pneumoniamnist": 4708, "breastmnist": 546, "bloodmnist": 11959, "retinamnist": 1080,
                 "pathmnist": 89996, "octmnist": 97477, "organamnist": 34561, "kermany_cxr": 5232,
-                "covid19_radiography": 12697, "isic2019": 15198, "idrid_grading": 330}
+                "covid19_radiography": 12697, "isic2019": 15198, "idrid_grading": 330,
+                "chestxray14": 67272}
 
 
 def images_per_second(backbone: str, image_size: int) -> float:
@@ -31,12 +32,16 @@ def images_per_second(backbone: str, image_size: int) -> float:
 
 
 def gpu_hours(config: TrialConfig) -> float | None:
-    """Estimated GPU-hours of one trial (all its workers together); None for unknown data sizes."""
+    """Estimated GPU-hours of one trial (all its workers together); None for unknown data sizes.
+    Pretraining goes over the pretraining pool (its dataset's train split, times pretrain_fraction),
+    fine-tuning over the evaluation's train split."""
     train_images = TRAIN_IMAGES.get(config.dataset)
-    if train_images is None:
+    pretrain_images = TRAIN_IMAGES.get(config.resolved_pretrain_dataset)
+    if train_images is None or pretrain_images is None:
         return None
     throughput = images_per_second(config.backbone, config.image_size)
-    pretraining = config.epochs * train_images * METHODS[config.method].relative_step_cost / throughput
+    pretraining = (config.epochs * pretrain_images * config.pretrain_fraction
+                   * METHODS[config.method].relative_step_cost / throughput)
     # Fine-tuning: one view forward and backward per image and epoch, about half a two-view step.
     finetuning = config.finetune_epochs * train_images * 0.5 / throughput if config.eval == "finetune" else 0
     return (pretraining + finetuning) / 3600

@@ -52,6 +52,7 @@ class Grid:
     search: Search | None = None  # Optuna + ASHA instead of (on top of) the grid
     num_samples: int = 1  # trials per grid point drawn by the search
     screened_out: tuple[str, ...] = ()  # which_prior: priors left out of `init`, and why (one line each)
+    paired: tuple[tuple[str, ...], ...] = ()  # axes that vary together (Sweep.paired): zipped, not crossed
 
     @property
     def display_axes(self) -> list[str]:
@@ -64,9 +65,15 @@ class Grid:
         return len(self.merged_trials()) * self.num_samples
 
     def cells(self) -> list[dict[str, Any]]:
-        """Every grid cell's axis values (flat keys), in grid order."""
-        combinations = itertools.product(*self.axes.values()) if self.axes else [()]
-        return [dict(zip(self.axes, values, strict=True)) for values in combinations]
+        """Every grid cell's axis values (flat keys), in grid order: the product of the axes, where
+        a group of paired axes counts as one axis whose values are their rows."""
+        group_of = {axis: group for group in self.paired for axis in group}
+        factors = [[dict(zip(group, row, strict=True))
+                    for row in zip(*(self.axes[name] for name in group), strict=True)]
+                   for group in dict.fromkeys(group_of.get(axis, (axis,)) for axis in self.axes)]
+        cells = [{key: value for part in parts for key, value in part.items()}
+                 for parts in itertools.product(*factors)]
+        return [{axis: cell[axis] for axis in self.axes} for cell in cells]
 
     def trial_dicts(self) -> list[dict[str, Any]]:
         """Every cell's config dict (nested, as TrialConfig.from_dict takes it), in grid order."""
@@ -200,6 +207,7 @@ def apply_overrides(sweep: Sweep, overrides: list[str], smoke: bool = False) -> 
             params[key] = values[0]
         else:
             axes[key] = values
+    paired = paired_groups(sweep, axes, seen)
     search = sweep.search
     num_samples = (search.smoke_num_samples if smoke else search.num_samples) if search else 1
     for key in (search.space if search else {}):
@@ -216,9 +224,31 @@ def apply_overrides(sweep: Sweep, overrides: list[str], smoke: bool = False) -> 
                               f"({'; '.join(screened_out)}); "
                               "name some with --set init=...")
     grid = Grid(axes=axes, params=params, method_params=sweep.method_params, search=search,
-                num_samples=num_samples, screened_out=tuple(screened_out))
+                num_samples=num_samples, screened_out=tuple(screened_out), paired=paired)
     grid.trial_configs()  # validate every trial now: nothing starts with a bad config
     return grid
+
+
+def paired_groups(sweep: Sweep, axes: dict[str, list[Any]],
+                  overridden: set[str]) -> tuple[tuple[str, ...], ...]:
+    """The sweep's groups of paired axes that still stand: a group whose axes the command line sets
+    all together is replaced by them (and no longer paired); setting only some is refused, since
+    the pairs would silently cross."""
+    groups = []
+    for group in sweep.paired:
+        if (set_here := [axis for axis in group if axis in overridden]):
+            if len(set_here) < len(group):
+                rows = ", ".join(" -> ".join(str(value) for value in row)
+                                 for row in zip(*(sweep.grid[axis] for axis in group), strict=True))
+                raise ConfigError(f"--set {', '.join(set_here)} alone would cross sweep {sweep.name}'s pairs "
+                                  f"({', '.join(group)}: {rows}); set them together: "
+                                  + " ".join(f"--set {axis}=VALUE" for axis in group))
+            continue
+        if any(axis not in axes for axis in group) or len({len(axes[axis]) for axis in group}) != 1:
+            raise ConfigError(f"sweep {sweep.name} pairs axes {', '.join(group)}: each must be a grid axis "
+                              "with as many values as the others")
+        groups.append(group)
+    return tuple(groups)
 
 
 def with_monitor_for_search(search: Search, axes: dict[str, list[Any]], params: dict[str, Any],
@@ -246,20 +276,49 @@ def typed_value(key: str, raw: str, axes: dict[str, list[Any]], params: dict[str
     return [coerce_method_param(method, name, raw) for method in methods][0]
 
 
-def substitute_missing_datasets(grid: Grid, fallback: str = "shapes") -> tuple[Grid, list[str]]:
-    """For --smoke: every dataset not on disk becomes `fallback`; returns the grid and what changed."""
+def substitute_missing_datasets(grid: Grid, fallback: str = "shapes",
+                                pretrain_fallback: str = "digits") -> tuple[Grid, list[str]]:
+    """For --smoke: every evaluation dataset not on disk becomes `fallback`; a pretraining dataset
+    not on disk becomes `fallback` where it is its evaluation's dataset, else `pretrain_fallback`,
+    so that a cross-dataset cell still pretrains on other images than it evaluates on. Paired axes
+    are substituted row by row (equal rows then merge). Returns the grid and what changed."""
     data_root = Path(str(grid.params.get("data_root", TrialConfig.data_root)))
+    pretrain_root = Path(str(grid.params.get("pretrain_data_root") or data_root))
     changed: list[str] = []
 
-    def available(name: str) -> str:
-        if DATASETS[name].on_disk(data_root):
+    def available(name: str, root: Path, replacement: str) -> str:
+        if DATASETS[name].on_disk(root):
             return name
-        changed.append(f"{name} (not under {data_root}/) -> {fallback}")
-        return fallback
+        changed.append(f"{name} (not under {root}/) -> {replacement}")
+        return replacement
+
+    def substituted(values: dict[str, Any], evaluations: set[str]) -> dict[str, Any]:
+        """One row of dataset keys (dataset and/or pretrain_dataset) with the missing ones replaced."""
+        row = dict(values)
+        if "dataset" in row:
+            row["dataset"] = available(row["dataset"], data_root, fallback)
+        if row.get("pretrain_dataset") is not None:
+            name = row["pretrain_dataset"]
+            row["pretrain_dataset"] = available(name, pretrain_root,
+                                                fallback if name in evaluations else pretrain_fallback)
+        return row
 
     axes, params = dict(grid.axes), dict(grid.params)
-    if "dataset" in axes:
-        axes["dataset"] = list(dict.fromkeys(available(name) for name in axes["dataset"]))
-    else:
-        params["dataset"] = available(params.get("dataset", TrialConfig.dataset))
-    return dataclasses.replace(grid, axes=axes, params=params), changed
+    all_evaluations = set(axes.get("dataset") or [params.get("dataset", TrialConfig.dataset)])
+    keys = ("dataset", "pretrain_dataset")
+    for group in [*grid.paired, *((key,) for key in keys if not any(key in g for g in grid.paired))]:
+        names = [name for name in group if name in keys]
+        if not names or any(name not in axes for name in names):
+            continue
+        rows = []
+        for row in (dict(zip(group, values, strict=True))
+                    for values in zip(*(axes[name] for name in group), strict=True)):
+            evaluations = {row["dataset"]} if "dataset" in row else all_evaluations
+            rows.append(tuple(substituted(row, evaluations).values()))
+        rows = list(dict.fromkeys(rows))  # equal after substitution: one cell
+        axes.update({name: [row[position] for row in rows] for position, name in enumerate(group)})
+    fixed = {key: params[key] for key in keys if key in params and key not in axes}
+    if "dataset" not in axes:
+        fixed["dataset"] = params.get("dataset", TrialConfig.dataset)
+    params.update(substituted(fixed, all_evaluations))
+    return dataclasses.replace(grid, axes=axes, params=params), list(dict.fromkeys(changed))

@@ -27,6 +27,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from trainables.augmentations import IMAGENET_MEAN, IMAGENET_STD
 from trainables.config import TrialConfig
+from trainables.data import DATASETS
 from trainables.initializations import load_saved_backbone
 from trainables.redaction import redact_uri
 from trainables.saved_backbone import ARCHITECTURE_FILE, WEIGHTS_FILE, check_weights_bytes
@@ -40,27 +41,34 @@ def is_mlflow_uri(location: str | None) -> bool:
     return bool(location) and location.startswith(MLFLOW_URI_SCHEMES)
 
 
+EVALUATION_CONTEXT, PRETRAINING_CONTEXT = "evaluation", "pretraining"
+
+
+def dataset_source(name: str, data_root: str) -> str:
+    """Where the driver read a dataset: its folder under data_root (data_root itself for your own
+    folders), or the registry's description of bundled and generated data."""
+    spec = DATASETS[name]
+    if spec.source_folder is None:
+        return spec.description
+    return str(Path(data_root).expanduser().resolve() / spec.source_folder)
+
+
 def log_dataset_input(client: MlflowClient, run_id: str, config: TrialConfig, split_hash: str) -> None:
-    """The trial's data as the run's dataset input: the dataset's name, where the driver read it,
-    the split hash as its digest (equal digests: the same images), the split policy and seed as its
-    context."""
-    source = {"uri": str(Path(config.data_root).expanduser().resolve() / config.dataset)}
+    """The labeled splits the trial is evaluated on as a dataset input (context "evaluation"): the
+    dataset's name, where the driver read it, the split hash as its digest (equal digests: the same
+    images and splits), and the split policy and seed in its profile."""
+    source = {"uri": dataset_source(config.dataset, config.data_root)}
     profile = {"image_size": config.image_size, "split": config.split, "seed": config.seed}
     dataset = Dataset(name=config.dataset, digest=str(split_hash), source_type="local",
                       source=json.dumps(source), profile=json.dumps(profile))
-    context = f"{config.split} split, seed {config.seed}"
-    client.log_inputs(run_id, [DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])])
-
-
-PRETRAINING_CONTEXT = "pretraining"
+    context = InputTag(MLFLOW_DATASET_CONTEXT, EVALUATION_CONTEXT)
+    client.log_inputs(run_id, [DatasetInput(dataset, tags=[context])])
 
 
 def log_pretraining_input(client: MlflowClient, run_id: str, config: TrialConfig, content_hash: str) -> None:
     """The pool SSL pretrained on, as a second dataset input (context "pretraining"; digest = the
     pool's content hash), for trials whose pretraining data is not the evaluation's train split."""
-    root = Path(config.resolved_pretrain_data_root).expanduser().resolve()
-    source = {"uri": str(root if config.resolved_pretrain_dataset == "unlabeled"
-                         else root / config.resolved_pretrain_dataset)}
+    source = {"uri": dataset_source(config.resolved_pretrain_dataset, config.resolved_pretrain_data_root)}
     profile = {"image_size": config.image_size, "fraction": config.pretrain_fraction, "seed": config.seed}
     dataset = Dataset(name=config.resolved_pretrain_dataset, digest=str(content_hash), source_type="local",
                       source=json.dumps(source), profile=json.dumps(profile))

@@ -48,10 +48,9 @@ class PreflightError(ValueError):
 
 @dataclass(frozen=True)
 class CheckedInputs:
-    """What the pre-flight read on the way and the run uses: the decoded data and MLflow weights."""
+    """What the pre-flight read on the way and the run uses: the decoded pools (orchestrator.datasets)."""
 
     decoded: dict
-    pretraining_pools: dict
 
 
 def check_arguments(args: Any) -> None:
@@ -110,14 +109,13 @@ def check_inputs(configs: list[TrialConfig], tracking_uri: str, storage_path: st
     check_storage_path(storage_path)
     if resume:
         check_resume_state(tracking_uri, storage_path, sweep_name)
-    from orchestrator.datasets import decode_datasets, decode_pretraining_pools
+    from orchestrator.datasets import decode_pools
 
     try:
-        decoded = decode_datasets(configs)
-        pools = decode_pretraining_pools(configs, decoded)
+        decoded = decode_pools(configs)
     except (OSError, ValueError) as error:
         raise PreflightError(" ".join(str(error).split())) from None
-    return CheckedInputs(decoded, pools)
+    return CheckedInputs(decoded)
 
 
 def sqlite_path(tracking_uri: str) -> Path | None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.cluster import ClusterError, ClusterShape, check_storage, cluster_shape, connect
-from orchestrator.datasets import share, share_pretraining
+from orchestrator.datasets import share
 from orchestrator.estimates import gpu_hours
 from orchestrator.grid import (
     MERGED_TRIALS_FILE,
@@ -225,12 +225,42 @@ def print_trial_table(sweep_name: str, grid: Grid, plan: ResourcePlan, shape: Cl
              *([("on" if c.activation_checkpointing else "off"), f"{m.total / GIB:.1f}"] if m else [])]
             for i, ((c, m), h) in enumerate(zip(sized, hours, strict=True))]
     print_table(["trial", *axes, "workers", "CPUs", "GPUs", "est. GPU-h", *memory_columns], rows)
+    print_data_pairs(grid, configs)
     if plan.use_gpu:
         print(memory_line(plan))
     known = [h * grid.num_samples for h in hours if h is not None]
     print(f"estimated total: {sum(known):.1f} GPU-hours on A100-class GPUs"
           + (f" ({len(hours) - len(known)} row(s) of unknown size)" if len(known) < len(hours) else "")
           + "; see orchestrator/estimates.py")
+
+
+def data_pair(config: TrialConfig) -> str:
+    """What a trial pretrains on -> what it is evaluated on, with the folders where they differ."""
+    own_root = config.data_root != TrialConfig.data_root
+    evaluation = config.dataset + (f" ({config.data_root})" if own_root else "")
+    if config.pretrain_dataset is None:
+        source = f"{config.dataset} train split"
+    else:
+        root = config.resolved_pretrain_data_root
+        source = config.pretrain_dataset + (f" ({root})" if root != config.data_root else "")
+    fraction = f" x {config.pretrain_fraction:g}" if config.pretrain_fraction < 1 else ""
+    return f"{source}{fraction} -> {evaluation}"
+
+
+def print_data_pairs(grid: Grid, configs: list[TrialConfig]) -> None:
+    """One line per distinct pretrain -> evaluation pair, where any trial names its pretraining data."""
+    if all(config.pretrain_dataset is None and config.pretrain_fraction == 1 for config in configs):
+        return
+    counts: dict[str, int] = {}
+    for config in configs:
+        counts[data_pair(config)] = counts.get(data_pair(config), 0) + grid.num_samples
+    paired = [group for group in grid.paired if "pretrain_dataset" in group]
+    how = (f"paired axes {', '.join(paired[0])}: one cell per pair, crossed with the other axes" if paired
+           else "pretraining data of its own")
+    print(f"pretrain -> evaluation ({how}):")
+    width = max(map(len, counts))
+    for pair, count in counts.items():
+        print(f"  {pair:<{width}}  {count} trial(s)")
 
 
 def memory_line(plan: ResourcePlan) -> str:
@@ -271,7 +301,7 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
         priors = resolve_priors(grid.trial_configs())  # files on this machine: workers need not have them
     except (OSError, ValueError) as error:
         return fail(" ".join(str(error).split()))
-    decoded, pretraining_pools = checked.decoded, checked.pretraining_pools
+    decoded = checked.decoded
     connect(address)
     plan, shape = make_plan(grid, args, live=True)
     check_storage(storage_path, shape)
@@ -281,8 +311,8 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
     print_stage_2(screening_of(args), grid)
     print(f"MLflow: {redact_uri(tracking_uri)} (experiment {args.sweep!r}); "
           f"Ray storage: {redact_uri(storage_path)}")
-    shared_data, shared_pretraining = share(decoded), share_pretraining(pretraining_pools)
-    del decoded, pretraining_pools  # the object store holds them now
+    shared_data = share(decoded)  # one object per (dataset, folder, image size)
+    del decoded  # the object store holds them now
     shared_weights, shared_priors = share_weights(weights), share_priors(priors)
     del priors
 
@@ -318,7 +348,7 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
                              tracker.trial_logger(grid.method_params, plan, args.register_model),
                              resume, shared_data, max_failures=args.max_failures,
                              shared_weights=shared_weights, progress=progress,
-                             shared_pretraining=shared_pretraining, shared_priors=shared_priors))
+                             shared_priors=shared_priors))
 
     try:
         with interruption, progress_view(args.sweep, total_trials, storage_path, args.verbose) as progress:

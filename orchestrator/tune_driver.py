@@ -19,7 +19,7 @@ from ray.train.torch import TorchTrainer
 from ray.tune.experiment import Trial
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from orchestrator.datasets import DataKey, PretrainKey
+from orchestrator.datasets import PoolKey
 from orchestrator.grid import Grid, flat_value, nest, running_config, short
 from orchestrator.resources import ResourcePlan
 from orchestrator.tracking import MlflowTrialLogger
@@ -59,8 +59,9 @@ def build_trainer(config: TrialConfig, run_name: str, storage_path: str, plan: R
                   shared_prior: ray.ObjectRef | None = None) -> TorchTrainer:
     """The TorchTrainer of one trial. The same run name and storage path resume its checkpoints.
 
-    `shared_data`: the trial's splits in the object store (orchestrator.datasets), so workers on
-    any node train without reading data_root; None: each worker loads the dataset itself.
+    `shared_data`: the evaluation dataset's decoded pool in the object store (orchestrator.datasets),
+    so workers on any node train without reading data_root; None: each worker loads the dataset
+    itself. `shared_pretraining`: the pool of the trial's own pretraining dataset, if it has one.
     `max_failures`: how often a lost worker (preemption, OOM kill, crash) restarts the worker
     group from the latest checkpoint before the trial fails.
     `shared_weights`: the weights an MLflow URI in weights_path names (orchestrator.lineage).
@@ -88,9 +89,8 @@ def build_trainer(config: TrialConfig, run_name: str, storage_path: str, plan: R
 
 
 def run_trial(config: dict[str, Any], storage_path: str, plan: ResourcePlan,
-              method_params: dict[str, dict[str, Any]], shared_data: dict[DataKey, ray.ObjectRef],
+              method_params: dict[str, dict[str, Any]], shared_data: dict[PoolKey, ray.ObjectRef],
               max_failures: int = 0, shared_weights: dict[str, ray.ObjectRef] | None = None,
-              shared_pretraining: dict[PretrainKey, ray.ObjectRef] | None = None,
               shared_priors: dict[PriorKey, ray.ObjectRef] | None = None) -> None:
     """The Tune trainable: resolve the trial's config once (grid.running_config, as the MLflow
     logger records it), then run its TorchTrainer on that config to the end."""
@@ -98,9 +98,10 @@ def run_trial(config: dict[str, Any], storage_path: str, plan: ResourcePlan,
     trial_id = ray.tune.get_context().get_trial_id()
     trainer = build_trainer(trial_config, f"trial_{trial_id}", storage_path, plan,
                             callbacks=[TuneReportCallback()],
-                            shared_data=shared_data.get(DataKey.of(trial_config)), max_failures=max_failures,
+                            shared_data=shared_data.get(PoolKey.evaluation(trial_config)),
+                            max_failures=max_failures,
                             shared_weights=(shared_weights or {}).get(trial_config.resolved_weights_path),
-                            shared_pretraining=(shared_pretraining or {}).get(PretrainKey.of(trial_config)),
+                            shared_pretraining=shared_data.get(PoolKey.pretraining(trial_config)),
                             shared_prior=(shared_priors or {}).get(PriorKey.of(trial_config)))
     try:
         trainer.fit()
@@ -113,8 +114,9 @@ def run_trial(config: dict[str, Any], storage_path: str, plan: ResourcePlan,
 # Axes whose values say what they are ("simclr", "imagenet", "resnet50", "digits"): named by value
 # alone. Every other axis is key=value, with these short keys for the common ones.
 SELF_DESCRIBING_AXES = ("method", "init", "backbone", "dataset")
-SHORT_KEYS = {"batch_size": "bs", "image_size": "px", "learning_rate": "lr", "weight_decay": "wd",
-              "epochs": "ep", "label_fraction": "labels", "warmup_epochs": "warmup", "num_workers": "workers"}
+SHORT_KEYS = {"pretrain_dataset": "pretrain", "batch_size": "bs", "image_size": "px", "learning_rate": "lr",
+              "weight_decay": "wd", "epochs": "ep", "label_fraction": "labels", "warmup_epochs": "warmup",
+              "num_workers": "workers"}
 
 
 def trial_name(trial: Trial, axes: list[str]) -> str:
@@ -156,10 +158,11 @@ def search_config(grid: Grid, plan: ResourcePlan, axes: list[str]) -> tune.TuneC
               "trial_dirname_creator": lambda trial: f"{trial_name(trial, axes)}_{trial.trial_id}"}
     if grid.search is None:
         merged = grid.merged_trials()
-        if len(merged) == len(grid.cells()):
+        if len(merged) == len(grid.cells()) and not grid.paired:
             return tune.TuneConfig(**common)
-        # Cells no axis can change run once: each trial that runs is a preset point that fixes
-        # every grid axis, so the grid yields exactly these trials (Grid.merged_trials).
+        # Cells no axis can change run once, and paired axes are zipped, not crossed: each trial
+        # that runs is a preset point that fixes every grid axis, so the grid yields exactly these
+        # trials (Grid.merged_trials).
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
         points = [nest(entry.cells[0]) for entry in merged]
@@ -184,17 +187,16 @@ def experiment_path(storage_path: str, sweep_name: str) -> str:
 
 
 def run_tune(sweep_name: str, grid: Grid, plan: ResourcePlan, storage_path: str,
-             logger: MlflowTrialLogger, resume: bool, shared_data: dict[DataKey, ray.ObjectRef],
+             logger: MlflowTrialLogger, resume: bool, shared_data: dict[PoolKey, ray.ObjectRef],
              max_failures: int = 0,
              shared_weights: dict[str, ray.ObjectRef] | None = None,
              progress: tune.Callback | None = None,
-             shared_pretraining: dict[PretrainKey, ray.ObjectRef] | None = None,
              shared_priors: dict[PriorKey, ray.ObjectRef] | None = None) -> tune.ResultGrid:
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, storage_path=storage_path, plan=plan,
                              method_params=grid.method_params, shared_data=shared_data,
                              max_failures=max_failures, shared_weights=shared_weights,
-                             shared_pretraining=shared_pretraining, shared_priors=shared_priors),
+                             shared_priors=shared_priors),
         # The driver only waits on its workers: it holds no CPU they could need. Tune refuses
         # an empty request, so it asks for a little memory instead; and a sliver of the head
         # node, so that no driver is lost with a preempted worker node (its workers restart).

@@ -63,6 +63,17 @@ class Sweep:
     smoke_grid: dict[str, list[Any]] = field(default_factory=dict)  # axes replaced under --smoke
     search: Search | None = None
     screening: Screening | None = None  # which_prior's two stages instead of one grid
+    # Groups of grid axes that vary together: their i-th values make one cell (zipped, not crossed),
+    # e.g. (("pretrain_dataset", "dataset"),) with the axes written by `paired_axes`.
+    paired: tuple[tuple[str, ...], ...] = ()
+
+
+def paired_axes(names: tuple[str, ...], rows: tuple[tuple[Any, ...], ...]) -> dict[str, list[Any]]:
+    """Grid axes from rows of values that go together: ("a", "b"), ((1, 2), (3, 4)) ->
+    {"a": [1, 3], "b": [2, 4]}; name the group in the Sweep's `paired` too."""
+    if any(len(row) != len(names) for row in rows):
+        raise ValueError(f"every row of paired axes {names} needs {len(names)} values")
+    return {name: [row[position] for row in rows] for position, name in enumerate(names)}
 
 
 def _registry() -> dict[str, Sweep]:

@@ -171,6 +171,12 @@ class TrialConfig:
     def resolved_pretrain_data_root(self) -> str:
         return self.pretrain_data_root or self.data_root
 
+    @property
+    def pretrains_on_evaluation_files(self) -> bool:
+        """Whether SSL pretrains on the evaluation dataset's own files (then on their train split)."""
+        return (self.resolved_pretrain_dataset == self.dataset
+                and self.resolved_pretrain_data_root == self.data_root)
+
     def validate(self) -> None:
         for key, registry in CHOICES.items():
             if key in DEFAULTS_FROM_METHOD and getattr(self, key) is None:

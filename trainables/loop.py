@@ -23,7 +23,15 @@ from trainables import metrics
 from trainables.augmentations import describe_recipes
 from trainables.batches import TrainingBatches
 from trainables.config import TrialConfig
-from trainables.data import ImageSplits, PretrainingPool, load_dataset, load_pretraining_pool
+from trainables.data import (
+    DecodedPool,
+    ImageSplits,
+    PretrainingPool,
+    load_dataset,
+    load_pretraining_pool,
+    pool_from_arrays,
+    split_dataset,
+)
 from trainables.evaluation import embedding_std, is_collapsed
 from trainables.evaluation.protocol import evaluate, timed_monitor
 from trainables.monitoring import is_monitored_epoch
@@ -45,9 +53,11 @@ def train_loop_per_worker(config_dict: dict, shared_data: ray.ObjectRef | None =
                           shared_weights: ray.ObjectRef | None = None,
                           shared_pretraining: ray.ObjectRef | None = None,
                           shared_prior: ray.ObjectRef | None = None) -> None:
-    """One worker's whole trial. `shared_data` holds the trial's splits in Ray's object store
-    (ImageSplits.to_arrays), decoded once by the sweep's driver; without it the worker loads the
-    dataset from `data_root` itself. `shared_weights`: the bytes of the weights an MLflow URI in
+    """One worker's whole trial. `shared_data` holds the evaluation dataset's decoded pool in Ray's
+    object store (trainables.data.pool_to_arrays), decoded once by the sweep's driver, and
+    `shared_pretraining` the pool of a pretraining dataset of the trial's own; the worker cuts its
+    seed's splits from them (trial_data); without them it loads from `data_root` itself.
+    `shared_weights`: the bytes of the weights an MLflow URI in
     weights_path names, resolved by the driver (trainables.shipped_weights). `shared_prior`: the
     prior's file from the driver's disk (trainables.shipped_priors)."""
     config = TrialConfig.from_dict(config_dict)
@@ -57,26 +67,31 @@ def train_loop_per_worker(config_dict: dict, shared_data: ray.ObjectRef | None =
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     torch.manual_seed(config.seed)
 
-    if shared_data is not None:
-        data = ImageSplits.from_arrays(ray.get(shared_data))
-    else:
-        data = load_dataset(config.dataset, config.image_size, config.seed, config.data_root,
-                            split=config.split, download=config.download)
-    pretraining = None  # the evaluation's train split
-    if shared_pretraining is not None:
-        pretraining = PretrainingPool.from_arrays(ray.get(shared_pretraining))
-    elif config.pretrain_dataset is not None or config.pretrain_fraction < 1:
-        same_files = (config.resolved_pretrain_dataset == config.dataset
-                      and config.resolved_pretrain_data_root == config.data_root)
-        pretraining = load_pretraining_pool(
-            config.resolved_pretrain_dataset, config.resolved_pretrain_data_root, data, same_files=same_files,
-            image_size=config.image_size, seed=config.seed, fraction=config.pretrain_fraction,
-            download=config.download)
+    data, pretraining = trial_data(config, *(None if ref is None else pool_from_arrays(ray.get(ref))
+                                             for ref in (shared_data, shared_pretraining)))
     # The shipped weights' file lives as long as the trial: block similarity rebuilds the
     # initialization from it after pretraining.
     with local_weights_file(config, None if shared_weights is None else ray.get(shared_weights)) as built, \
             local_prior_file(built, None if shared_prior is None else ray.get(shared_prior)) as prior_built:
         train_and_evaluate(prior_built, data, rank, world_size, device, pretraining)
+
+
+def trial_data(config: TrialConfig, evaluation_pool: DecodedPool | None = None,
+               pretraining_source: DecodedPool | None = None) -> tuple[ImageSplits, PretrainingPool | None]:
+    """The trial's splits for its seed and its pretraining pool (None: the evaluation's train
+    split), cut from decoded pools where the driver shared them, else loaded from data_root."""
+    if evaluation_pool is not None:
+        data = split_dataset(config.dataset, evaluation_pool, config.seed, config.data_root,
+                             split=config.split)
+    else:
+        data = load_dataset(config.dataset, config.image_size, config.seed, config.data_root,
+                            split=config.split, download=config.download)
+    if config.pretrain_dataset is None and config.pretrain_fraction == 1:
+        return data, None
+    return data, load_pretraining_pool(
+        config.resolved_pretrain_dataset, config.resolved_pretrain_data_root, data,
+        same_files=config.pretrains_on_evaluation_files, image_size=config.image_size, seed=config.seed,
+        fraction=config.pretrain_fraction, download=config.download, source=pretraining_source)
 
 
 def train_and_evaluate(config: TrialConfig, data: ImageSplits, rank: int, world_size: int,

@@ -1,6 +1,7 @@
 """The backbone as an MLflow model and back, registered versions, dataset inputs, weights URIs,
 through a real SQLite MLflow store (no Ray: the sweep's end-to-end test covers that path)."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -111,7 +112,9 @@ def test_a_dataset_input_carries_the_split_hash_as_its_digest(store) -> None:
     inputs = client.get_run(run_id).inputs.dataset_inputs
     assert len(inputs) == 1
     assert (inputs[0].dataset.name, inputs[0].dataset.digest) == ("shapes", "0123456789abcdef")
-    assert {tag.key: tag.value for tag in inputs[0].tags}["mlflow.data.context"] == "random split, seed 2"
+    assert {tag.key: tag.value for tag in inputs[0].tags}["mlflow.data.context"] == "evaluation"
+    profile = json.loads(inputs[0].dataset.profile)
+    assert profile == {"image_size": config.image_size, "split": "random", "seed": 2}
 
 
 def test_a_separate_pretraining_pool_is_a_second_dataset_input(store, tmp_path: Path) -> None:
@@ -125,6 +128,12 @@ def test_a_separate_pretraining_pool_is_a_second_dataset_input(store, tmp_path: 
               for entry in client.get_run(run_id).inputs.dataset_inputs}
     assert set(inputs) == {("imagefolder", "aaaaaaaaaaaaaaaa"), ("unlabeled", "bbbbbbbbbbbbbbbb")}
     assert inputs[("unlabeled", "bbbbbbbbbbbbbbbb")]["mlflow.data.context"] == "pretraining"
+    assert inputs[("imagefolder", "aaaaaaaaaaaaaaaa")]["mlflow.data.context"] == "evaluation"
+    sources = {entry.dataset.name: json.loads(entry.dataset.source)["uri"]
+               for entry in client.get_run(run_id).inputs.dataset_inputs}
+    # Your own folders are data_root itself, not a folder named for the layout under it.
+    assert sources == {"imagefolder": str((tmp_path / "labeled").resolve()),
+                       "unlabeled": str((tmp_path / "scans").resolve())}
 
 
 @pytest.mark.parametrize("location", ["runs:/0123456789abcdef0123456789abcdef/backbone",

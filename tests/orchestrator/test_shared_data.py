@@ -7,22 +7,17 @@ from pathlib import Path
 import numpy as np
 import ray
 import ray.train
+import torch
 from PIL import Image
 
-from orchestrator.datasets import (
-    DataKey,
-    PretrainKey,
-    decode_datasets,
-    decode_pretraining_pools,
-    share,
-    share_pretraining,
-)
+from orchestrator.datasets import PoolKey, decode_pools, share
 from orchestrator.resources import ResourcePlan
 from orchestrator.tune_driver import build_trainer
 from trainables import metrics
 from trainables.config import TrialConfig
-from trainables.data import DatasetNotFoundError, ImageSplits, load_dataset
+from trainables.data import DatasetNotFoundError, decoded_pool, load_dataset, pool_from_arrays, pool_to_arrays
 from trainables.data.pool import decode_image
+from trainables.loop import trial_data
 
 
 def write_image_folder(root: Path, per_class: int = 40) -> None:
@@ -52,15 +47,15 @@ def test_workers_train_from_the_object_store_after_data_root_is_gone(local_ray, 
         "batch_size": 32, "epochs": 2, "probe_epochs": 5, "probe_repeats": 1,
         "method_params": {"projection_dim": 32, "projection_hidden_dim": 32},
     })
-    decoded = decode_datasets([config, config])  # equal keys: decoded once
-    assert list(decoded) == [DataKey.of(config)]
-    expected_hash = decoded[DataKey.of(config)].split_hash()
-    test_rows = {image.numpy().tobytes() for image in decoded[DataKey.of(config)].test_images}
+    evaluation = load_dataset("imagefolder", 16, 0, data_root)
+    test_rows = {image.numpy().tobytes() for image in evaluation.test_images}
     copied = next(path for path in sorted(data_root.rglob("*.png"))
                   if np.ascontiguousarray(decode_image(path, 16).transpose(2, 0, 1)).tobytes() in test_rows)
     shutil.copy(copied, unlabeled / "copied_from_test.png")
-    pools = decode_pretraining_pools([config], decoded)
-    shared, shared_pretraining = share(decoded), share_pretraining(pools)
+    decoded = decode_pools([config, config])  # equal keys: decoded once, one object per pool
+    assert list(decoded) == [PoolKey.evaluation(config), PoolKey.pretraining(config)]
+    expected, expected_pool = trial_data(config, *decoded.values())
+    shared = share(decoded)
     shutil.rmtree(data_root)  # no worker can read the files now
     shutil.rmtree(unlabeled)
     try:
@@ -73,25 +68,27 @@ def test_workers_train_from_the_object_store_after_data_root_is_gone(local_ray, 
     log = tmp_path / "reports.jsonl"
     plan = ResourcePlan(num_workers=1, cpus_per_worker=1, gpus_per_worker=0, max_concurrent_trials=1)
     build_trainer(config, "shared", str(tmp_path / "storage"), plan, callbacks=[record_reports(log)],
-                  shared_data=shared[DataKey.of(config)],
-                  shared_pretraining=shared_pretraining[PretrainKey.of(config)]).fit()
+                  shared_data=shared[PoolKey.evaluation(config)],
+                  shared_pretraining=shared[PoolKey.pretraining(config)]).fit()
 
     reports = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r[metrics.EPOCH] for r in reports if metrics.PRETRAIN_LOSS in r] == [1, 2]
-    assert reports[0][metrics.SPLIT_HASH] == expected_hash  # the very images the driver decoded
+    assert reports[0][metrics.SPLIT_HASH] == expected.split_hash()  # the very images the driver decoded
     # Pretrained on the 40 unlabeled images: the 41st file, a copy of a test image, was removed.
     assert reports[0][metrics.PRETRAIN_IMAGES] == 40 and reports[0][metrics.PRETRAIN_OVERLAP_REMOVED] == 1
-    assert reports[0][metrics.PRETRAIN_HASH] == pools[PretrainKey.of(config)].content_hash()
+    assert reports[0][metrics.PRETRAIN_HASH] == expected_pool.content_hash()
     assert reports[-1][metrics.LINEAR_TEST_ACCURACY] > 0.8  # dark vs bright: the data is real
 
 
-def test_splits_survive_the_object_store_unchanged_and_read_in_place(local_ray) -> None:
-    splits = load_dataset("digits", 16, 0)
-    reference = ray.put(splits.to_arrays())
-    arrays = ray.get(reference)
-    restored = ImageSplits.from_arrays(arrays)
-    assert restored.split_hash() == splits.split_hash()
-    assert restored.class_names == splits.class_names
+def test_a_pool_survives_the_object_store_unchanged_and_is_read_in_place(local_ray) -> None:
+    pool = decoded_pool("digits", 16, "data")
+    arrays = ray.get(ray.put(pool_to_arrays(pool)))
+    restored = pool_from_arrays(arrays)
+    assert torch.equal(restored.images, pool.images) and restored.class_names == pool.class_names
+    assert np.array_equal(restored.labels, pool.labels)
     # Zero-copy: the tensor is a view of the object store's buffer, not a copy of it.
-    assert restored.train_images.data_ptr() == arrays["train_images"].ctypes.data
-    assert not arrays["train_images"].flags.writeable
+    assert restored.images.data_ptr() == arrays["images"].ctypes.data
+    assert not arrays["images"].flags.writeable
+    # The splits a worker cuts from it are the ones a worker loading the files itself would use.
+    config = TrialConfig(dataset="digits", image_size=16, seed=3)
+    assert trial_data(config, restored)[0].split_hash() == load_dataset("digits", 16, 3).split_hash()

@@ -1,10 +1,12 @@
 """Every named sweep resolves to valid trial configs, full size and --smoke, and its claims
 refer to cells its grid can contain."""
 
+import math
+
 import pytest
 
 from orchestrator.estimates import gpu_hours, images_per_second
-from orchestrator.grid import apply_overrides, flat_value, nest, substitute_missing_datasets
+from orchestrator.grid import Grid, apply_overrides, flat_value, nest, substitute_missing_datasets
 from orchestrator.sweep import main
 from search_spaces import SWEEPS
 from trainables import metrics
@@ -73,8 +75,82 @@ def test_smoke_keeps_a_dataset_that_is_on_disk(tmp_path) -> None:
     (tmp_path / "medmnist" / "dermamnist.npz").write_bytes(b"")
     grid = apply_overrides(SWEEPS["ablation_batchsize"], [f"data_root={tmp_path}"], smoke=True)
     grid, changed = substitute_missing_datasets(grid)
-    assert grid.axes["dataset"] == ["shapes", "dermamnist"]
-    assert changed == [f"ham10000 (not under {tmp_path}/) -> shapes"]
+    assert data_pairs(grid) == {("digits", "shapes"), ("shapes", "shapes"), ("dermamnist", "dermamnist")}
+    assert changed == [f"covid19_radiography (not under {tmp_path}/) -> shapes",
+                       f"chestxray14 (not under {tmp_path}/) -> digits",
+                       f"ham10000 (not under {tmp_path}/) -> shapes"]
+
+
+CIGA_PAIRS = {("chestxray14", "covid19_radiography"), ("ham10000", "ham10000"), ("dermamnist", "dermamnist")}
+
+
+def data_pairs(grid: Grid) -> set[tuple[str, str]]:
+    return {(config.resolved_pretrain_dataset, config.dataset) for config in grid.trial_configs()}
+
+
+@pytest.mark.parametrize("name", ["ablation_batchsize", "ablation_imagesize"])
+def test_the_ciga_ablations_pretrain_on_chestxray14_and_evaluate_on_covid19_radiography(name: str) -> None:
+    """The paper's X-ray protocol and the same-domain arms, each pair crossed with the other axes
+    and never with each other (no chestxray14 -> ham10000 cell)."""
+    sweep = SWEEPS[name]
+    grid = apply_overrides(sweep, [])
+    assert data_pairs(grid) == CIGA_PAIRS
+    others = [axis for axis in sweep.grid if axis not in ("pretrain_dataset", "dataset")]
+    per_pair = math.prod(len(sweep.grid[axis]) for axis in others)
+    assert len(grid.cells()) == 3 * per_pair
+    for pair in CIGA_PAIRS:
+        cells = [cell for cell in grid.cells() if (cell["pretrain_dataset"], cell["dataset"]) == pair]
+        assert len({tuple(cell[axis] for axis in others) for cell in cells}) == per_pair
+
+
+def test_tunes_search_space_yields_the_paired_cells_not_their_product() -> None:
+    """What Tune would run (its variant generator, no Ray started) is the grid's cells, once each."""
+    from ray.tune.experiment import Experiment
+
+    from orchestrator.resources import ResourcePlan
+    from orchestrator.tune_driver import param_space, search_config
+
+    grid = apply_overrides(SWEEPS["ablation_imagesize"], [], smoke=True)
+    tune_config = search_config(grid, ResourcePlan(1, 1, 0, 2), grid.display_axes)
+    generator = tune_config.search_alg
+    generator.add_configurations([Experiment("paired", lambda config: None, config=param_space(grid),
+                                             num_samples=tune_config.num_samples)])
+    trials = []
+    while (trial := generator.next_trial()) is not None:
+        trials.append(tuple(flat_value(trial.config, axis) for axis in grid.axes))
+    assert sorted(trials) == sorted(tuple(cell.values()) for cell in grid.cells())
+    assert len(trials) == 3 * 3 * 2  # pairs x methods x image sizes
+
+
+def test_the_dry_run_shows_the_pretrain_to_evaluation_pairs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ablation_batchsize", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    lines = out.split("pretrain -> evaluation (paired axes pretrain_dataset, dataset", 1)[1].splitlines()[1:4]
+    assert [line.split() for line in lines] == [
+        ["chestxray14", "->", "covid19_radiography", "12", "trial(s)"],
+        ["ham10000", "->", "ham10000", "12", "trial(s)"],
+        ["dermamnist", "->", "dermamnist", "12", "trial(s)"]]
+
+
+def test_the_smoke_run_substitutes_the_pretraining_dataset_too(tmp_path, capsys) -> None:
+    (tmp_path / "chestxray14").mkdir()
+    (tmp_path / "chestxray14" / "Data_Entry_2017.csv").write_text("Image Index,Finding Labels,Patient ID\n")
+    grid = apply_overrides(SWEEPS["ablation_batchsize"], [f"data_root={tmp_path}"], smoke=True)
+    grid, _ = substitute_missing_datasets(grid)
+    assert data_pairs(grid) == {("chestxray14", "shapes"), ("shapes", "shapes")}  # on disk: kept
+    empty = tmp_path / "empty"
+    assert main(["ablation_batchsize", "--dry-run", "--smoke", "--set", f"data_root={empty}"]) == 0
+    out = capsys.readouterr().out
+    assert f"smoke: dataset chestxray14 (not under {empty}/) -> digits" in out
+    assert "  digits -> shapes " in out and "  shapes -> shapes " in out
+
+
+def test_setting_one_axis_of_a_pair_is_refused_both_replace_the_pairs() -> None:
+    refusal = r"--set dataset alone would cross .*chestxray14 -> covid19_radiography.*--set pretrain_dataset="
+    with pytest.raises(ConfigError, match=refusal):
+        apply_overrides(SWEEPS["ablation_imagesize"], ["dataset=cifar10"])
+    grid = apply_overrides(SWEEPS["ablation_imagesize"], ["dataset=cifar10", "pretrain_dataset=cifar10"])
+    assert grid.paired == () and data_pairs(grid) == {("cifar10", "cifar10")}
 
 
 def test_search_sweep_has_samples_and_valid_searched_keys() -> None:

@@ -98,6 +98,8 @@ from trainables.data.pool import (
     DatasetNotFoundError,
     DecodedPool,
     is_grayscale,
+    pool_from_arrays,
+    pool_to_arrays,
     resize_to_uint8_rgb,
 )
 from trainables.data.pretraining import PretrainingPool, seeded_subset, without_images_in
@@ -105,8 +107,9 @@ from trainables.data.splits import SPLIT_POLICIES, split_pool, stratified_split,
 from trainables.data.synthetic import digits_pool, shapes_pool
 
 __all__ = ["DATASETS", "LABELED_DATASETS", "DatasetLabelError", "DatasetNotFoundError", "DatasetSpec",
-           "EmptyDatasetError", "ImageSplits", "PretrainingPool", "SPLIT_POLICIES", "load_dataset",
-           "load_pretraining_pool", "resize_to_uint8_rgb", "stratified_split"]
+           "DecodedPool", "EmptyDatasetError", "ImageSplits", "PretrainingPool", "SPLIT_POLICIES",
+           "decoded_pool", "load_dataset", "load_pretraining_pool", "pool_from_arrays", "pool_to_arrays",
+           "resize_to_uint8_rgb", "split_dataset", "split_indices", "stratified_split"]
 
 
 @dataclass(frozen=True)
@@ -340,39 +343,41 @@ def check_splittable(name: str, data_root: str | Path, pool: DecodedPool, split:
                                 f"train/val/test split; give each class at least {MIN_IMAGES_PER_CLASS}")
 
 
-def load_dataset(name: str, image_size: int, seed: int, data_root: str | Path = "data", *,
-                 split: str = "default", label_fraction: float = 1.0, download: bool = False,
-                 cache: bool = True) -> ImageSplits:
-    """The train/val/test splits of a registered dataset at `image_size`, fixed by `seed`.
-
-    split: a policy of SPLIT_POLICIES ("default": the dataset's protocol, "random": stratified
-    60/20/20); label_fraction: the stratified share of training labels the probe sees;
-    download: fetch a missing dataset where the source allows it; cache: reuse the decoded pool.
-    """
+def check_split_arguments(name: str, split: str, label_fraction: float) -> None:
     if name not in LABELED_DATASETS:
         raise ValueError(f"unknown labeled dataset {name!r}; valid datasets: {', '.join(LABELED_DATASETS)}")
     if split not in SPLIT_POLICIES:
         raise ValueError(f"unknown split policy {split!r}; valid policies: {', '.join(SPLIT_POLICIES)}")
     if not 0 < label_fraction <= 1:
         raise ValueError(f"bad label_fraction {label_fraction}; it must be in (0, 1]")
-    spec = DATASETS[name]
 
-    def split_of(pool: DecodedPool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        check_splittable(name, data_root, pool, split)
-        try:
-            return split_pool(pool.labels, pool.official_split, pool.groups, split, seed)
-        except ValueError as error:  # scikit-learn's word on a split it cannot draw
-            raise DatasetLabelError(f"dataset {name!r} at {data_root} cannot be split ({split} split, "
-                                    f"{len(pool.labels)} images): {' '.join(str(error).split())}; "
-                                    "add images") from None
 
-    pool = decoded_pool(name, image_size, data_root, download=download, cache=cache, accept=split_of)
-    train, val, test = split_of(pool)
+def split_indices(name: str, data_root: str | Path, pool: DecodedPool, split: str,
+                  seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train, val and test rows of a dataset's pool for a split policy and seed; DatasetLabelError
+    with one line where the pool cannot be split."""
+    check_splittable(name, data_root, pool, split)
+    try:
+        train, val, test = split_pool(pool.labels, pool.official_split, pool.groups, split, seed)
+    except ValueError as error:  # scikit-learn's word on a split it cannot draw
+        raise DatasetLabelError(f"dataset {name!r} at {data_root} cannot be split ({split} split, "
+                                f"{len(pool.labels)} images): {' '.join(str(error).split())}; "
+                                "add images") from None
     if np.intersect1d(train, test).size or np.intersect1d(val, test).size or np.intersect1d(train, val).size:
         raise RuntimeError(f"the {split!r} split of {name} overlaps; this is a bug")
+    return train, val, test
+
+
+def split_dataset(name: str, pool: DecodedPool, seed: int, data_root: str | Path = "data", *,
+                  split: str = "default", label_fraction: float = 1.0) -> ImageSplits:
+    """The train/val/test splits of a dataset's decoded pool, fixed by `seed` (what load_dataset
+    returns; a sweep's worker calls it on the pool the driver shared)."""
+    check_split_arguments(name, split, label_fraction)
+    train, val, test = (torch.as_tensor(indices, dtype=torch.int64)
+                        for indices in split_indices(name, data_root, pool, split, seed))
     labels = torch.as_tensor(pool.labels, dtype=torch.int64)
-    train, val, test = (torch.as_tensor(indices, dtype=torch.int64) for indices in (train, val, test))
     labeled = stratified_subset(pool.labels[train.numpy()], label_fraction, seed)
+    spec = DATASETS[name]
     return ImageSplits(
         train_images=pool.images[train], train_labels=labels[train],
         val_images=pool.images[val], val_labels=labels[val],
@@ -383,20 +388,36 @@ def load_dataset(name: str, image_size: int, seed: int, data_root: str | Path = 
     )
 
 
+def load_dataset(name: str, image_size: int, seed: int, data_root: str | Path = "data", *,
+                 split: str = "default", label_fraction: float = 1.0, download: bool = False,
+                 cache: bool = True) -> ImageSplits:
+    """The train/val/test splits of a registered dataset at `image_size`, fixed by `seed`.
+
+    split: a policy of SPLIT_POLICIES ("default": the dataset's protocol, "random": stratified
+    60/20/20); label_fraction: the stratified share of training labels the probe sees;
+    download: fetch a missing dataset where the source allows it; cache: reuse the decoded pool.
+    """
+    check_split_arguments(name, split, label_fraction)
+    pool = decoded_pool(name, image_size, data_root, download=download, cache=cache,
+                        accept=lambda pool: split_indices(name, data_root, pool, split, seed))
+    return split_dataset(name, pool, seed, data_root, split=split, label_fraction=label_fraction)
+
+
 def load_pretraining_pool(name: str, data_root: str | Path, evaluation: ImageSplits, *,
                           same_files: bool, image_size: int, seed: int, fraction: float = 1.0,
-                          download: bool = False, cache: bool = True) -> PretrainingPool:
+                          download: bool = False, cache: bool = True,
+                          source: DecodedPool | None = None) -> PretrainingPool:
     """What SSL pretrains on (trainables.data.pretraining): the evaluation's own train split when
     `same_files`, else the train split of dataset `name` under `data_root` (or every image of an
     `unlabeled` folder) less any image equal to an evaluation val/test image; then a seeded
-    `fraction` of it."""
+    `fraction` of it. `source`: that dataset's pool, decoded already (a sweep's driver shares it)."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
     spec, removed, skipped = DATASETS[name], 0, evaluation.skipped_images
     if same_files:
         images, grayscale = evaluation.train_images, evaluation.grayscale
     else:
-        pool = decoded_pool(name, image_size, data_root, download=download, cache=cache)
+        pool = source or decoded_pool(name, image_size, data_root, download=download, cache=cache)
         skipped = pool.skipped_images
         if name in LABELED_DATASETS:  # its train split only: its own val/test stay unseen too
             train, _, _ = split_pool(pool.labels, pool.official_split, pool.groups, "default", seed)

@@ -7,10 +7,12 @@ stores it on disk so that decoding happens once per dataset and image size.
 
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -87,6 +89,25 @@ class DecodedPool:
             if values is not None and len(values) != count:
                 raise ValueError(f"{name} has {len(values)} rows for {count} labels")
         check_labels(self.labels, self.class_names, "the decoded pool")
+
+
+def pool_to_arrays(pool: DecodedPool) -> dict[str, Any]:
+    """numpy arrays and values for Ray's object store: stored once per node and read in place
+    (zero-copy) by every worker there (ImageSplits.to_arrays says why numpy, not torch)."""
+    return {"images": pool.images.numpy(), "labels": pool.labels, "class_names": pool.class_names,
+            "official_split": pool.official_split, "groups": pool.groups,
+            "skipped_images": pool.skipped_images}
+
+
+def pool_from_arrays(arrays: dict[str, Any]) -> DecodedPool:
+    """The pool over arrays from `pool_to_arrays`, sharing their memory (read-only: splitting
+    gathers copies, nothing writes into them)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        images = torch.from_numpy(arrays["images"])
+    return DecodedPool(images=images, labels=arrays["labels"], class_names=tuple(arrays["class_names"]),
+                       official_split=arrays["official_split"], groups=arrays["groups"],
+                       skipped_images=int(arrays["skipped_images"]))
 
 
 def check_labels(labels: np.ndarray, class_names: Sequence[str], where: str) -> None:

@@ -9,9 +9,7 @@ content hash at the trial's image size) is dropped and counted (`overlap_removed
 """
 
 import hashlib
-import warnings
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -31,21 +29,6 @@ class PretrainingPool:
     def content_hash(self) -> str:
         """A short hash of the pool's image bytes: equal hashes, the same pretraining images."""
         return hashlib.sha256(self.images.contiguous().numpy().tobytes()).hexdigest()[:16]
-
-    def to_arrays(self) -> dict[str, Any]:
-        """numpy arrays and values for Ray's object store (read in place by every worker)."""
-        return {"images": self.images.numpy(), "dataset": self.dataset, "grayscale": self.grayscale,
-                "overlap_removed": self.overlap_removed, "skipped_images": self.skipped_images,
-                "fraction": self.fraction}
-
-    @classmethod
-    def from_arrays(cls, arrays: dict[str, Any]) -> "PretrainingPool":
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            images = torch.from_numpy(arrays["images"])
-        return cls(images=images, dataset=str(arrays["dataset"]), grayscale=bool(arrays["grayscale"]),
-                   overlap_removed=int(arrays["overlap_removed"]),
-                   skipped_images=int(arrays["skipped_images"]), fraction=float(arrays["fraction"]))
 
 
 def image_hashes(images: torch.Tensor) -> list[bytes]:
