@@ -9,10 +9,13 @@ artifact, and the evaluation's figures where MLflow's compare page finds them.
   MLflow's compare-runs artifact view lists only the top-level files all compared runs share, side
   by side, so the driver redraws the confusion matrix and the t-SNE plot with the run's name (its
   axis values) in their titles. The data files stay under `evaluation/`, and the confusion matrix
-  is also an MLflow table twice: one row per (true, predicted) pair, and as the matrix reads (one
-  row per true class, one column per predicted class).
+  is also an MLflow table twice there: one row per (true, predicted) pair, and as the matrix reads,
+  one row per true class and one column per predicted class. That wide form is also
+  `confusion_matrix.csv` at the top, which the compare view shows as a table side by side.
 """
 
+import csv
+import io
 import json
 import tempfile
 from collections.abc import Collection, Mapping
@@ -33,7 +36,9 @@ from trainables.redaction import redact_values
 PARENT_AXES_PARAM = "axes"  # the parent run's comma-separated grid axes (orchestrator.sweep)
 CONFIG_ARTIFACT = "config.json"
 CONFUSION_TABLE_ARTIFACT = "confusion_matrix_table.json"  # long: true_class, predicted_class, count
-CONFUSION_WIDE_ARTIFACT = "confusion_matrix_wide.json"  # one column per predicted class
+CONFUSION_WIDE_ARTIFACT = "confusion_matrix_wide.json"  # the same counts, one column per predicted class
+# ... and as a CSV at the top: the compare view lists top-level files only, and shows a CSV as a table.
+CONFUSION_CSV_ARTIFACT = "confusion_matrix.csv"
 FIGURE_SUFFIX = ".png"
 # Settings whose default means "this option is off": on the run page only when set otherwise.
 OFF_DEFAULTS: dict[str, Any] = {
@@ -63,7 +68,7 @@ def log_config(client: MlflowClient, run_id: str, config: Mapping[str, Any]) -> 
 def log_evaluation_folder(client: MlflowClient, run_id: str, folder: Path, artifact_path: str,
                           run_name: str | None = None) -> None:
     """Figures at the top of the run's artifacts (titled with `run_name` when given), the rest under
-    `artifact_path`; the confusion matrix (JSON) also as two MLflow tables."""
+    `artifact_path`; the confusion matrix (JSON) also as two MLflow tables and a CSV at the top."""
     with tempfile.TemporaryDirectory() as scratch:
         titled = titled_figures(folder, Path(scratch), run_name) if run_name else {}
         for path in sorted(folder.iterdir()):
@@ -75,8 +80,17 @@ def log_evaluation_folder(client: MlflowClient, run_id: str, folder: Path, artif
         saved = json.loads(confusion.read_text())
         client.log_table(run_id, data=confusion_table(saved["matrix"], saved["classes"]),
                          artifact_file=f"{artifact_path}/{CONFUSION_TABLE_ARTIFACT}")
-        client.log_table(run_id, data=confusion_matrix_wide(saved["matrix"], saved["classes"]),
-                         artifact_file=f"{artifact_path}/{CONFUSION_WIDE_ARTIFACT}")
+        wide = confusion_matrix_wide(saved["matrix"], saved["classes"])
+        client.log_table(run_id, data=wide, artifact_file=f"{artifact_path}/{CONFUSION_WIDE_ARTIFACT}")
+        client.log_text(run_id, table_csv(wide), CONFUSION_CSV_ARTIFACT)
+
+
+def table_csv(columns: Mapping[str, list]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows(zip(*columns.values(), strict=True))
+    return buffer.getvalue()
 
 
 def titled_figures(folder: Path, out: Path, run_name: str) -> dict[str, Path]:

@@ -36,6 +36,9 @@ def test_figures_carry_the_run_name_and_the_matrix_is_a_wide_table(tmp_path: Pat
     with Image.open(folder / "confusion_matrix.png") as image:  # the worker's file stays as it was
         assert image.text["Title"] == "generic"
     wide_file = client.download_artifacts(run_id, "evaluation/confusion_matrix_wide.json")
+    csv_wide = pandas.read_csv(client.download_artifacts(run_id, "confusion_matrix.csv"), dtype={0: str})
+    assert list(csv_wide.columns) == ["true \\ predicted", *classes]
+    assert (csv_wide[classes].to_numpy() == np.array(matrix)).all()
     stored = json.loads(Path(wide_file).read_text())
     wide = pandas.DataFrame(stored["data"], columns=stored["columns"])
     assert list(wide.columns) == ["true \\ predicted", *classes]

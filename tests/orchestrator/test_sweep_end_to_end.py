@@ -277,7 +277,7 @@ def test_each_trial_shows_its_confusion_matrix_as_figure_and_table(finished_swee
     for child in children:
         top = {item.path for item in client.list_artifacts(child.info.run_id)}
         # Figures at the top, the same names in every run: MLflow's compare page shows them side by side.
-        assert {"confusion_matrix.png", "tsne_test.png", "config.json"} <= top
+        assert {"confusion_matrix.png", "tsne_test.png", "confusion_matrix.csv", "config.json"} <= top
         # Titled with the run's name (its axis values), so side-by-side panes tell themselves apart.
         for name in ("confusion_matrix.png", "tsne_test.png"):
             with Image.open(client.download_artifacts(child.info.run_id, name)) as figure:
@@ -299,6 +299,11 @@ def test_each_trial_shows_its_confusion_matrix_as_figure_and_table(finished_swee
         wide = pandas.DataFrame(stored["data"], columns=stored["columns"])
         assert stored["columns"] == ["true \\ predicted", *saved["classes"]]
         assert wide[saved["classes"]].to_numpy().tolist() == saved["matrix"]
+        # The same at the top as a CSV: the compare view lists top-level files and shows CSVs as tables.
+        shown = pandas.read_csv(client.download_artifacts(child.info.run_id, "confusion_matrix.csv"),
+                                dtype=str)
+        assert shown.columns.tolist() == stored["columns"]
+        assert shown.values.tolist() == [[str(cell) for cell in row] for row in stored["data"]]
 
 
 def test_run_pages_hold_only_meaningful_params_and_the_whole_config_as_json(finished_sweep) -> None:
