@@ -489,20 +489,21 @@ def report_on_parent(tracker: Any, sweep_name: str, status: str) -> None:
 
 
 def print_mlflow_links(tracker: Any, grid: Grid) -> None:
-    """Save the runs table's view (the sweep's metrics and axes as columns, the parent expanded) and
-    print the links that open it and the parent run in MLflow's model-training view."""
+    """Save the runs table's view (the sweep's metrics and axes as columns, its metrics as the first
+    charts) and print the links that open it and the parent run in MLflow's model-training view."""
     from orchestrator.tracking import TAG_STATUS
 
     sweep = SWEEPS[tracker.sweep_name]
     evaluation_metrics = [claim.metric for claim in sweep.claims] or [
         metrics.evaluation_metric(str(config.eval), metrics.TEST_BALANCED_ACCURACY)
         for config in grid.trial_configs()[:1]]
-    view = runs_table_view(tracker.parent_run_id, [*evaluation_metrics, metrics.KNN_VAL_ACCURACY],
+    view = runs_table_view(evaluation_metrics, metrics.KNN_VAL_ACCURACY,
                            grid.display_axes, [TAG_STATUS])
     save_runs_table_view(tracker.client, tracker.experiment_id, view)
     if not tracker.tracking_uri.startswith(("http://", "https://")):
         print(f"MLflow UI: {UI_COMMAND.format(uri=redact_uri(tracker.tracking_uri))}, then open")
     print(f"runs table: {runs_table_link(tracker.tracking_uri, tracker.experiment_id)}")
+    print(f"charts:     {runs_table_link(tracker.tracking_uri, tracker.experiment_id, charts=True)}")
     print(f"parent run: {run_link(tracker.tracking_uri, tracker.experiment_id, tracker.parent_run_id)}")
 
 

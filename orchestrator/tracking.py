@@ -245,7 +245,7 @@ class MlflowTrialLogger(Callback):
         """The final checkpoint carries the evaluation's files (confusion matrix, t-SNE plot)."""
         artifacts = checkpoint_directory / ARTIFACTS_FOLDER
         if artifacts.is_dir():
-            log_evaluation_folder(self.client, self.run_id(trial), artifacts, ARTIFACTS_FOLDER)
+            log_evaluation_folder(self.client, self.run_id(trial), artifacts, ARTIFACTS_FOLDER, str(trial))
 
     def trial_config(self, trial: Trial) -> TrialConfig:
         """The trial's config as its workers run it (grid.running_config: what the Tune driver

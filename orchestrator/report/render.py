@@ -1,7 +1,6 @@
 """A sweep's report rendered: report.md, pivot.csv, differences.csv and the figures, written to a
 folder and published on the sweep's parent run."""
 
-import base64
 import csv
 import io
 import math
@@ -11,6 +10,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from orchestrator.mlflow_view import artifact_url
 from orchestrator.report.model import SweepReport, build_report
 from orchestrator.report.plot import (
     has_block_similarity,
@@ -37,9 +37,6 @@ MARKDOWN_FILE, PIVOT_FILE, DIFFERENCES_FILE, CONVERGENCE_FILE = (
 SIMILARITY_FILE = "similarity_by_depth.png"  # only when the trials measured per-block similarity
 CONVERGENCE_METRIC = metrics.KNN_VAL_ACCURACY
 COLOUR_AXIS = "init"  # convergence lines are coloured by the prior, when it varies
-# MLflow's artifact viewer renders report.md but resolves no relative image path: the figures go
-# into the Markdown as data URIs, so they show there, in a local viewer and on the run page alike.
-FIGURE_DATA_URI = "data:image/png;base64,"
 
 
 # Numbers as text -----------------------------------------------------------------------------------
@@ -172,10 +169,6 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 # Markdown ---------------------------------------------------------------------------------------------
 
-def figure_data_uri(path: Path) -> str:
-    return FIGURE_DATA_URI + base64.b64encode(path.read_bytes()).decode("ascii")
-
-
 def render_markdown(report: SweepReport, figures: Mapping[str, str] | None = None) -> str:
     """The report; `figures` maps a figure's file name to what the Markdown links (default: the
     name, a file next to report.md)."""
@@ -285,7 +278,7 @@ def convergence_axes(report: SweepReport) -> tuple[list[str], str | None]:
 
 
 def write_report(report: SweepReport, client: MlflowClient, out: Path) -> tuple[str, list[Path]]:
-    """Writes the report's files to `out` (report.md with its figures inlined) and returns the
+    """Writes the report's files to `out` (report.md linking its figures beside it) and returns the
     Markdown and the paths."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / name for name in (MARKDOWN_FILE, PIVOT_FILE, DIFFERENCES_FILE, CONVERGENCE_FILE)]
@@ -297,7 +290,7 @@ def write_report(report: SweepReport, client: MlflowClient, out: Path) -> tuple[
                          if axis else [])
         paths.append(out / SIMILARITY_FILE)
         write_similarity_by_depth_png(paths[-1], report.trials, axis, colour_values)
-    markdown = render_markdown(report, {path.name: figure_data_uri(path) for path in paths[3:]})
+    markdown = render_markdown(report)
     for path, text in zip(paths[:3], (markdown, pivot_csv(report), differences_csv(report)), strict=True):
         path.write_text(text)
     return markdown, paths
@@ -305,10 +298,17 @@ def write_report(report: SweepReport, client: MlflowClient, out: Path) -> tuple[
 
 def publish(report: SweepReport, client: MlflowClient, out: Path) -> tuple[str, list[Path]]:
     """Write the report's files to `out` and log them on the parent run under "report", with its
-    summary metrics and tags (orchestrator.report.summary). Returns the Markdown and the paths."""
+    summary metrics and tags (orchestrator.report.summary). Returns the Markdown and the paths.
+
+    The logged report.md links its figures by their address on the UI's server: MLflow's Markdown
+    viewer shows no relative or inlined image (orchestrator.mlflow_view)."""
     markdown, paths = write_report(report, client, out)
-    for path in paths:
-        client.log_artifact(report.parent.info.run_id, str(path), REPORT_ARTIFACT_PATH)
+    run_id = report.parent.info.run_id
+    for path in paths[1:]:
+        client.log_artifact(run_id, str(path), REPORT_ARTIFACT_PATH)
+    figures = {path.name: artifact_url(report.tracking_uri, run_id, f"{REPORT_ARTIFACT_PATH}/{path.name}")
+               for path in paths[3:]}
+    client.log_text(run_id, render_markdown(report, figures), f"{REPORT_ARTIFACT_PATH}/{MARKDOWN_FILE}")
     log_summary(client, report)
     return markdown, paths
 

@@ -22,7 +22,7 @@ from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
-from orchestrator.mlflow_view import run_page_path
+from orchestrator.mlflow_view import run_link
 from orchestrator.report.tables import AGREES, DISAGREES
 from orchestrator.which_prior import recommendation_summary
 
@@ -44,9 +44,10 @@ def summary_metrics(report: "SweepReport") -> tuple[dict[str, float], dict[str, 
         best = max(candidates, key=lambda trial: trial.value(report.metric))
         values[f"best/{report.metric}"] = best.value(report.metric)
         tags.update({TAG_BEST_TRIAL: best.name, TAG_BEST_RUN_ID: best.run_id})
-        # The description (the hypothesis) ends with the best trial as a link MLflow renders.
+        # The description (the hypothesis) ends with the best trial as a link; MLflow's Markdown
+        # drops relative links, so it is the whole address.
         hypothesis = (report.sweep.hypothesis or report.sweep.description).strip()
-        link = run_page_path(report.parent.info.experiment_id, best.run_id)
+        link = run_link(report.tracking_uri, report.parent.info.experiment_id, best.run_id)
         tags[MLFLOW_RUN_NOTE] = (f"{hypothesis}\n\nBest trial: [{best.name}]({link}) "
                                  f"({report.metric} = {best.value(report.metric):.4f})")
     for number, result in enumerate(report.claims, start=1):

@@ -1,6 +1,5 @@
 """A real sweep through a local Ray (Tune -> Train -> SSL -> probe) into a real SQLite MLflow store."""
 
-import base64
 import json
 import math
 import re
@@ -15,9 +14,11 @@ import pytest
 import torch
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 from orchestrator.lineage import MODEL_NAME
 from orchestrator.tracking import TAG_ROLE, TAG_STATUS
+from tests.orchestrator.report.test_figures_and_links import linked_figures
 from trainables import metrics
 from trainables.augmentations import normalize
 from trainables.data import load_dataset
@@ -78,7 +79,9 @@ def test_mlflow_holds_a_parent_run_and_a_child_per_trial(finished_sweep) -> None
     assert "summary.csv" in artifacts
     for child in children:
         files = {item.path for item in client.list_artifacts(child.info.run_id, "evaluation")}
-        assert files == {"evaluation/confusion_matrix.json", "evaluation/confusion_matrix_table.json"}
+        names = ("confusion_matrix.json", "confusion_matrix_table.json", "confusion_matrix_wide.json",
+                 "tsne_test.json")
+        assert files == {f"evaluation/{name}" for name in names}
         # Every trial saw the same images: the split hash is a fingerprint of the data.
         assert child.data.tags[metrics.SPLIT_HASH] == children[0].data.tags[metrics.SPLIT_HASH]
         assert child.data.metrics[metrics.SKIPPED_IMAGES] == 0
@@ -241,10 +244,10 @@ def test_the_parent_run_carries_the_report_and_its_numbers(finished_sweep) -> No
     assert parent.data.tags["best_trial"] in {child.info.run_name for child in children}
     assert parent.data.metrics["trials/finished"] + parent.data.metrics.get("trials/collapsed", 0) == 4
     assert parent.data.tags["smoke"] == "true"  # the smoke sweep is a smoke run without --smoke
-    # The figure inlined in report.md is the logged convergence.png, byte for byte (MLflow's
-    # Markdown viewer resolves no relative image path), and no verdict word stands without a claim.
+    # The figure in the logged report.md is the UI's address of the logged convergence.png (MLflow's
+    # Markdown viewer shows no relative or inlined image), and no verdict word stands without a claim.
     figure = Path(client.download_artifacts(parent.info.run_id, "report/convergence.png")).read_bytes()
-    assert f"(data:image/png;base64,{base64.b64encode(figure).decode('ascii')})" in markdown
+    assert linked_figures(client, markdown) == {"report/convergence.png": figure}
     assert "The sweep states no paper claims." in markdown and "disagrees" not in markdown
     # Provenance: the hypothesis as the description, source, user, commit and command on every run.
     assert parent.data.tags["mlflow.note.content"].startswith("smoke: the whole path")
@@ -254,10 +257,17 @@ def test_the_parent_run_carries_the_report_and_its_numbers(finished_sweep) -> No
         assert run.data.tags["command"].startswith("python -m orchestrator.sweep smoke ")
     # The printed links open the model-training view: the runs table's saved view and the parent.
     _, completed = finished_sweep
+    experiment_id = parent.info.experiment_id
     assert f"/runs/{parent.info.run_id}?workflowType=machine_learning" in completed.stdout
-    view = json.loads(client.get_experiment(parent.info.experiment_id).tags["mlflow.sharedViewState.sweep"])
-    assert view["runsExpanded"] == {parent.info.run_id: True}
+    assert (f"/#/experiments/{experiment_id}/runs?viewStateShareKey=sweep&workflowType=machine_learning"
+            "&compareRunsMode=CHART") in completed.stdout
+    view = json.loads(client.get_experiment(experiment_id).tags["mlflow.sharedViewState.sweep"])
     assert f"metrics.`{metrics.LINEAR_TEST_BALANCED_ACCURACY}`" in view["selectedColumns"]
+    assert view["compareRunCharts"][0]["metricKey"] == metrics.LINEAR_TEST_BALANCED_ACCURACY
+    # The best trial is a link with the whole address (MLflow's Markdown drops relative ones).
+    best_link = (f"(http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{parent.data.tags['best_run_id']}"
+                 "?workflowType=machine_learning)")
+    assert best_link in parent.data.tags["mlflow.note.content"]
 
 
 def test_each_trial_shows_its_confusion_matrix_as_figure_and_table(finished_sweep) -> None:
@@ -267,9 +277,11 @@ def test_each_trial_shows_its_confusion_matrix_as_figure_and_table(finished_swee
     for child in children:
         top = {item.path for item in client.list_artifacts(child.info.run_id)}
         # Figures at the top, the same names in every run: MLflow's compare page shows them side by side.
-        assert {"confusion_matrix.png", "tsne_test.png", "config.json"} <= top
-        figure = client.download_artifacts(child.info.run_id, "confusion_matrix.png")
-        assert Path(figure).read_bytes().startswith(b"\x89PNG")
+        assert {"confusion_matrix.png", "tsne_test.png", "confusion_matrix.csv", "config.json"} <= top
+        # Titled with the run's name (its axis values), so side-by-side panes tell themselves apart.
+        for name in ("confusion_matrix.png", "tsne_test.png"):
+            with Image.open(client.download_artifacts(child.info.run_id, name)) as figure:
+                assert figure.format == "PNG" and figure.text["Title"].startswith(f"{child.info.run_name}: ")
         # An MLflow table: tagged as one, stored in MLflow's table layout (columns + rows).
         assert '"type": "table"' in child.data.tags["mlflow.loggedArtifacts"]
         stored = json.loads(Path(client.download_artifacts(child.info.run_id,
@@ -281,6 +293,17 @@ def test_each_trial_shows_its_confusion_matrix_as_figure_and_table(finished_swee
         assert table["count"].sum() == sum(map(sum, saved["matrix"]))
         diagonal = table[table["true_class"] == table["predicted_class"]]["count"].sum()
         assert diagonal == sum(saved["matrix"][i][i] for i in range(len(saved["classes"])))
+        # ... and as the matrix reads: a row per true class, a column per predicted class.
+        stored = json.loads(Path(client.download_artifacts(child.info.run_id,
+                                                           "evaluation/confusion_matrix_wide.json")).read_text())
+        wide = pandas.DataFrame(stored["data"], columns=stored["columns"])
+        assert stored["columns"] == ["true \\ predicted", *saved["classes"]]
+        assert wide[saved["classes"]].to_numpy().tolist() == saved["matrix"]
+        # The same at the top as a CSV: the compare view lists top-level files and shows CSVs as tables.
+        shown = pandas.read_csv(client.download_artifacts(child.info.run_id, "confusion_matrix.csv"),
+                                dtype=str)
+        assert shown.columns.tolist() == stored["columns"]
+        assert shown.values.tolist() == [[str(cell) for cell in row] for row in stored["data"]]
 
 
 def test_run_pages_hold_only_meaningful_params_and_the_whole_config_as_json(finished_sweep) -> None:

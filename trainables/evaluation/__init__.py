@@ -12,7 +12,7 @@ protocol as a module here that returns an `EvaluationResult`, then name it in
 `trainables.metrics.PREFIXES` and call it from `trainables.evaluation.protocol.evaluate`.
 """
 
-from trainables.evaluation.confusion import confusion_table, plot_confusion_matrix
+from trainables.evaluation.confusion import confusion_matrix_wide, confusion_table, plot_confusion_matrix
 from trainables.evaluation.finetuning import finetune
 from trainables.evaluation.probes import (
     embedding_std,
@@ -23,8 +23,8 @@ from trainables.evaluation.probes import (
     probe_linear,
 )
 from trainables.evaluation.results import EvaluationResult, evaluation_metrics_to_flat_dict
-from trainables.evaluation.tsne import plot_tsne
+from trainables.evaluation.tsne import draw_tsne, plot_tsne
 
-__all__ = ["EvaluationResult", "confusion_table", "embedding_std", "evaluation_metrics_to_flat_dict",
-           "extract_features", "finetune", "is_collapsed", "knn_accuracy", "plot_confusion_matrix",
-           "plot_tsne", "probe_knn", "probe_linear"]
+__all__ = ["EvaluationResult", "confusion_matrix_wide", "confusion_table", "draw_tsne", "embedding_std",
+           "evaluation_metrics_to_flat_dict", "extract_features", "finetune", "is_collapsed", "knn_accuracy",
+           "plot_confusion_matrix", "plot_tsne", "probe_knn", "probe_linear"]

@@ -41,7 +41,7 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence
             fraction = fractions[true_index, predicted_index]
             axes.text(predicted_index, true_index, str(counts[true_index, predicted_index]), ha="center",
                       va="center", fontsize="small", color="white" if fraction > 0.5 else "black")
-    figure.savefig(path, format="png")
+    figure.savefig(path, format="png", metadata={"Title": title})  # the title, readable without OCR
     return path
 
 
@@ -51,3 +51,13 @@ def confusion_table(matrix: Sequence[Sequence[int]], class_names: Sequence[str])
             for t, row in enumerate(matrix) for p, count in enumerate(row)]
     return {"true_class": [r[0] for r in rows], "predicted_class": [r[1] for r in rows],
             "count": [r[2] for r in rows]}
+
+
+WIDE_TABLE_CORNER = "true \\ predicted"  # the first column's name: the true class of each row
+
+
+def confusion_matrix_wide(matrix: Sequence[Sequence[int]], class_names: Sequence[str]) -> dict[str, list]:
+    """The matrix as it reads: one row per true class, one column per predicted class (counts)."""
+    names = [str(name) for name in class_names]
+    return {WIDE_TABLE_CORNER: names,
+            **{name: [int(row[predicted]) for row in matrix] for predicted, name in enumerate(names)}}

@@ -18,13 +18,14 @@ from trainables.evaluation.confusion import plot_confusion_matrix
 from trainables.evaluation.finetuning import finetune
 from trainables.evaluation.probes import extract_features, knn_accuracy, probe_knn, probe_linear
 from trainables.evaluation.results import EvaluationResult, evaluation_metrics_to_flat_dict
-from trainables.evaluation.tsne import plot_tsne
+from trainables.evaluation.tsne import draw_tsne, tsne_points
 from trainables.monitoring import knn_reference_indices
 from trainables.training import with_dataset_flips
 
 CONFUSION_MATRIX_FIGURE = "confusion_matrix.png"
 CONFUSION_MATRIX_JSON = "confusion_matrix.json"
 TSNE_FIGURE = "tsne_test.png"
+TSNE_JSON = "tsne_test.json"  # the plotted points: the driver redraws the figure with the run's name
 
 
 def monitor_knn(backbone: nn.Module, data: ImageSplits, config: TrialConfig, device: torch.device,
@@ -89,8 +90,13 @@ def evaluate(backbone: nn.Module, data: ImageSplits, config: TrialConfig, device
     ))
     plot_confusion_matrix(result.confusion_matrix, data.class_names, artifacts / CONFUSION_MATRIX_FIGURE,
                           title=f"{config.method} / {config.init} / {config.dataset}: test confusion matrix")
-    plot_tsne(features[2], data.test_labels, artifacts / TSNE_FIGURE, data.class_names,
-              title=f"{config.method} / {config.init} / {config.dataset}: test embeddings", seed=config.seed)
+    coordinates, labels = tsne_points(features[2], data.test_labels, seed=config.seed)
+    (artifacts / TSNE_JSON).write_text(json.dumps(
+        {"classes": list(data.class_names), "labels": labels.tolist(),
+         "coordinates": [[round(float(x), 4), round(float(y), 4)] for x, y in coordinates]}
+    ))
+    draw_tsne(coordinates, labels, artifacts / TSNE_FIGURE, data.class_names,
+              title=f"{config.method} / {config.init} / {config.dataset}: test embeddings")
     similarity = {}
     if config.block_similarity:  # per-block CKA and SVCCA of each trained network to its start
         similarity = block_similarity_metrics(config, backbone, result.finetuned_backbone, data.val_images,

@@ -24,6 +24,16 @@ def tsne_embedding(features: torch.Tensor, seed: int = 0) -> np.ndarray:
     return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(points)
 
 
+def tsne_points(features: torch.Tensor, labels: torch.Tensor, max_points: int = MAX_POINTS,
+                seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """2-D t-SNE coordinates (M, 2) and labels (M,) of a random subset of at most `max_points` of
+    features (N, D), drawn with `seed`."""
+    if len(features) > max_points:
+        keep = torch.randperm(len(features), generator=torch.Generator().manual_seed(seed))[:max_points]
+        features, labels = features[keep], labels[keep]
+    return tsne_embedding(features, seed), labels.cpu().numpy()
+
+
 def plot_tsne(features: torch.Tensor, labels: torch.Tensor, path: str | Path,
               class_names: Sequence[str] | None = None, max_points: int = MAX_POINTS,
               title: str = "t-SNE of test embeddings", seed: int = 0) -> Path:
@@ -31,13 +41,15 @@ def plot_tsne(features: torch.Tensor, labels: torch.Tensor, path: str | Path,
 
     A random subset of at most `max_points` points (drawn with `seed`) is embedded.
     """
+    return draw_tsne(*tsne_points(features, labels, max_points, seed), path, class_names, title)
+
+
+def draw_tsne(coordinates: np.ndarray, labels: np.ndarray, path: str | Path,
+              class_names: Sequence[str] | None = None, title: str = "t-SNE of test embeddings") -> Path:
+    """Write the scatter of t-SNE coordinates (M, 2), coloured by labels (M,); return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if len(features) > max_points:
-        keep = torch.randperm(len(features), generator=torch.Generator().manual_seed(seed))[:max_points]
-        features, labels = features[keep], labels[keep]
-    coordinates = tsne_embedding(features, seed)
-    labels_numpy = labels.cpu().numpy()
+    coordinates, labels_numpy = np.asarray(coordinates), np.asarray(labels)
 
     figure = Figure(figsize=(6, 6), dpi=100)
     FigureCanvasAgg(figure)
@@ -54,5 +66,5 @@ def plot_tsne(features: torch.Tensor, labels: torch.Tensor, path: str | Path,
     axes.set_yticks([])
     axes.legend(loc="best", fontsize="small", markerscale=2, title="class")
     figure.tight_layout()
-    figure.savefig(path, format="png")
+    figure.savefig(path, format="png", metadata={"Title": title})  # the title, readable without OCR
     return path

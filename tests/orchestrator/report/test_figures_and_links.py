@@ -2,11 +2,29 @@
 model-training view and the saved runs-table view; provenance tags are complete."""
 
 import json
+import re
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
-from orchestrator.mlflow_view import SHARED_VIEW_KEY, run_link, runs_table_link, runs_table_view
+from mlflow.tracking import MlflowClient
+
+from orchestrator.mlflow_view import SHARED_VIEW_KEY, artifact_url, run_link, runs_table_link, runs_table_view
 from orchestrator.provenance import provenance_tags
 from orchestrator.report.plot import convergence_figure
 from orchestrator.report.runs import TrialRun
+
+
+def linked_figures(client: MlflowClient, markdown: str) -> dict[str, bytes]:
+    """Each image address in `markdown` that is the UI's get-artifact route, mapped to the bytes of the
+    logged artifact it names (the route's path and run_uuid), as the server would serve them."""
+    figures = {}
+    for address in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown):
+        split = urlsplit(address)
+        assert split.scheme == "http" and split.path == "/get-artifact", address
+        query = parse_qs(split.query)
+        figures[query["path"][0]] = Path(client.download_artifacts(query["run_uuid"][0],
+                                                                   query["path"][0])).read_bytes()
+    return figures
 
 
 def test_convergence_legend_tells_apart_both_axes_of_a_two_axis_grid() -> None:
@@ -28,14 +46,25 @@ def test_links_open_the_model_training_view_and_the_saved_runs_view() -> None:
     assert run_link("sqlite:///mlflow.db", "3", "abc") == (
         "http://127.0.0.1:5000/#/experiments/3/runs/abc?workflowType=machine_learning")
     table = runs_table_link("http://tracking:5000/", "3")
+    # `/runs` in the address: without it the UI ignores the view's key.
     assert table.startswith("http://tracking:5000/#/experiments/3/runs?")
     assert f"viewStateShareKey={SHARED_VIEW_KEY}" in table and "workflowType=machine_learning" in table
-    view = json.loads(json.dumps(runs_table_view("parent", ["linear/test_balanced_accuracy"], ["method"],
-                                                 ["trial_status"])))
-    assert view["runsExpanded"] == {"parent": True}
-    assert view["selectedColumns"][:3] == ["metrics.`linear/test_balanced_accuracy`", "params.`method`",
-                                           "tags.`trial_status`"]
+    assert runs_table_link("http://tracking:5000", "3", charts=True).endswith("&compareRunsMode=CHART")
+    assert artifact_url("sqlite:///m.db", "abc", "report/convergence.png") == (
+        "http://127.0.0.1:5000/get-artifact?path=report%2Fconvergence.png&run_uuid=abc")
+    view = json.loads(json.dumps(runs_table_view(["linear/test_balanced_accuracy"], "knn/val_accuracy",
+                                                 ["method"], ["trial_status"])))
+    assert view["selectedColumns"][:4] == [
+        "metrics.`linear/test_balanced_accuracy`", "metrics.`knn/val_accuracy`", "params.`method`",
+        "tags.`trial_status`"]
     assert view["orderByKey"] == "metrics.`linear/test_balanced_accuracy`" and view["orderByAsc"] is False
+    # The chart view opens on one section: the evaluation metric's bars, then the convergence curves.
+    [section] = view["compareRunSections"]
+    charts = view["compareRunCharts"]
+    assert [(chart["type"], chart["metricKey"]) for chart in charts] == [
+        ("BAR", "linear/test_balanced_accuracy"), ("LINE", "knn/val_accuracy")]
+    assert {chart["metricSectionId"] for chart in charts} == {section["uuid"]}
+    assert len({chart["uuid"] for chart in charts}) == 2 and view["isAccordionReordered"] is True
 
 
 def test_provenance_names_source_user_commit_and_command() -> None:

@@ -32,6 +32,7 @@ from orchestrator.tracking import (
     log_params,
 )
 from search_spaces import Claim, Sweep
+from tests.orchestrator.report.test_figures_and_links import linked_figures
 from trainables import metrics
 from trainables.config import TrialConfig
 from trainables.methods import METHODS as METHOD_REGISTRY
@@ -197,8 +198,15 @@ def test_writes_the_four_files_and_logs_them_on_the_parent_run(store: dict, repo
     assert sorted(path.name for path in report["out"].iterdir()) == names
     assert (report["out"] / "convergence.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert report["stdout"] == (report["out"] / "report.md").read_text()
-    logged = MlflowClient(store["uri"]).list_artifacts(store["parent"], "report")
+    client = MlflowClient(store["uri"])
+    logged = client.list_artifacts(store["parent"], "report")
     assert sorted(artifact.path for artifact in logged) == [f"report/{name}" for name in names]
+    # On disk the figure is the file beside report.md; the logged report.md links it by the UI's
+    # get-artifact address (MLflow's viewer shows no other image), which serves the logged PNG.
+    assert "](convergence.png)" in report["stdout"]
+    markdown = Path(client.download_artifacts(store["parent"], "report/report.md")).read_text()
+    assert linked_figures(client, markdown) == {
+        "report/convergence.png": (report["out"] / "convergence.png").read_bytes()}
 
 
 def test_pivot_is_mean_and_std_over_seeds_of_finished_trials_only(store: dict, report: dict) -> None:
@@ -383,7 +391,9 @@ def test_the_parent_run_carries_each_claims_contrast_and_verdict(store: dict, re
     assert "claim4/contrast" not in parent.data.metrics
     assert parent.data.tags["claim4.verdict"] == "inconclusive"
     assert parent.data.metrics["claim4/verdict"] == 0.0
-    # The description names the best trial as a link to its run page in the model-training view.
+    # The description names the best trial as a link to its run page in the model-training view,
+    # the whole address (MLflow's Markdown drops relative links); a SQLite store's UI is `mlflow ui`'s.
     best = parent.data.tags["best_run_id"]
-    link = f"(#/experiments/{parent.info.experiment_id}/runs/{best}?workflowType=machine_learning)"
+    link = (f"(http://127.0.0.1:5000/#/experiments/{parent.info.experiment_id}/runs/{best}"
+            "?workflowType=machine_learning)")
     assert f"Best trial: [{parent.data.tags['best_trial']}]{link}" in parent.data.tags["mlflow.note.content"]

@@ -1,7 +1,6 @@
 """The transfusion report on per-block similarity: the by-depth figure and the seed's depth claim,
 from a real SQLite MLflow store laid out as orchestrator.tracking writes it, with designed values."""
 
-import base64
 import contextlib
 import io
 import time
@@ -21,6 +20,7 @@ from orchestrator.tracking import (
     log_params,
 )
 from search_spaces import SWEEPS
+from tests.orchestrator.report.test_figures_and_links import linked_figures
 from trainables import metrics
 from trainables.config import TrialConfig
 
@@ -78,9 +78,7 @@ def test_transfusion_report_draws_similarity_by_depth_and_judges_the_depth_claim
     figure = out / "similarity_by_depth.png"
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = stdout.getvalue()
-    # The figure inlined, so MLflow's Markdown viewer shows it: the very bytes of the PNG.
-    inlined = "data:image/png;base64," + base64.b64encode(figure.read_bytes()).decode("ascii")
-    assert f"![per-block similarity, coloured by init]({inlined})" in markdown
+    assert "![per-block similarity, coloured by init](similarity_by_depth.png)" in markdown
     # Lower half minus upper half: (2 x 0.15 x 2) / 2 = 0.3 per trial, its spread the propagated
     # bootstrap std averaged over the two inits, 0.01 / sqrt(2).
     claims = [line for line in markdown.splitlines() if line.startswith("- **") and "lower blocks" in line]
@@ -93,3 +91,6 @@ def test_transfusion_report_draws_similarity_by_depth_and_judges_the_depth_claim
                                   filter_string=f"tags.{TAG_ROLE} = 'sweep'")
     logged = client.list_artifacts(parent.info.run_id, "report")
     assert "report/similarity_by_depth.png" in {artifact.path for artifact in logged}
+    # The logged report.md links it where MLflow's Markdown viewer shows it: the very bytes of the PNG.
+    logged_markdown = Path(client.download_artifacts(parent.info.run_id, "report/report.md")).read_text()
+    assert linked_figures(client, logged_markdown)["report/similarity_by_depth.png"] == figure.read_bytes()
