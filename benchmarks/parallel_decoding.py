@@ -1,0 +1,119 @@
+"""Decoding a dataset folder: one process against the process pool, side by side in one run.
+
+Run: python benchmarks/parallel_decoding.py [--pngs 4000] [--dicoms 1000] [--size 224] [--repeats 3]
+
+The folder, written to a temporary directory first (not timed): `--pngs` 8-bit gray PNGs of
+256x256 (smooth fields with noise, like radiographs) and `--dicoms` 12-bit MONOCHROME2 DICOM
+files of 256x256 written with pydicom, half with a window centre/width, half percentile-windowed.
+Each is decoded and resized to `--size` by trainables.data.pool.decode_image_files:
+
+- one thread: every file one after another in this process (`decode_chunk` on all of them);
+- one process: processes=1, this process with its decoding threads (how the driver decoded
+  before the process pool; PIL and numpy release the GIL for part of the work);
+- process pool: processes=N (default: the CPUs this process may use), chunks in N worker
+  processes, the pool's start-up included in the time.
+
+Printed: the median over repeats of images per second of each, and the pool's ratio to each.
+The three results are checked to be equal, byte for byte.
+"""
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+from trainables.data.pool import decode_chunk, decode_image_files, decoding_processes
+
+SOURCE_SIZE = 256
+
+
+def smooth_fields(count: int, bits: int, seed: int) -> np.ndarray:
+    """(count, 256, 256) smooth random fields with noise, integers of `bits` bits."""
+    generator = torch.Generator().manual_seed(seed)
+    field = F.interpolate(torch.rand(count, 1, 8, 8, generator=generator), size=(SOURCE_SIZE, SOURCE_SIZE),
+                          mode="bicubic", align_corners=False)[:, 0]
+    field = (field + 0.05 * torch.randn(field.shape, generator=generator)).clamp(0, 1)
+    return (field * (2**bits - 1)).round().numpy().astype(np.uint16 if bits > 8 else np.uint8)
+
+
+def write_pngs(folder: Path, count: int) -> list[Path]:
+    paths = []
+    for start in range(0, count, 500):
+        for offset, pixels in enumerate(smooth_fields(min(500, count - start), 8, seed=start)):
+            path = folder / f"xray_{start + offset:05d}.png"
+            Image.fromarray(pixels).save(path)
+            paths.append(path)
+    return paths
+
+
+def write_dicoms(folder: Path, count: int) -> list[Path]:
+    """12-bit MONOCHROME2 secondary-capture files; every other one carries a window."""
+    paths = []
+    for start in range(0, count, 500):
+        for offset, pixels in enumerate(smooth_fields(min(500, count - start), 12, seed=10**6 + start)):
+            number = start + offset
+            meta = FileMetaDataset()
+            meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
+            meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            dataset = Dataset()
+            dataset.file_meta = meta
+            dataset.SOPClassUID, dataset.SOPInstanceUID = SecondaryCaptureImageStorage, meta.MediaStorageSOPInstanceUID
+            dataset.Modality, dataset.Rows, dataset.Columns = "CR", SOURCE_SIZE, SOURCE_SIZE
+            dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, "MONOCHROME2"
+            dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit, dataset.PixelRepresentation = 16, 12, 11, 0
+            if number % 2:
+                dataset.WindowCenter, dataset.WindowWidth = 2048, 3000
+            dataset.PixelData = pixels.tobytes()
+            path = folder / f"scan_{number:05d}.dcm"
+            dataset.save_as(path, enforce_file_format=True)
+            paths.append(path)
+    return paths
+
+
+def timed(decode, repeats: int) -> tuple[float, torch.Tensor]:
+    """Median seconds over repeats, and the last result's images."""
+    seconds, images = [], None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        images = decode()
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds), images
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pngs", type=int, default=4000)
+    parser.add_argument("--dicoms", type=int, default=1000)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--processes", type=int, default=decoding_processes())
+    arguments = parser.parse_args()
+    with tempfile.TemporaryDirectory() as directory:
+        folder = Path(directory)
+        paths = write_pngs(folder, arguments.pngs) + write_dicoms(folder, arguments.dicoms)
+        print(f"{arguments.pngs} PNGs + {arguments.dicoms} DICOMs ({SOURCE_SIZE} px) -> {arguments.size} px, "
+              f"median of {arguments.repeats}, {arguments.processes} processes for the pool")
+        single, reference = timed(lambda: torch.from_numpy(decode_chunk(paths, arguments.size).images),
+                                  arguments.repeats)
+        threads, in_process = timed(lambda: decode_image_files(paths, arguments.size, processes=1)[0],
+                                    arguments.repeats)
+        pool, pooled = timed(lambda: decode_image_files(paths, arguments.size,
+                                                        processes=arguments.processes)[0], arguments.repeats)
+        assert torch.equal(reference, in_process) and torch.equal(reference, pooled), "results differ"
+    count = len(paths)
+    print(f"{'one thread':>14} {'one process':>14} {'process pool':>14}  pool / one thread  pool / one process")
+    print(f"{count / single:>10.0f} i/s {count / threads:>10.0f} i/s {count / pool:>10.0f} i/s  "
+          f"{single / pool:>17.2f}  {threads / pool:>18.2f}")
+
+
+if __name__ == "__main__":
+    main()
