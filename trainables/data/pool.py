@@ -3,6 +3,12 @@
 Every source (an npz, a folder of JPEGs, a CSV, a generator) is turned into one `DecodedPool`;
 `trainables.data.splits` then cuts it into train/val/test for a seed, and `trainables.data.cache`
 stores it on disk so that decoding happens once per dataset and image size.
+
+Image files are decoded in chunks (`decode_image_files`): from PARALLEL_MIN_FILES files up in a
+pool of worker processes, one per CPU this process may use, else in this process's threads;
+the chunks are merged in file order, so both give the same pool byte for byte. Gray images
+(8-bit gray files, DICOM and 16-bit gray, RGB files with three equal channels) decode to one
+channel, and a pool of gray images only is one channel.
 """
 
 import logging
