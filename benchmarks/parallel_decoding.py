@@ -11,20 +11,23 @@ Each is decoded and resized to `--size` by trainables.data.pool.decode_image_fil
 - one process: processes=1, this process with its decoding threads (how the driver decoded
   before the process pool; PIL and numpy release the GIL for part of the work);
 - process pool: processes=N (default: the CPUs this process may use), chunks in N worker
-  processes, the pool's start-up included in the time.
+  processes forked from multiprocessing's fork server; each decode starts its own workers and
+  that is in its time. The fork server itself starts once per driver process (it imports torch
+  and the data modules): timed apart, on a first small decode.
 
-Printed: the median over repeats of images per second of each, and the pool's ratio to each.
+Printed: the median over repeats of images per second of each, the pool's ratio to each, and
+the load average before and after (on a shared machine the ratio says more than the rates).
 The three results are checked to be equal, byte for byte.
 """
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -62,14 +65,17 @@ def write_dicoms(folder: Path, count: int) -> list[Path]:
         for offset, pixels in enumerate(smooth_fields(min(500, count - start), 12, seed=10**6 + start)):
             number = start + offset
             meta = FileMetaDataset()
-            meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
+            meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+            meta.MediaStorageSOPInstanceUID = generate_uid()
             meta.TransferSyntaxUID = ExplicitVRLittleEndian
             dataset = Dataset()
             dataset.file_meta = meta
-            dataset.SOPClassUID, dataset.SOPInstanceUID = SecondaryCaptureImageStorage, meta.MediaStorageSOPInstanceUID
+            dataset.SOPClassUID = SecondaryCaptureImageStorage
+            dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
             dataset.Modality, dataset.Rows, dataset.Columns = "CR", SOURCE_SIZE, SOURCE_SIZE
             dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, "MONOCHROME2"
-            dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit, dataset.PixelRepresentation = 16, 12, 11, 0
+            dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = 16, 12, 11
+            dataset.PixelRepresentation = 0
             if number % 2:
                 dataset.WindowCenter, dataset.WindowWidth = 2048, 3000
             dataset.PixelData = pixels.tobytes()
@@ -101,7 +107,11 @@ def main() -> None:
         folder = Path(directory)
         paths = write_pngs(folder, arguments.pngs) + write_dicoms(folder, arguments.dicoms)
         print(f"{arguments.pngs} PNGs + {arguments.dicoms} DICOMs ({SOURCE_SIZE} px) -> {arguments.size} px, "
-              f"median of {arguments.repeats}, {arguments.processes} processes for the pool")
+              f"median of {arguments.repeats}, {arguments.processes} processes for the pool, "
+              f"load average {os.getloadavg()[0]:.1f}")
+        started = time.perf_counter()
+        decode_image_files(paths[:64], arguments.size, processes=arguments.processes)
+        print(f"fork server start-up and a first decode of 64 files: {time.perf_counter() - started:.1f} s")
         single, reference = timed(lambda: torch.from_numpy(decode_chunk(paths, arguments.size).images),
                                   arguments.repeats)
         threads, in_process = timed(lambda: decode_image_files(paths, arguments.size, processes=1)[0],
@@ -110,9 +120,10 @@ def main() -> None:
                                                         processes=arguments.processes)[0], arguments.repeats)
         assert torch.equal(reference, in_process) and torch.equal(reference, pooled), "results differ"
     count = len(paths)
-    print(f"{'one thread':>14} {'one process':>14} {'process pool':>14}  pool / one thread  pool / one process")
+    print(f"{'one thread':>14} {'one process':>14} {'process pool':>14}  "
+          "pool / one thread  pool / one process")
     print(f"{count / single:>10.0f} i/s {count / threads:>10.0f} i/s {count / pool:>10.0f} i/s  "
-          f"{single / pool:>17.2f}  {threads / pool:>18.2f}")
+          f"{single / pool:>17.2f}  {threads / pool:>18.2f}   (load average {os.getloadavg()[0]:.1f})")
 
 
 if __name__ == "__main__":

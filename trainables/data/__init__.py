@@ -8,10 +8,11 @@ its loader (a function returning a `DecodedPool`) in the module of its family, o
 and adding a row to `DATASETS`.
 
 `load_dataset(name, image_size, seed, data_root)` returns `ImageSplits`: uint8 images
-(N, C, S, S) at the trial's image size (C = 1 for gray data, 3 for colour) and int64 labels, split deterministically from the seed
-(policies in `trainables.data.splits`). The unlabeled pretraining set is the whole train split,
-so val and test images never reach pretraining; `label_fraction` < 1 marks a stratified subset
-of the training labels for the probe (`labeled_train_images`, `labeled_train_labels`).
+(N, C, S, S) at the trial's image size (C = 1 for gray data, 3 for colour) and int64 labels,
+split deterministically from the seed (policies in `trainables.data.splits`). The unlabeled
+pretraining set is the whole train split, so val and test images never reach pretraining;
+`label_fraction` < 1 marks a stratified subset of the training labels for the probe
+(`labeled_train_images`, `labeled_train_labels`).
 
 Layouts under `data_root` (default `data/`); a missing dataset raises DatasetNotFoundError with
 one line naming the path looked at, the layout expected and where to get it:
@@ -101,7 +102,6 @@ from trainables.data.pool import (
     DatasetLabelError,
     DatasetNotFoundError,
     DecodedPool,
-    is_grayscale,
     resize_to_uint8,
     to_one_channel,
 )
@@ -302,7 +302,8 @@ def with_stored_channels(pool: DecodedPool, grayscale: bool | None, name: str) -
     image is gray; else as decoded."""
     if pool.images.shape[1] == 1 or grayscale is False:
         return pool
-    coloured = sum(int((chunk[:, :1] != chunk).flatten(1).any(dim=1).sum()) for chunk in pool.images.split(4096))
+    coloured = sum(int((chunk[:, :1] != chunk).flatten(1).any(dim=1).sum())
+                   for chunk in pool.images.split(4096))
     if coloured and not grayscale:
         return pool
     gray = to_one_channel(pool.images)
@@ -379,7 +380,6 @@ def load_dataset(name: str, image_size: int, seed: int, data_root: str | Path = 
         raise ValueError(f"unknown split policy {split!r}; valid policies: {', '.join(SPLIT_POLICIES)}")
     if not 0 < label_fraction <= 1:
         raise ValueError(f"bad label_fraction {label_fraction}; it must be in (0, 1]")
-    spec = DATASETS[name]
 
     def split_of(pool: DecodedPool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         check_splittable(name, data_root, pool, split)
@@ -416,7 +416,7 @@ def load_pretraining_pool(name: str, data_root: str | Path, evaluation: ImageSpl
     `fraction` of it."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
-    spec, removed, skipped = DATASETS[name], 0, evaluation.skipped_images
+    removed, skipped = 0, evaluation.skipped_images
     if same_files:
         images, grayscale = evaluation.train_images, evaluation.grayscale
     else:

@@ -15,9 +15,11 @@ import logging
 import math
 import multiprocessing
 import os
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,10 +75,11 @@ class DecodedPool:
     """All images of a dataset, decoded and resized once.
 
     images: uint8 (N, C, S, S), C = 1 for gray data (stored so, one byte per pixel; the
-    augmentations expand it to three channels when they normalize a view) or 3; labels: int64 (N,) indexing class_names; official_split: int8
-    (N,) of TRAIN/VAL/TEST where the dataset ships a split, else None; groups: int64 (N,) ids of
-    images that must stay in one split (e.g. HAM10000's lesion_id), else None; skipped_images:
-    files that could not be read and were left out.
+    augmentations expand it to three channels when they normalize a view) or 3; labels: int64
+    (N,) indexing class_names; official_split: int8 (N,) of TRAIN/VAL/TEST where the dataset
+    ships a split, else None; groups: int64 (N,) ids of images that must stay in one split (e.g.
+    HAM10000's lesion_id), else None; skipped_images: files that could not be read and were left
+    out.
     """
 
     images: torch.Tensor
@@ -216,10 +219,13 @@ PROGRESS_STEPS = 10  # progress lines per decode in the process pool
 
 
 def _process_pool(processes: int) -> ProcessPoolExecutor:
-    """Workers forked from a fork server that has imported this module once (fast starts); never
-    forked from the caller itself, which may hold Ray's or OpenMP's threads (unsafe to fork)."""
+    """Workers forked from a fork server, never from the caller itself, which may hold Ray's or
+    OpenMP's threads (unsafe to fork). The server imports this module and the caller's main
+    module (`python -m orchestrator.sweep`: timm, Ray) once, so that a worker, which runs the
+    main module again as multiprocessing does, finds its imports done and starts in a moment."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
+    main_name = getattr(getattr(sys.modules.get("__main__"), "__spec__", None), "name", None)
+    context.set_forkserver_preload([name for name in (main_name, __name__) if name and name != "__main__"])
     return ProcessPoolExecutor(max_workers=processes, mp_context=context)
 
 
@@ -243,9 +249,13 @@ def decode_image_files(paths: Sequence[Path], image_size: int, processes: int | 
     chunks = [list(paths[start:start + chunk_size]) for start in starts]
     started = time.perf_counter()
     if processes > 1:
-        with _process_pool(processes) as executor:
-            results = executor.map(decode_chunk, chunks, [image_size] * len(chunks))
-            return _merge_chunks(paths, image_size, starts, results, progress=(processes, started))
+        try:
+            with _process_pool(processes) as executor:
+                results = executor.map(decode_chunk, chunks, [image_size] * len(chunks))
+                return _merge_chunks(paths, image_size, starts, results, progress=(processes, started))
+        except BrokenProcessPool as error:  # e.g. a main module that cannot be run again (stdin)
+            logger.warning("the decoding processes stopped (%s); decoding %d files in this process",
+                           error, len(paths))
     with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as executor:
         return _merge_chunks(paths, image_size, starts,
                              executor.map(decode_chunk, chunks, [image_size] * len(chunks)))
@@ -273,7 +283,9 @@ def _merge_chunks(paths: Sequence[Path], image_size: int, starts: Sequence[int],
         if progress is not None and (steps := number * PROGRESS_STEPS // len(starts)) > reported:
             reported, (processes, started) = steps, progress
             done = min(len(paths), start + len(chunk.readable))
-            print(f"decoding {len(paths)} files in {processes} processes: {done}/{len(paths)} "
+            # A leading space: the driver's "data [1/2] ... ..." line (orchestrator.datasets)
+            # is still open when the first of these lines comes.
+            print(f" decoding {len(paths)} files in {processes} processes: {done}/{len(paths)} "
                   f"({100 * done // len(paths)}%), {done / (time.perf_counter() - started):.0f} files/s",
                   flush=True)
     if refused:

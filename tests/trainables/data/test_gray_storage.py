@@ -27,8 +27,12 @@ def gray_pixels(seed: int, shape: tuple[int, int] = (24, 30)) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
 
 
-@pytest.mark.parametrize("kind", ["L_png", "L_jpeg", "LA_png", "RGB_png_of_gray", "RGB_jpeg_of_gray", "1_png"])
-def test_a_gray_file_decodes_to_one_channel_equal_to_the_old_rgb_channel_zero(kind: str, tmp_path: Path) -> None:
+GRAY_FILE_KINDS = ["L_png", "L_jpeg", "LA_png", "RGB_png_of_gray", "RGB_jpeg_of_gray", "1_png"]
+
+
+@pytest.mark.parametrize("kind", GRAY_FILE_KINDS)
+def test_a_gray_file_decodes_to_one_channel_equal_to_the_old_rgb_channel_zero(kind: str,
+                                                                              tmp_path: Path) -> None:
     pixels = gray_pixels(1)
     mode, _, suffix = kind.partition("_")
     image = Image.fromarray(pixels)
@@ -50,7 +54,8 @@ def test_a_colour_file_keeps_three_channels(tmp_path: Path) -> None:
     pixels = np.random.default_rng(2).integers(0, 256, (24, 30, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(tmp_path / "colour.png")
     decoded = decode_image(tmp_path / "colour.png", SIZE)
-    assert decoded.shape == (SIZE, SIZE, 3) and np.array_equal(decoded, old_decode(tmp_path / "colour.png", SIZE))
+    assert decoded.shape == (SIZE, SIZE, 3)
+    assert np.array_equal(decoded, old_decode(tmp_path / "colour.png", SIZE))
 
 
 def write_folder(root: Path, colour_files: int = 0) -> None:
@@ -146,8 +151,9 @@ def test_a_224_px_gray_split_ships_and_stays_resident_in_a_third_of_the_bytes(tm
     from trainables.batches import resident_bytes
 
     for number in range(12):
-        (tmp_path / ("a" if number % 2 else "b")).mkdir(exist_ok=True)
-        Image.fromarray(gray_pixels(number, (256, 256))).save(tmp_path / ("a" if number % 2 else "b") / f"{number}.png")
+        folder = tmp_path / ("a" if number % 2 else "b")
+        folder.mkdir(exist_ok=True)
+        Image.fromarray(gray_pixels(number, (256, 256))).save(folder / f"{number}.png")
     splits = load_dataset("imagefolder", 224, seed=0, data_root=tmp_path, cache=False)
     arrays = splits.to_arrays()
     image_bytes = sum(arrays[name].nbytes for name in ("train_images", "val_images", "test_images"))

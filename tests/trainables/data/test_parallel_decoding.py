@@ -28,7 +28,8 @@ def mixed_folder(root: Path, dicom_writer) -> list[Path]:
         paths.append(path)
     for number in range(6):
         path = root / f"scan_{number}.dcm"
-        dicom_writer(path, generator.integers(0, 4096, (20, 20)), window=(2000.0, 3000.0) if number % 2 else None)
+        window = (2000.0, 3000.0) if number % 2 else None  # else the percentile window
+        dicom_writer(path, generator.integers(0, 4096, (20, 20)), window=window)
         paths.append(path)
     deep = root / "deep.png"
     Image.fromarray(generator.integers(0, 65536, (18, 18), dtype=np.uint16)).save(deep)
@@ -61,12 +62,14 @@ def test_the_process_pool_decodes_exactly_what_one_process_does(tmp_path: Path, 
     # The gray files fill all three channels; each image is its own file's decode.
     for row, path in enumerate(path for path, read in zip(paths, serial_readable, strict=True) if read):
         decoded = data_pool.decode_image(path, SIZE)
-        expected = decoded.transpose(2, 0, 1) if decoded.ndim == 3 else np.broadcast_to(decoded, (3, SIZE, SIZE))
+        expected = decoded.transpose(2, 0, 1) if decoded.ndim == 3 else \
+            np.broadcast_to(decoded, (3, SIZE, SIZE))
         assert np.array_equal(serial[row].numpy(), expected), path
     # Progress: a line per tenth of the chunks at most, never one per image.
     lines = capsys.readouterr().out.splitlines()
     assert 1 <= len(lines) <= 10 and all("files/s" in line and "2 processes" in line for line in lines)
-    assert lines[-1].startswith(f"decoding {len(paths)} files in 2 processes: {len(paths)}/{len(paths)} (100%)")
+    count = len(paths)
+    assert lines[-1].startswith(f" decoding {count} files in 2 processes: {count}/{count} (100%)")
 
 
 def test_a_gray_set_stays_one_channel_in_the_pool(tmp_path: Path, dicom_writer) -> None:
@@ -113,3 +116,26 @@ def test_decoding_uses_the_cpus_this_process_may_use(monkeypatch) -> None:
     assert decoding_processes() == len(os.sched_getaffinity(0))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a Ray worker of one CPU
     assert decoding_processes() == 1
+
+
+def test_a_main_module_the_workers_cannot_run_again_falls_back_to_this_process(tmp_path: Path) -> None:
+    """Code piped into python (main module '<stdin>', which multiprocessing's workers cannot
+    import again) still decodes: the broken pool is said in one line and the files are decoded
+    in the calling process, to the same result."""
+    import os
+    import subprocess
+    import sys
+
+    for number in range(6):
+        Image.fromarray(np.full((8, 8), 40 * number, dtype=np.uint8)).save(tmp_path / f"{number}.png")
+    code = (f"from pathlib import Path\nfrom trainables.data.pool import decode_image_files\n"
+            f"images, readable = decode_image_files(sorted(Path({str(tmp_path)!r}).glob('*.png')), 4, "
+            "processes=2)\nprint('decoded', tuple(images.shape), images[:, 0, 0, 0].tolist(), readable.all())\n")
+    root = Path(__file__).parents[3]
+    python_path = os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])
+    environment = {**os.environ, "PYTHONPATH": python_path}
+    finished = subprocess.run([sys.executable, "-"], input=code, capture_output=True, text=True, timeout=300,
+                              cwd=root, env=environment)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert "decoded (6, 1, 4, 4) [0, 40, 80, 120, 160, 200] True" in finished.stdout
+    assert sum("the decoding processes stopped" in line for line in finished.stderr.splitlines()) == 1
