@@ -130,7 +130,8 @@ def test_a_main_module_the_workers_cannot_run_again_falls_back_to_this_process(t
         Image.fromarray(np.full((8, 8), 40 * number, dtype=np.uint8)).save(tmp_path / f"{number}.png")
     code = (f"from pathlib import Path\nfrom trainables.data.pool import decode_image_files\n"
             f"images, readable = decode_image_files(sorted(Path({str(tmp_path)!r}).glob('*.png')), 4, "
-            "processes=2)\nprint('decoded', tuple(images.shape), images[:, 0, 0, 0].tolist(), readable.all())\n")
+            "processes=2)\n"
+            "print('decoded', tuple(images.shape), images[:, 0, 0, 0].tolist(), readable.all())\n")
     root = Path(__file__).parents[3]
     python_path = os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])
     environment = {**os.environ, "PYTHONPATH": python_path}
