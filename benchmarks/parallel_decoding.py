@@ -15,7 +15,8 @@ Each is decoded and resized to `--size` by trainables.data.pool.decode_image_fil
   that is in its time. The fork server itself starts once per driver process (it imports torch
   and the data modules): timed apart, on a first small decode.
 
-Printed: the median over repeats of images per second of each, the pool's ratio to each, and
+The three take turns within each repeat. Printed: the median over repeats of images per second
+of each, the pool's ratio to each, and
 the load average before and after (on a shared machine the ratio says more than the rates).
 The three results are checked to be equal, byte for byte.
 """
@@ -85,14 +86,17 @@ def write_dicoms(folder: Path, count: int) -> list[Path]:
     return paths
 
 
-def timed(decode, repeats: int) -> tuple[float, torch.Tensor]:
-    """Median seconds over repeats, and the last result's images."""
-    seconds, images = [], None
+def timed_side_by_side(decoders: dict, repeats: int) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """Median seconds of each decoder over repeats, the decoders taking turns within each repeat
+    (so that a change in the machine's load falls on all of them), and each one's last images."""
+    seconds: dict[str, list[float]] = {name: [] for name in decoders}
+    images = {}
     for _ in range(repeats):
-        started = time.perf_counter()
-        images = decode()
-        seconds.append(time.perf_counter() - started)
-    return statistics.median(seconds), images
+        for name, decode in decoders.items():
+            started = time.perf_counter()
+            images[name] = decode()
+            seconds[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in seconds.items()}, images
 
 
 def main() -> None:
@@ -112,13 +116,15 @@ def main() -> None:
         started = time.perf_counter()
         decode_image_files(paths[:64], arguments.size, processes=arguments.processes)
         print(f"fork server start-up and a first decode of 64 files: {time.perf_counter() - started:.1f} s")
-        single, reference = timed(lambda: torch.from_numpy(decode_chunk(paths, arguments.size).images),
-                                  arguments.repeats)
-        threads, in_process = timed(lambda: decode_image_files(paths, arguments.size, processes=1)[0],
-                                    arguments.repeats)
-        pool, pooled = timed(lambda: decode_image_files(paths, arguments.size,
-                                                        processes=arguments.processes)[0], arguments.repeats)
-        assert torch.equal(reference, in_process) and torch.equal(reference, pooled), "results differ"
+        size, processes = arguments.size, arguments.processes
+        medians, images = timed_side_by_side({
+            "one thread": lambda: torch.from_numpy(decode_chunk(paths, size).images),
+            "one process": lambda: decode_image_files(paths, size, processes=1)[0],
+            "process pool": lambda: decode_image_files(paths, size, processes=processes)[0],
+        }, arguments.repeats)
+        reference = images["one thread"]
+        assert all(torch.equal(reference, other) for other in images.values()), "results differ"
+    single, threads, pool = medians["one thread"], medians["one process"], medians["process pool"]
     count = len(paths)
     print(f"{'one thread':>14} {'one process':>14} {'process pool':>14}  "
           "pool / one thread  pool / one process")
