@@ -16,9 +16,10 @@ Each is decoded and resized to `--size` by trainables.data.pool.decode_image_fil
   and the data modules): timed apart, on a first small decode.
 
 The three take turns within each repeat. Printed: the median over repeats of images per second
-of each, the pool's ratio to each, and
-the load average before and after (on a shared machine the ratio says more than the rates).
-The three results are checked to be equal, byte for byte.
+of each, the pool's ratio to each, the load average before and after, and, measured once more
+after the repeats, the cores each got: CPU seconds over wall seconds of one thread, and of the
+pool's workers (their own CPU clocks) on the same files; on a shared machine these say why the
+ratio is what it is. The three results are checked to be equal, byte for byte.
 """
 
 import argparse
@@ -35,7 +36,7 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-from trainables.data.pool import decode_chunk, decode_image_files, decoding_processes
+from trainables.data.pool import _process_pool, decode_chunk, decode_image_files, decoding_processes
 
 SOURCE_SIZE = 256
 
@@ -99,6 +100,27 @@ def timed_side_by_side(decoders: dict, repeats: int) -> tuple[dict[str, float], 
     return {name: statistics.median(values) for name, values in seconds.items()}, images
 
 
+def cpu_timed_chunk(paths: list[Path], size: int) -> float:
+    """decode_chunk's CPU seconds in the worker that ran it."""
+    started = time.process_time()
+    decode_chunk(paths, size)
+    return time.process_time() - started
+
+
+def cores_received(paths: list[Path], size: int, processes: int) -> tuple[float, float]:
+    """(CPU seconds / wall seconds) of one thread and of the pool's workers on the same files: how
+    many cores each got from the machine. On an idle machine the pool's is near `processes`."""
+    started, cpu = time.perf_counter(), time.process_time()
+    decode_chunk(paths, size)
+    single = (time.process_time() - cpu) / (time.perf_counter() - started)
+    chunk_size = -(-len(paths) // (processes * 8))
+    chunks = [paths[start:start + chunk_size] for start in range(0, len(paths), chunk_size)]
+    with _process_pool(processes) as executor:
+        started = time.perf_counter()
+        worker_cpu = sum(executor.map(cpu_timed_chunk, chunks, [size] * len(chunks)))
+        return single, worker_cpu / (time.perf_counter() - started)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pngs", type=int, default=4000)
@@ -124,12 +146,15 @@ def main() -> None:
         }, arguments.repeats)
         reference = images["one thread"]
         assert all(torch.equal(reference, other) for other in images.values()), "results differ"
+        single_cores, pool_cores = cores_received(paths, size, processes)
     single, threads, pool = medians["one thread"], medians["one process"], medians["process pool"]
     count = len(paths)
     print(f"{'one thread':>14} {'one process':>14} {'process pool':>14}  "
           "pool / one thread  pool / one process")
     print(f"{count / single:>10.0f} i/s {count / threads:>10.0f} i/s {count / pool:>10.0f} i/s  "
           f"{single / pool:>17.2f}  {threads / pool:>18.2f}   (load average {os.getloadavg()[0]:.1f})")
+    print(f"cores received (CPU s / wall s, once more after the repeats): one thread {single_cores:.2f}, "
+          f"the pool's {processes} workers {pool_cores:.2f}")
 
 
 if __name__ == "__main__":

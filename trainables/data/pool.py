@@ -211,9 +211,10 @@ def decoding_processes() -> int:
     return max(1, min(available, int(limit))) if limit.isdigit() and int(limit) > 0 else available
 
 
-# Fewer files than this are decoded in this process (threads): a process pool's start-up (each
-# process imports torch, ~1 s) costs more than it saves on a small folder.
-PARALLEL_MIN_FILES = 512
+# Fewer files than this are decoded in this process (threads): the pool's fork server starts once
+# per process and imports torch, this module and the main module (1-5 s; measured 3.5-5.7 s on
+# a busy 2-core machine), more than it saves on a small folder at ~1,000 files/s per core.
+PARALLEL_MIN_FILES = 2000
 CHUNKS_PER_PROCESS = 8  # chunks per worker process: even loads, and a progress line per ~10%
 PROGRESS_STEPS = 10  # progress lines per decode in the process pool
 
