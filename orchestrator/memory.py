@@ -49,6 +49,10 @@ from trainables.config import TrialConfig
 from trainables.methods import METHODS, SSLMethod, build_method
 
 GIB = 1024**3
+# A view is fp32 with three channels whatever the data's: gray data is stored as one channel and
+# expanded when the view is normalized (trainables.augmentations), so its views weigh the same.
+# The stored split itself is counted by its real bytes (trainables.batches.resident_bytes).
+VIEW_CHANNELS = 3
 # fp32 weight + fp32 gradient + one fp32 momentum buffer (torch.optim.SGD with momentum, timm's
 # Lars): 12 bytes per trainable parameter.
 BYTES_PER_TRAINABLE_PARAMETER = 4 + 4 + 4
@@ -241,7 +245,7 @@ def backbone_profile(backbone: str, image_size: int, cifar_stem: bool, slim: boo
         largest, segment = measured.largest_tensor / MEASURED_BATCH, measured.largest_segment / MEASURED_BATCH
     return ActivationProfile(per_image=measured.per_image / MEASURED_BATCH, fixed=measured.fixed,
                              largest_per_image=largest, segment_per_image=segment,
-                             input_per_image=3 * image_size * image_size * 4)
+                             input_per_image=VIEW_CHANNELS * image_size * image_size * 4)
 
 
 class PooledColour(nn.Module):

@@ -30,6 +30,14 @@ GaussianBlur + RandomSolarize, and why:
 - Solarization (x -> 1 - x where x >= 0.5, after the clamp) is applied in normalized units to
   the finished view, as BYOL's threshold 0.5 on [0, 1] images (128 on uint8).
 
+Gray data comes as one channel (trainables.data stores it so) and stays one channel through
+crop, flips and blur; the colour map of a pixel (g, g, g) is a map of g, so the final affine map
+makes the three normalized channels from it. Expanding there, not by summing the first
+convolution's weights over its input channels (the other common choice for X-rays), keeps every
+backbone, saved checkpoint and prior 3-channel and the outputs identical to feeding the
+replicated image: with ImageNet's per-channel mean and std and zero padding, summed weights are
+not exact at the image border, and they would tie a backbone to gray or colour data.
+
 On a CPU, blur touches only the images drawn for it (p = 0.1 costs ~10% of the work). On a GPU
 it blurs the whole batch and keeps the drawn images by a mask, and solarization is always a
 mask: selecting a subset would need its size on the host, a sync point every view.
@@ -106,7 +114,8 @@ def constant(values: tuple, device: torch.device) -> torch.Tensor:
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 or [0, 1] float images -> ImageNet-normalized float images."""
+    """uint8 or [0, 1] float images (N, C, H, W) -> ImageNet-normalized float images (N, 3, H, W);
+    a one-channel image is broadcast to the three channels (as if stored as three equal ones)."""
     if images.dtype == torch.uint8:
         images = images.float() / 255
     mean = constant(IMAGENET_MEAN, images.device).view(1, 3, 1, 1)
@@ -270,30 +279,43 @@ def color_affine(parameters: ColorParameters, mean_gray: torch.Tensor) -> tuple[
 
 
 def _mean_gray(images: torch.Tensor) -> torch.Tensor:
-    """(N,) mean luma of each image: per-channel means (one reduction), then the luma weights."""
+    """(N,) mean luma of each image: per-channel means (one reduction), then the luma weights (a
+    one-channel image is its own luma: the weights sum to 1)."""
+    if images.shape[1] == 1:
+        return images.mean(dim=(1, 2, 3))
     return images.mean(dim=(2, 3)) @ constant(LUMA_WEIGHTS, images.device)
 
 
 def _apply_affine(
     images: torch.Tensor, matrix: torch.Tensor, offset: torch.Tensor, low: torch.Tensor, high: torch.Tensor
 ) -> torch.Tensor:
-    """matrix @ pixel + offset for every pixel (one batched product), then one clamp to [low, high]."""
+    """matrix @ pixel + offset for every pixel (one batched product), then one clamp to [low, high].
+
+    `matrix` (N, K, 3) maps RGB to K output channels. A one-channel image g is the RGB pixel
+    (g, g, g), so its map is matrix @ (1, 1, 1): the row sums, (N, K, 1); K = 3 makes the
+    three channels of a one-channel image here, in the same pass."""
     count, channels, height, width = images.shape
+    if channels == 1:
+        matrix = matrix.sum(dim=2, keepdim=True)
     pixels = images.reshape(count, channels, height * width)
     out = torch.baddbmm(offset.unsqueeze(-1), matrix, pixels)
-    return out.clamp_(low.view(1, -1, 1), high.view(1, -1, 1)).view(count, channels, height, width)
+    return out.clamp_(low.view(1, -1, 1), high.view(1, -1, 1)).view(count, matrix.shape[1], height, width)
 
 
 def color_jitter_and_grayscale(
     images: torch.Tensor, recipe: AugmentationRecipe, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """Brightness, contrast, saturation and hue jitter with probability p, then random grayscale,
-    on [0, 1] float images, composed into one affine map per image and clamped once to [0, 1] at
-    the end (torchvision clamps after each jitter step; here there are no intermediate clamps).
-    No solarization: `augment` applies it to the normalized view."""
+    on [0, 1] float images (N, C, H, W), composed into one affine map per image and clamped once
+    to [0, 1] at the end (torchvision clamps after each jitter step; here there are no
+    intermediate clamps). No solarization: `augment` applies it to the normalized view. A
+    one-channel image stays one channel: a gray pixel stays gray under every step, so its map is
+    the first row's (channel 0 of the same image stored as three equal channels)."""
     parameters = draw_color_parameters(images.shape[0], recipe, generator, images.device)
     matrix, offset = color_affine(parameters, _mean_gray(images))
-    zeros, ones = torch.zeros(3, device=images.device), torch.ones(3, device=images.device)
+    channels = images.shape[1]
+    matrix, offset = matrix[:, :channels], offset[:, :channels]
+    zeros, ones = torch.zeros(channels, device=images.device), torch.ones(channels, device=images.device)
     return _apply_affine(images, matrix, offset, zeros, ones)
 
 
@@ -311,7 +333,11 @@ def augment(
     images: torch.Tensor, recipe: AugmentationRecipe, generator: torch.Generator | None = None,
     output_size: int | None = None,
 ) -> torch.Tensor:
-    """One augmented, normalized view of a uint8 batch (N, 3, H, W), `output_size` pixels square.
+    """One augmented, normalized view (N, 3, S, S) of a uint8 batch (N, C, H, W), `output_size` =
+    S pixels square. A gray batch (C = 1) is cropped, flipped and blurred as one channel (a third
+    of the work) and becomes three channels only in the final affine map, where the per-channel
+    ImageNet normalization makes them differ: the view equals that of the same images stored as
+    three equal channels, with the same random draws.
 
     Crop and flips sample the 0..255 values (converted to float once) at the output size; the
     selected crops are blurred; the 1/255 scaling, colour jitter, grayscale and normalization are

@@ -1,5 +1,8 @@
 """The training step's input: each step's uint8 batch, on the step's device, without stalls.
 
+The batches are uint8 (B, C, S, S) with the split's own channel count: gray data stays one
+channel here (a third of the bytes on the device) and becomes three only in each view.
+
 Every worker draws the same permutation of the training split per epoch and takes its own slice
 of each global batch, so the workers' slices together are one global batch. Where the images
 live depends on the device:
@@ -45,11 +48,17 @@ def reference_batches(images: torch.Tensor, batch_size: int, world_size: int, ra
         yield images[global_batch[rank * local_batch_size:(rank + 1) * local_batch_size]]
 
 
+def resident_bytes(images: torch.Tensor) -> int:
+    """The bytes the split takes on the device: its real channel count (1 for gray data, which
+    is stored so; the augmentations make three channels per view, not per stored image)."""
+    return images.numel() * images.element_size()
+
+
 def fits_on_device(images: torch.Tensor, device: torch.device,
                    fraction: float = RESIDENT_MEMORY_FRACTION) -> bool:
     """Whether the split's bytes fit `fraction` of the device's total memory."""
     total = torch.cuda.get_device_properties(device).total_memory
-    return images.numel() * images.element_size() <= fraction * total
+    return resident_bytes(images) <= fraction * total
 
 
 class TrainingBatches:

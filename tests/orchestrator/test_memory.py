@@ -214,3 +214,15 @@ def test_groupnorm_backbones_are_planned_at_their_fp32_norms_and_batchnorm_ones_
                     for precision in (FP32, BF16_AUTOCAST)} for name in ("resnetv2_50x1_bit", "resnet50"))
     assert resnet[BF16_AUTOCAST] / resnet[FP32] == pytest.approx(0.5, abs=0.03)
     assert bit[BF16_AUTOCAST] / bit[FP32] > 1.1  # not the 0.5 of a plain halving: 2.5x more than that
+
+
+def test_the_planned_input_is_the_views_bytes_for_gray_and_colour_batches() -> None:
+    """The views the backbone gets are fp32 with three channels whether the stored batch has one
+    (gray data) or three: the planner's input bytes per image are exactly one view's."""
+    from trainables.augmentations import SIMCLR_RECIPE, augment
+
+    profile = backbone_profile("cbr_nano", 32, False, False, False, FP32)
+    for channels in (1, 3):
+        batch = torch.randint(0, 256, (4, channels, 40, 40), dtype=torch.uint8)
+        view = augment(batch, SIMCLR_RECIPE, torch.Generator().manual_seed(0), output_size=32)
+        assert profile.input_per_image == view[0].numel() * view.element_size() == 3 * 32 * 32 * 4

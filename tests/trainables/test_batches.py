@@ -70,3 +70,18 @@ def test_gpu_batches_equal_the_cpu_batches(resident_fraction: float) -> None:
     assert len(ours) == len(reference)
     for mine, theirs in zip(ours, reference, strict=True):
         assert mine.device.type == "cuda" and torch.equal(mine.cpu(), theirs)
+
+
+def test_one_channel_batches_keep_one_channel_and_are_channel_zero_of_the_replicated_batches() -> None:
+    """Gray data is stored as one channel: its batches are (B, 1, S, S), the same images as the
+    old three replicated channels' batches, with a third of the bytes resident."""
+    from trainables.batches import resident_bytes
+
+    gray = numbered_images(100)[:, :1].contiguous()
+    replicated = gray.expand(-1, 3, -1, -1).contiguous()
+    ours = list(TrainingBatches(gray, torch.device("cpu"), 16).epoch(5))
+    old = list(TrainingBatches(replicated, torch.device("cpu"), 16).epoch(5))
+    assert len(ours) == len(old) == 6
+    for mine, theirs in zip(ours, old, strict=True):
+        assert mine.shape == (16, 1, 4, 4) and torch.equal(mine[:, 0], theirs[:, 0])
+    assert 3 * resident_bytes(gray) == resident_bytes(replicated) == 100 * 3 * 4 * 4

@@ -18,19 +18,16 @@ def digits_splits() -> ImageSplits:
     return load_dataset("digits", 32, seed=0)
 
 
-def test_digits_splits_are_uint8_rgb_at_the_requested_size(digits_splits: ImageSplits) -> None:
+def test_digits_splits_are_uint8_gray_at_the_requested_size(digits_splits: ImageSplits) -> None:
     for images, labels in (
         (digits_splits.train_images, digits_splits.train_labels),
         (digits_splits.val_images, digits_splits.val_labels),
         (digits_splits.test_images, digits_splits.test_labels),
     ):
         assert images.dtype == torch.uint8
-        assert images.shape[1:] == (3, 32, 32)
+        assert images.shape[1:] == (1, 32, 32)  # gray: stored as one channel
         assert labels.dtype == torch.int64 and labels.shape == (images.shape[0],)
-        assert torch.equal(images[:, 0], images[:, 1]) and torch.equal(
-            images[:, 0], images[:, 2]
-        )  # gray
-    assert digits_splits.num_classes == 10
+    assert digits_splits.num_classes == 10 and digits_splits.grayscale
 
 
 def test_digits_split_sizes_are_60_20_20(digits_splits: ImageSplits) -> None:

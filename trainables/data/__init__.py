@@ -8,11 +8,12 @@ its loader (a function returning a `DecodedPool`) in the module of its family, o
 and adding a row to `DATASETS`.
 
 `load_dataset(name, image_size, seed, data_root)` returns `ImageSplits`: uint8 images
-(N, 3, S, S) at the trial's image size and int64 labels, split deterministically from the seed
-(policies in `trainables.data.splits`). The unlabeled pretraining set is the whole train split,
-so val and test images never reach pretraining. The evaluation draws its own stratified label
-subsets, one per repeat (trainables.evaluation, the trial's `label_fraction`); `load_dataset`'s
-`label_fraction` (`labeled_train_images`, `labeled_train_labels`) is used by tests only.
+(N, C, S, S) at the trial's image size (C = 1 for gray data, 3 for colour) and int64 labels,
+split deterministically from the seed (policies in `trainables.data.splits`). The unlabeled
+pretraining set is the whole train split, so val and test images never reach pretraining. The
+evaluation draws its own stratified label subsets, one per repeat (trainables.evaluation, the
+trial's `label_fraction`); `load_dataset`'s `label_fraction` (`labeled_train_images`,
+`labeled_train_labels`) is used by tests only.
 
 Layouts under `data_root` (default `data/`); a missing dataset raises DatasetNotFoundError with
 one line naming the path looked at, the layout expected and where to get it:
@@ -58,16 +59,21 @@ Both folder layouts read DICOM files (`.dcm`, `.dicom`, or no extension with the
 `trainables.data.dicom`) and 16-bit PNG/TIFF at full depth, windowed to 8 bits
 (`trainables.data.windowing`): the file's VOI LUT, else its window centre/width, else the
 0.5-99.5 percentile window; MONOCHROME1 is inverted. A multi-frame DICOM is refused with
-MultiFrameDicomError. `ImageSplits.grayscale` says whether the data is single-channel
-(`DatasetSpec.grayscale`, or detected).
+MultiFrameDicomError. Gray data is stored with one channel (`ImageSplits.grayscale`): a dataset
+marked gray (`DatasetSpec.grayscale`; a colour file in it is reduced to its luma), or one whose
+every decoded image is gray; a third of the bytes of three replicated channels in the cache, the
+object store and on the GPU. Only the normalization of a view (`trainables.augmentations`)
+makes three channels of it, for the backbone's 3-channel first layer.
 
 Every file dataset is decoded and resized once per image size into
-`<data_root>/.cache/<name>-<size>px-v2.npz` (`trainables.data.cache`), shared by every seed,
+`<data_root>/.cache/<name>-<size>px-v4.npz` (`trainables.data.cache`), shared by every seed,
 split and trial. Unreadable images are skipped and counted in `ImageSplits.skipped_images`;
 labels outside a dataset's classes raise DatasetLabelError before anything is decoded.
 """
 
+import dataclasses
 import hashlib
+import logging
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -97,29 +103,31 @@ from trainables.data.pool import (
     DatasetLabelError,
     DatasetNotFoundError,
     DecodedPool,
-    is_grayscale,
     pool_from_arrays,
     pool_to_arrays,
-    resize_to_uint8_rgb,
+    resize_to_uint8,
+    to_one_channel,
 )
 from trainables.data.pretraining import PretrainingPool, seeded_subset, without_images_in
 from trainables.data.splits import SPLIT_POLICIES, split_pool, stratified_split, stratified_subset
 from trainables.data.synthetic import digits_pool, shapes_pool
 
+logger = logging.getLogger(__name__)
+
 __all__ = ["DATASETS", "LABELED_DATASETS", "DatasetLabelError", "DatasetNotFoundError", "DatasetSpec",
            "DecodedPool", "EmptyDatasetError", "ImageSplits", "PretrainingPool", "SPLIT_POLICIES",
            "decoded_pool", "load_dataset", "load_pretraining_pool", "pool_from_arrays", "pool_to_arrays",
-           "resize_to_uint8_rgb", "split_dataset", "split_indices", "stratified_split"]
+           "resize_to_uint8", "split_dataset", "split_indices", "stratified_split"]
 
 
 @dataclass(frozen=True)
 class ImageSplits:
-    """uint8 images (N, 3, S, S) and int64 labels of each split, plus what the loop reports.
+    """uint8 images (N, C, S, S) and int64 labels of each split, plus what the loop reports.
 
     labeled_train_indices: positions into train_* whose labels the probe may use (all of them
     unless load_dataset got label_fraction < 1); skipped_images: unreadable files left out;
-    grayscale: single-channel data (stored with the channel replicated three times), whose
-    augmentations leave out the colour operations.
+    grayscale: single-channel data (stored as one channel, C = 1), whose augmentations leave
+    out the colour operations.
     """
 
     train_images: torch.Tensor
@@ -194,9 +202,10 @@ class DatasetSpec:
     # fundus, the randomly rotated shapes): pretraining and fine-tuning then flip them vertically
     # too. Radiographs, ultrasound and natural images keep their orientation.
     vertical_flip: bool = False
-    # Single-channel images (radiographs, OCT, ultrasound): the augmentations then drop hue,
-    # saturation and grayscale conversion. None: detected, true when every decoded image has
-    # R = G = B (a folder of DICOMs or gray PNGs; JPEGs saved in colour are not).
+    # Single-channel images (radiographs, OCT, ultrasound): stored as one channel (a colour file
+    # reduced to its luma), and the augmentations drop hue, saturation and grayscale conversion.
+    # None: detected, true when every decoded image has R = G = B (a folder of DICOMs or gray
+    # PNGs; JPEGs saved in colour are not). False: kept as decoded.
     grayscale: bool | None = None
     # The folder under data_root whose files the cache fingerprints ("" is data_root itself);
     # None: no files (bundled or generated data).
@@ -291,6 +300,23 @@ class EmptyDatasetError(ValueError):
     """A dataset whose files are there but none of whose images could be read."""
 
 
+def with_stored_channels(pool: DecodedPool, grayscale: bool | None, name: str) -> DecodedPool:
+    """The pool as it is stored: one channel when the dataset is gray (`DatasetSpec.grayscale`
+    True: colour files reduced to their luma, and counted in a log line) or, when None, when every
+    image is gray; else as decoded."""
+    if pool.images.shape[1] == 1 or grayscale is False:
+        return pool
+    coloured = sum(int((chunk[:, :1] != chunk).flatten(1).any(dim=1).sum())
+                   for chunk in pool.images.split(4096))
+    if coloured and not grayscale:
+        return pool
+    gray = to_one_channel(pool.images)
+    if coloured:
+        logger.warning("dataset %r is gray: %d of its %d images were in colour and were reduced to "
+                       "their luma", name, coloured, len(gray))
+    return dataclasses.replace(pool, images=gray)
+
+
 def decoded_pool(name: str, image_size: int, data_root: str | Path, *, download: bool = False,
                  cache: bool = True, accept: Callable[[DecodedPool], object] | None = None) -> DecodedPool:
     """The dataset's decoded pool, from the on-disk cache while its source files are unchanged.
@@ -300,7 +326,7 @@ def decoded_pool(name: str, image_size: int, data_root: str | Path, *, download:
     spec, root = DATASETS[name], Path(data_root)
 
     def build() -> DecodedPool:
-        pool = spec.build(image_size, root, download)
+        pool = with_stored_channels(spec.build(image_size, root, download), spec.grayscale, name)
         if len(pool.labels) == 0:
             raise EmptyDatasetError(f"dataset {name!r} at {root}: none of its {pool.skipped_images} "
                                     "images could be read; check the files (the log names each one)")
@@ -377,14 +403,13 @@ def split_dataset(name: str, pool: DecodedPool, seed: int, data_root: str | Path
                         for indices in split_indices(name, data_root, pool, split, seed))
     labels = torch.as_tensor(pool.labels, dtype=torch.int64)
     labeled = stratified_subset(pool.labels[train.numpy()], label_fraction, seed)
-    spec = DATASETS[name]
     return ImageSplits(
         train_images=pool.images[train], train_labels=labels[train],
         val_images=pool.images[val], val_labels=labels[val],
         test_images=pool.images[test], test_labels=labels[test],
         class_names=pool.class_names, skipped_images=pool.skipped_images,
         label_fraction=label_fraction, labeled_train_indices=torch.as_tensor(labeled, dtype=torch.int64),
-        grayscale=is_grayscale(pool.images) if spec.grayscale is None else spec.grayscale,
+        grayscale=pool.images.shape[1] == 1,
     )
 
 
@@ -413,7 +438,7 @@ def load_pretraining_pool(name: str, data_root: str | Path, evaluation: ImageSpl
     `fraction` of it. `source`: that dataset's pool, decoded already (a sweep's driver shares it)."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
-    spec, removed, skipped = DATASETS[name], 0, evaluation.skipped_images
+    removed, skipped = 0, evaluation.skipped_images
     if same_files:
         images, grayscale = evaluation.train_images, evaluation.grayscale
     else:
@@ -426,7 +451,7 @@ def load_pretraining_pool(name: str, data_root: str | Path, evaluation: ImageSpl
             images = pool.images
         held_out = torch.cat([evaluation.val_images, evaluation.test_images])
         images, removed = without_images_in(images, held_out)
-        grayscale = is_grayscale(images) if spec.grayscale is None else spec.grayscale
+        grayscale = images.shape[1] == 1
     if len(images) == 0:
         raise EmptyDatasetError(f"the pretraining pool {name!r} at {data_root} is empty after removing "
                                 f"{removed} images of the evaluation's val/test splits")

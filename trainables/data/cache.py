@@ -33,7 +33,9 @@ from trainables.data.pool import DecodedPool
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 3  # 3: the source fingerprint; 2: 16-bit images read at full depth, DICOM files read
+# 4: gray images stored as one channel; 3: the source fingerprint; 2: 16-bit images read at full
+# depth, DICOM files read. An older file is simply not found under the new name: decoded again.
+CACHE_VERSION = 4
 CACHE_FOLDER = ".cache"
 FINGERPRINTED_CONTENTS = (".csv",)  # small files whose bytes, not only size and time, are the key
 GROUP_READ_WRITE = stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IWGRP | stat.S_IROTH
@@ -166,10 +168,22 @@ def staleness(old: list[str], new: list[str]) -> str:
     return f"{added} added, {removed} removed, {changed} changed"
 
 
+def older_versions(path: Path) -> list[Path]:
+    """Cache files of the same dataset and size written by an earlier CACHE_VERSION, oldest first."""
+    prefix = path.name.removesuffix(f"v{CACHE_VERSION}.npz")
+    found = [(int(version), older) for older in path.parent.glob(f"{prefix}v*.npz")
+             if (version := older.name.removeprefix(prefix).removesuffix(".npz").removeprefix("v")).isdigit()
+             and int(version) < CACHE_VERSION]
+    return [older for _, older in sorted(found)]
+
+
 def read_cached_pool(path: Path, manifest: list[str]) -> DecodedPool | None:
     """The pool at `path` when it is whole and was decoded from exactly these files; else None,
     after one log line saying why it is rebuilt (missing files say nothing: a first decode)."""
     if not path.exists():
+        if older := older_versions(path):
+            logger.warning("rebuilding the data cache %s: %s is of an older format (this version "
+                           "writes v%d)", path, older[-1].name, CACHE_VERSION)
         return None
     try:
         old = stored_manifest(path)

@@ -14,7 +14,7 @@ from trainables.data.pool import (
     CorruptDatasetFileError,
     DatasetNotFoundError,
     DecodedPool,
-    resize_to_uint8_rgb,
+    resize_to_uint8,
 )
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -43,7 +43,7 @@ def cifar10_pool(image_size: int, data_root: Path, download: bool = False) -> De
             "torchvision's CIFAR-10 python batches (data_batch_1..5, test_batch, batches.meta)",
             CIFAR10_SOURCE,
         ) from error
-    images = resize_to_uint8_rgb(np.concatenate([train.data, test.data]), image_size, max_value=255.0)
+    images = resize_to_uint8(np.concatenate([train.data, test.data]), image_size, max_value=255.0)
     labels = np.array(list(train.targets) + list(test.targets), dtype=np.int64)
     official = np.array([TRAIN] * len(train.data) + [TEST] * len(test.data), dtype=np.int8)
     return DecodedPool(images, labels, tuple(train.classes), official_split=official)

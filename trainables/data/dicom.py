@@ -1,4 +1,5 @@
-"""DICOM files (pydicom): one single-frame image -> uint8 (S, S, 3), as a reading station shows it.
+"""DICOM files (pydicom): one single-frame image -> uint8 (S, S) gray or (S, S, 3) colour, as a
+reading station shows it.
 
 Pixel data is decoded by pydicom's own numpy handlers (uncompressed little/big endian, deflated,
 RLE lossless) and by pylibjpeg's plugins (JPEG baseline and extended, JPEG lossless, JPEG-LS,
@@ -25,7 +26,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi
 
-from trainables.data.windowing import gray_to_uint8_rgb, linear_window, percentile_window
+from trainables.data.windowing import gray_to_uint8, linear_window, percentile_window
 
 DICOM_EXTENSIONS = (".dcm", ".dicom")
 DICOM_MAGIC_OFFSET, DICOM_MAGIC = 128, b"DICM"  # after the 128-byte preamble of a Part 10 file
@@ -59,7 +60,8 @@ def is_dicom_file(path: Path) -> bool:
 
 
 def decode_dicom(path: Path, image_size: int) -> np.ndarray:
-    """One single-frame DICOM file -> uint8 (image_size, image_size, 3), windowed as above."""
+    """One single-frame DICOM file -> uint8 (image_size, image_size) for a gray image, windowed as
+    above, or (image_size, image_size, 3) for a colour one."""
     try:
         dataset = pydicom.dcmread(path)
         frames = int(dataset.get("NumberOfFrames", 1) or 1)
@@ -72,7 +74,7 @@ def decode_dicom(path: Path, image_size: int) -> np.ndarray:
         photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).upper()
         if photometric in GRAY:
             gray = display_gray(pixels, dataset)
-            return gray_to_uint8_rgb(1 - gray if photometric == "MONOCHROME1" else gray, image_size)
+            return gray_to_uint8(1 - gray if photometric == "MONOCHROME1" else gray, image_size)
         if photometric == "PALETTE COLOR":
             pixels = apply_color_lut(pixels, dataset)
             bits = 16 if pixels.dtype == np.uint16 else 8

@@ -29,7 +29,7 @@ from trainables.data.pool import (
     DatasetNotFoundError,
     DecodedPool,
     check_labels,
-    resize_to_uint8_rgb,
+    resize_to_uint8,
 )
 
 logger = logging.getLogger(__name__)
@@ -187,7 +187,7 @@ def medmnist_pool(name: str, image_size: int, data_root: Path, download: bool) -
         for part, key in ((TRAIN, "train"), (VAL, "val"), (TEST, "test")):
             part_labels = read(f"{key}_labels").reshape(-1).astype(np.int64)
             check_labels(part_labels, class_names, f"{path} ({key}_labels)")
-            images.append(resize_to_uint8_rgb(read(f"{key}_images"), image_size, max_value=255.0))
+            images.append(resize_to_uint8(read(f"{key}_images"), image_size, max_value=255.0))
             labels.append(part_labels)
             parts.append(np.full(len(part_labels), part, dtype=np.int8))
     return DecodedPool(torch.cat(images), np.concatenate(labels), class_names,

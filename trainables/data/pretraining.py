@@ -17,7 +17,7 @@ import torch
 
 @dataclass(frozen=True)
 class PretrainingPool:
-    """uint8 images (N, 3, S, S) to pretrain on, and where they came from."""
+    """uint8 images (N, C, S, S) to pretrain on (C = 1: gray), and where they came from."""
 
     images: torch.Tensor
     dataset: str
@@ -32,16 +32,19 @@ class PretrainingPool:
 
 
 def image_hashes(images: torch.Tensor) -> list[bytes]:
-    """One sha256 digest per image of a uint8 (N, C, S, S) tensor: equal pixels, equal digests."""
+    """One sha256 digest per image of a uint8 (N, C, S, S) tensor: equal pixels, equal digests. A
+    gray image hashes as its one channel whether it is stored with one or with three equal ones,
+    so a gray pool is compared with a colour evaluation set (and the other way round) by pixels."""
     array = images.contiguous().numpy()
-    return [hashlib.sha256(image.tobytes()).digest() for image in array]
+    return [hashlib.sha256((image[:1] if (image[:1] == image).all() else image).tobytes()).digest()
+            for image in array]
 
 
 def without_images_in(images: torch.Tensor, excluded: torch.Tensor) -> tuple[torch.Tensor, int]:
     """`images` less those whose pixels equal one of `excluded` (same size): (kept, removed count)."""
     if len(excluded) == 0 or len(images) == 0:
         return images, 0
-    if images.shape[1:] != excluded.shape[1:]:
+    if images.shape[2:] != excluded.shape[2:]:
         raise ValueError(f"cannot compare images {tuple(images.shape[1:])} with {tuple(excluded.shape[1:])}")
     forbidden = set(image_hashes(excluded))
     keep = torch.tensor([digest not in forbidden for digest in image_hashes(images)], dtype=torch.bool)

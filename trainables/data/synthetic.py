@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainables.data.pool import DecodedPool, resize_to_uint8_rgb
+from trainables.data.pool import DecodedPool, resize_to_uint8
 
 SHAPES_COUNT = 3000
 SHAPES_DATASET_SEED = 20240617
@@ -31,7 +31,7 @@ def digits_pool(image_size: int) -> DecodedPool:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    images = resize_to_uint8_rgb(digits.images, image_size, max_value=16.0)
+    images = resize_to_uint8(digits.images, image_size, max_value=16.0)
     return DecodedPool(images, digits.target.astype(np.int64), tuple(str(d) for d in range(10)))
 
 

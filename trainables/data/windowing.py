@@ -48,20 +48,19 @@ def percentile_window(values: np.ndarray, percentiles: tuple[float, float] = PER
     return np.clip((values - low) / (high - low), 0.0, 1.0)
 
 
-def gray_to_uint8_rgb(gray: np.ndarray, image_size: int) -> np.ndarray:
-    """[0, 1] gray (H, W) -> uint8 (image_size, image_size, 3), resized (bilinear, antialiased)
-    before it is rounded, so no precision is lost to an 8-bit intermediate; the gray channel is
-    replicated for 3-channel backbones."""
+def gray_to_uint8(gray: np.ndarray, image_size: int) -> np.ndarray:
+    """[0, 1] gray (H, W) -> uint8 (image_size, image_size), resized (bilinear, antialiased)
+    before it is rounded, so no precision is lost to an 8-bit intermediate. One channel: it is
+    stored so, and expanded to three only when a view is normalized (`trainables.augmentations`)."""
     gray = np.asarray(gray, dtype=np.float64)
     if gray.shape != (image_size, image_size):
         resized = Image.fromarray(gray.astype(np.float32)).resize(
             (image_size, image_size), Image.Resampling.BILINEAR)
         gray = np.asarray(resized, dtype=np.float64)
-    levels = np.rint(np.clip(gray, 0.0, 1.0) * 255).astype(np.uint8)
-    return np.repeat(levels[:, :, None], 3, axis=2)
+    return np.rint(np.clip(gray, 0.0, 1.0) * 255).astype(np.uint8)
 
 
 def decode_high_depth_image(image: Image.Image, image_size: int) -> np.ndarray:
-    """A PIL image of more than 8 bits per gray pixel (HIGH_DEPTH_MODES) -> uint8 (S, S, 3), read
-    at full depth and percentile-windowed (PNG and TIFF carry no window of their own)."""
-    return gray_to_uint8_rgb(percentile_window(np.asarray(image)), image_size)
+    """A PIL image of more than 8 bits per gray pixel (HIGH_DEPTH_MODES) -> uint8 (S, S), read at
+    full depth and percentile-windowed (PNG and TIFF carry no window of their own)."""
+    return gray_to_uint8(percentile_window(np.asarray(image)), image_size)

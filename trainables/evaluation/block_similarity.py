@@ -84,7 +84,7 @@ def probe_images(images: torch.Tensor, count: int = DEFAULT_PROBE_IMAGES,
 def block_activations(backbone: nn.Module, images: torch.Tensor, device: torch.device | str = "cpu",
                       positions_per_image: int = POSITIONS_PER_IMAGE, seed: int = PROBE_SEED,
                       batch_size: int = BATCH_SIZE) -> Activations:
-    """Each block's output on uint8 images (N, 3, H, W), in eval mode, via forward hooks: block ->
+    """Each block's output on uint8 images (N, C, H, W), C = 1 or 3, in eval mode, via forward hooks: block ->
     (N, positions, channels). A block's positions depend only on `seed`, its depth and its map
     size, so two networks of the same architecture are sampled at the same places."""
     modules = block_modules(backbone)

@@ -40,7 +40,7 @@ def finetune(backbone: nn.Module, train_images: torch.Tensor, train_labels: torc
              seed: int = 0) -> EvaluationResult:
     """Fine-tune a copy of `backbone` with a new linear head; test the best epoch on validation.
 
-    Images are uint8 (N, 3, H, W). `augment_fn` maps a uint8 batch on `device` to normalized
+    Images are uint8 (N, C, H, W), C = 1 or 3. `augment_fn` maps a uint8 batch on `device` to normalized
     float views (e.g. `lambda images: augment(images, recipe)`); without it, images are only
     normalized. Every parameter of the copy is trained (requires_grad is switched on), with a
     cosine learning-rate decay per step from `learning_rate` to 0. After each epoch the model's

@@ -26,9 +26,10 @@ from trainables.evaluation.results import (
 @torch.no_grad()
 def extract_features(backbone: nn.Module, images: torch.Tensor, batch_size: int = 256,
                      device: torch.device | str = "cpu") -> torch.Tensor:
-    """Backbone features of uint8 images (N, 3, H, W), in eval mode, as float32 on the CPU.
+    """Backbone features of uint8 images (N, C, H, W), in eval mode, as float32 on the CPU.
 
-    Restores the backbone's train/eval mode afterwards.
+    A gray batch (C = 1) is broadcast to three channels by `normalize`. Restores the backbone's
+    train/eval mode afterwards.
     """
     was_training = backbone.training
     backbone.eval()

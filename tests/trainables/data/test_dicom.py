@@ -46,15 +46,14 @@ def all_images(splits: ImageSplits) -> torch.Tensor:
 
 
 def find(images: torch.Tensor, levels: np.ndarray) -> np.ndarray:
-    """The one loaded image (H, W, 3) within one gray level of `levels` (the files are random,
-    so no other image comes near), as a uint8 array; its exact values are checked by the caller."""
+    """The one loaded image (1, H, W) within one gray level of `levels` (the files are random,
+    so no other image comes near), as a uint8 array (H, W); its exact values are checked by the caller."""
     target = torch.as_tensor(np.rint(levels), dtype=torch.int16)
     distance = (images.to(torch.int16) - target).abs().amax(dim=(1, 2, 3))
     matches = (distance <= 1).nonzero().flatten()
     assert len(matches) == 1, f"{len(matches)} loaded images match, distances {sorted(distance.tolist())[:3]}"
-    image = images[matches[0]].permute(1, 2, 0).numpy()
-    assert (image == image[:, :, :1]).all()  # the gray channel replicated three times
-    return image[:, :, 0]
+    assert images.shape[1] == 1  # gray: stored as one channel
+    return images[matches[0], 0].numpy()
 
 
 def write_fillers(dicom_writer: DicomWriter, folder: Path, count: int, size: int, seed: int) -> None:

@@ -79,11 +79,12 @@ def _split_lesions(root: Path, splits: ImageSplits, image_lesion: dict[str, str]
     """Lesions per split, matching images by content (every fake image is unique per position)."""
     folder = root / "ham10000"
     by_bytes: dict[bytes, set[str]] = {}
+    gray = splits.train_images.shape[1] == 1  # the fake images are gray: stored as one channel
     for image_id, lesion in image_lesion.items():
         part = next(p for p in ("HAM10000_images_part_1", "HAM10000_images_part_2")
                     if (folder / p / f"{image_id}.jpg").exists())
-        decoded = np.asarray(Image.open(folder / part / f"{image_id}.jpg").convert("RGB"))
-        by_bytes.setdefault(decoded.transpose(2, 0, 1).tobytes(), set()).add(lesion)
+        decoded = np.asarray(Image.open(folder / part / f"{image_id}.jpg").convert("L" if gray else "RGB"))
+        by_bytes.setdefault((decoded if gray else decoded.transpose(2, 0, 1)).tobytes(), set()).add(lesion)
     return [set().union(*(by_bytes[image.numpy().tobytes()] for image in images))
             for images in (splits.train_images, splits.val_images, splits.test_images)]
 
@@ -141,7 +142,7 @@ def test_kermany_keeps_the_official_test_set_and_merges_val_into_train(tmp_path:
     assert splits.class_names == ("NORMAL", "PNEUMONIA")
     assert len(splits.test_labels) == 12 and splits.test_labels.bincount().tolist() == [6, 6]
     assert len(splits.train_labels) + len(splits.val_labels) == 44
-    assert splits.train_images.shape[1:] == (3, 16, 16)
+    assert splits.train_images.shape[1:] == (1, 16, 16) and splits.grayscale  # X-rays: one channel
 
 
 def test_an_unexpected_class_folder_is_an_error(tmp_path: Path) -> None:

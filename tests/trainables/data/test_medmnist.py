@@ -31,8 +31,7 @@ def test_medmnist_keeps_the_official_split(tmp_path: Path) -> None:
     splits = load_dataset("pneumoniamnist", 32, seed=0, data_root=tmp_path)
     assert splits.class_names == ("normal", "pneumonia")
     assert [len(splits.train_labels), len(splits.val_labels), len(splits.test_labels)] == [40, 10, 20]
-    assert splits.train_images.shape[1:] == (3, 32, 32)
-    assert (splits.train_images[:, 0] == splits.train_images[:, 2]).all()  # gray to RGB
+    assert splits.train_images.shape[1:] == (1, 32, 32) and splits.grayscale  # gray: one channel
     assert splits.train_labels.tolist() == [i % 2 for i in range(40)]
 
 

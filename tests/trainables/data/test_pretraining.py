@@ -73,6 +73,19 @@ def test_overlap_removal_and_the_seeded_subset_against_a_naive_reference() -> No
     assert not np.array_equal(subset, seeded_subset(20, 0.25, seed=4))
 
 
+def test_a_gray_image_is_found_whether_stored_as_one_channel_or_three() -> None:
+    """A one-channel pool against a colour evaluation set (or the other way round) is compared by
+    pixels: a gray evaluation image stored as three equal channels removes its one-channel copy."""
+    generator = torch.Generator().manual_seed(1)
+    gray = torch.randint(0, 256, (10, 1, 4, 4), dtype=torch.uint8, generator=generator)
+    colour = torch.randint(0, 256, (3, 3, 4, 4), dtype=torch.uint8, generator=generator)
+    evaluation = torch.cat([colour, gray[[4, 7]].expand(-1, 3, -1, -1)])
+    kept, removed = without_images_in(gray, evaluation)
+    assert removed == 2 and torch.equal(kept, gray[[0, 1, 2, 3, 5, 6, 8, 9]])
+    kept, removed = without_images_in(evaluation, gray[[7]])  # and the other way round
+    assert removed == 1 and torch.equal(kept, evaluation[:4])
+
+
 def test_chestxray14_reads_its_csv_and_image_folders_grouped_by_patient(tmp_path: Path) -> None:
     folder = tmp_path / "chestxray14"
     rows = ["Image Index,Finding Labels,Follow-up #,Patient ID"]

@@ -28,7 +28,9 @@ def test_a_missing_dataset_is_one_line_naming_it_the_path_and_the_source(name: s
 @pytest.mark.parametrize("name", sorted(OFFLINE))
 def test_offline_datasets_load_without_files(name: str, tmp_path: Path) -> None:
     splits = load_dataset(name, 16, 0, str(tmp_path))  # the loop's positional call
-    assert splits.train_images.dtype == torch.uint8 and splits.train_images.shape[1:] == (3, 16, 16)
+    channels = 1 if name == "digits" else 3  # gray digits are stored as one channel
+    assert splits.train_images.dtype == torch.uint8 and splits.train_images.shape[1:] == (channels, 16, 16)
+    assert splits.grayscale == (channels == 1)
     assert splits.skipped_images == 0 and splits.label_fraction == 1.0
 
 
