@@ -120,9 +120,6 @@ class TrialConfig:
     # Epochs between checkpoints; None: chosen from the measured write and epoch times so that
     # checkpointing costs at most ~5% (trainables/checkpoint_schedule.py). The last epoch always.
     checkpoint_every: int | None = None
-    # torch.compile the step's forward and loss (trainables/training.py); off by default: never
-    # measured on a GPU yet.
-    compile: bool = False
     knn_k: int = 20
     knn_every: int = DEFAULT_KNN_EVERY  # the kNN monitor's period in epochs (also epoch 0 and the last)
     # Evaluation after pretraining: linear probe on frozen features, kNN, or full fine-tuning.
