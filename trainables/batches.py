@@ -13,10 +13,12 @@ live depends on the device:
   datasets at 224 px do): the whole uint8 split is copied to the device once. Each epoch's
   permutation goes to the device once, and each batch is a gather on the device: the GPU never
   waits for the host, and the host never waits for the GPU.
-- GPU, otherwise: the split is copied once into pinned (page-locked) host memory. The next batch
-  is gathered on the host into a pinned staging buffer and copied to the device on a side CUDA
+- GPU, otherwise ("pinned"): the split stays in ordinary host memory. The next batch is gathered
+  on the host into a pinned (page-locked) staging buffer and copied to the device on a side CUDA
   stream while the current step runs; the step's stream waits on that copy's event, on the
-  device, not on the host.
+  device, not on the host. Only the staging buffers are pinned (`pinned_staging_buffers`): the
+  gather reads pageable memory as fast as pinned, and only the copy to the device needs a pinned
+  source. Pinning the whole split would lock its bytes (many GB) in RAM for nothing.
 
 Nothing here calls `.item()`, `.cpu()` or indexes a host tensor with a device tensor: inside the
 step there is no host-device synchronization.
@@ -81,8 +83,7 @@ class TrainingBatches:
                 self.placement = "device"
                 images = images.to(self.device)
             else:
-                self.placement = "pinned"
-                images = images.pin_memory()
+                self.placement = "pinned"  # the split stays as it is: see pinned_staging_buffers
         self.images = images
 
     def epoch(self, epoch_seed: int) -> Iterator[torch.Tensor]:
@@ -107,7 +108,7 @@ class TrainingBatches:
     def _prefetched_batches(self, epoch_seed: int) -> Iterator[torch.Tensor]:
         copy_stream = torch.cuda.Stream(self.device)
         shape = (self.local_batch_size, *self.images.shape[1:])
-        staging = [torch.empty(shape, dtype=self.images.dtype).pin_memory() for _ in range(STAGING_BUFFERS)]
+        staging = pinned_staging_buffers(shape, self.images.dtype)
         copied: list[torch.cuda.Event | None] = [None] * STAGING_BUFFERS
 
         def start_copy(step: int, indices: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event]:
@@ -135,3 +136,10 @@ class TrainingBatches:
             # The step's kernels are queued: gather and copy the next batch while they run.
             if step + 1 < len(slices):
                 pending = start_copy(step + 1, slices[step + 1])
+
+
+def pinned_staging_buffers(shape: tuple[int, ...], dtype: torch.dtype,
+                           count: int = STAGING_BUFFERS) -> list[torch.Tensor]:
+    """The prefetching path's page-locked host buffers, one batch each: the only memory of a split
+    it pins."""
+    return [torch.empty(shape, dtype=dtype).pin_memory() for _ in range(count)]

@@ -87,6 +87,9 @@ class TrialConfig:
     # (trainables/activation_checkpointing.py); the sweep's planner switches it on where a trial
     # fits the GPUs no other way.
     activation_checkpointing: bool = False
+    # Epochs between checkpoints; None: chosen from the measured write and epoch times so that
+    # checkpointing costs at most ~5% (trainables/checkpoint_schedule.py). The last epoch always.
+    checkpoint_every: int | None = None
     knn_k: int = 20
     knn_every: int = DEFAULT_KNN_EVERY  # the kNN monitor's period in epochs (also epoch 0 and the last)
     # Evaluation after pretraining: linear probe on frozen features, kNN, or full fine-tuning.
@@ -286,6 +289,7 @@ NUMBER_RANGES: dict[str, NumberRange] = {
     "num_workers": AT_LEAST_ONE,
     "knn_k": AT_LEAST_ONE,
     "knn_every": AT_LEAST_ONE,
+    "checkpoint_every": AT_LEAST_ONE,
     "probe_epochs": AT_LEAST_ONE,
     "probe_repeats": AT_LEAST_ONE,
     "label_fraction": NumberRange(minimum=0, maximum=1, minimum_included=False),

@@ -22,6 +22,7 @@ from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from trainables import metrics
 from trainables.augmentations import describe_recipes
 from trainables.batches import TrainingBatches
+from trainables.checkpoint_schedule import CheckpointSchedule
 from trainables.config import TrialConfig
 from trainables.data import (
     DecodedPool,
@@ -123,6 +124,7 @@ def train_and_evaluate(config: TrialConfig, data: ImageSplits, rank: int, world_
     view_specs = training_view_specs(state.method, config, pretrain_grayscale)
     epochs = range(state.epoch + 1, config.epochs + 1) if state.method.pretrains else range(0)
     batches = TrainingBatches(pretrain_images, device, config.batch_size, world_size, rank)
+    checkpoints = CheckpointSchedule(config.checkpoint_every, config.epochs)
 
     if state.epoch == 0:
         # Epoch 0 is the initialization itself: where each prior starts on the kNN curve.
@@ -181,7 +183,15 @@ def train_and_evaluate(config: TrialConfig, data: ImageSplits, rank: int, world_
                   + " ".join(f"{k}={v:.4g}" for k, v in epoch_metrics.items() if k != metrics.EPOCH),
                   flush=True)
         state.epoch_metrics = epoch_metrics
-        report_with_checkpoint(epoch_metrics, state, rank)
+        if checkpoints.is_due(epoch):
+            write_started = time.perf_counter()
+            report_with_checkpoint(epoch_metrics, state, rank)
+            checkpoints.record(epoch, time.perf_counter() - write_started,
+                               epoch_metrics[metrics.PRETRAIN_EPOCH_SECONDS])
+            if rank == 0:
+                print(f"checkpointed epoch {epoch}; next in {checkpoints.period} epochs", flush=True)
+        else:
+            ray.train.report(epoch_metrics)
 
     final_metrics = {metrics.EPOCH: state.epoch}
     with tempfile.TemporaryDirectory() as directory:

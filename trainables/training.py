@@ -6,7 +6,6 @@ already on the device, augments each view there, and runs forward and backward u
 autocast on a GPU; it never waits for the device.
 """
 
-import contextlib
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from trainables.activation_checkpointing import enable_activation_checkpointing
 from trainables.augmentations import AugmentationRecipe, augment, without_color
 from trainables.config import TrialConfig
 from trainables.data import DATASETS
+from trainables.devices import enable_fast_cuda_kernels, memory_format, mixed_precision
 from trainables.distributed import convert_batchnorm_for_distributed
 from trainables.initializations import build_initialized_backbone
 from trainables.methods import RunShape, SSLMethod, build_method
@@ -108,24 +108,3 @@ def with_dataset_flips(recipe: AugmentationRecipe, dataset: str) -> Augmentation
     if DATASETS[dataset].vertical_flip:
         return dataclasses.replace(recipe, vertical_flip_probability=0.5)
     return recipe
-
-
-def enable_fast_cuda_kernels(device: torch.device) -> None:
-    """On GPUs: cuDNN autotuning (every step has the same shapes, so the search pays once) and
-    TF32 for what runs in fp32 outside autocast (losses, fine-tuning, evaluation)."""
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-
-
-def memory_format(device: torch.device) -> torch.memory_format:
-    """channels_last on GPUs, where convolutions in that layout are faster."""
-    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
-
-
-def mixed_precision(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on GPUs (each loss upcasts itself to fp32); plain fp32 on CPUs."""
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()

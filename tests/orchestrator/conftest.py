@@ -24,7 +24,8 @@ def local_ray():
 
 
 class RecordReports(ray.train.UserCallback):
-    """Appends rank 0's every report to a JSON-lines file (callbacks run in the controller)."""
+    """Appends rank 0's every report to a JSON-lines file (callbacks run in the controller), and
+    the epoch of every report that came with a checkpoint to `checkpointed_epochs_file(path)`."""
 
     def __init__(self, path: Path) -> None:
         self.path = str(path)
@@ -32,6 +33,21 @@ class RecordReports(ray.train.UserCallback):
     def after_report(self, run_context, metrics, checkpoint) -> None:
         with open(self.path, "a") as handle:
             handle.write(json.dumps(metrics[0]) + "\n")
+        if checkpoint is not None:
+            with open(checkpointed_epochs_file(self.path), "a") as handle:
+                handle.write(f"{metrics[0].get('epoch')}\n")
+
+
+def checkpointed_epochs_file(path: Path | str) -> Path:
+    return Path(f"{path}.checkpoints")
+
+
+def checkpointed_epochs(path: Path) -> list:
+    """The epochs whose reports came with a checkpoint, as RecordReports(path) saw them."""
+    file = checkpointed_epochs_file(path)
+    if not file.exists():
+        return []
+    return [line if line == "None" else int(line) for line in file.read_text().split()]
 
 
 # The callback runs in Ray's controller process, which cannot import this module.

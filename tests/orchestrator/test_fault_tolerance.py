@@ -6,6 +6,7 @@ so the test can find that Ray's processes (and only those) by their environment.
 """
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -133,6 +134,11 @@ def test_a_killed_training_worker_restarts_from_its_checkpoint_and_the_sweep_suc
     assert finish(tmp_path, process) == 0, (tmp_path / "sweep.log").read_text()[-3000:]
     log = (tmp_path / "sweep.log").read_text()
     assert "resumed from checkpoint at epoch" in log  # the worker group came back from its checkpoint
+    # From a checkpoint the trial wrote (checkpoint_every's default: the first epoch, timed, then
+    # every few epochs as the write and epoch times allow).
+    written = {int(epoch) for epoch in re.findall(r"checkpointed epoch (\d+)", log)}
+    resumed = [int(epoch) for epoch in re.findall(r"resumed from checkpoint at epoch (\d+)", log)]
+    assert resumed and set(resumed) <= written, (resumed, written)
     assert_every_trial_finished_with_each_epoch_once(tmp_path, log[-3000:])
 
 

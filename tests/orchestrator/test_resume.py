@@ -5,6 +5,7 @@ from pathlib import Path
 
 from orchestrator.resources import ResourcePlan
 from orchestrator.tune_driver import build_trainer
+from tests.orchestrator.conftest import checkpointed_epochs
 from trainables import metrics
 from trainables.config import TrialConfig
 
@@ -31,6 +32,8 @@ def test_restarted_trial_continues_from_the_saved_epoch(local_ray, record_report
 
     first = run({**common, "epochs": 2}, "trial_x", tmp_path, tmp_path / "first.jsonl", record_reports)
     assert trained_epochs(tmp_path / "first.jsonl") == [1, 2]
+    # checkpoint_every's default: the first epoch (timed) and the last, here both.
+    assert checkpointed_epochs(tmp_path / "first.jsonl") == [1, 2, 2]  # then the final one
 
     # The same run name and storage: Ray Train hands the loop its latest checkpoint.
     second = run({**common, "epochs": 4}, "trial_x", tmp_path, tmp_path / "second.jsonl", record_reports)
@@ -41,7 +44,12 @@ def test_restarted_trial_continues_from_the_saved_epoch(local_ray, record_report
     assert second.checkpoint.path != first.checkpoint.path
     final_report = json.loads((tmp_path / "second.jsonl").read_text().splitlines()[-1])
     assert 0.1 < final_report[metrics.LINEAR_TEST_ACCURACY] <= 1.0
+    # The first epoch this run trained (3) and the last (4) are checkpointed, then the final one.
+    assert checkpointed_epochs(tmp_path / "second.jsonl") == [3, 4, 4]
 
-    # A different run name starts from scratch.
-    run({**common, "epochs": 1}, "trial_y", tmp_path, tmp_path / "fresh.jsonl", record_reports)
-    assert trained_epochs(tmp_path / "fresh.jsonl") == [1]
+    # A different run name starts from scratch; an explicit checkpoint_every checkpoints its
+    # multiples and the last epoch (then the final checkpoint, after evaluation).
+    run({**common, "epochs": 3, "checkpoint_every": 2}, "trial_y", tmp_path, tmp_path / "fresh.jsonl",
+        record_reports)
+    assert trained_epochs(tmp_path / "fresh.jsonl") == [1, 2, 3]
+    assert checkpointed_epochs(tmp_path / "fresh.jsonl") == [2, 3, 3]

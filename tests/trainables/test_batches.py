@@ -1,8 +1,12 @@
 """The training step's batches: the same images as the loop's original indexing, on every device."""
 
+import ast
+import inspect
+
 import pytest
 import torch
 
+from trainables import batches as batches_module
 from trainables.batches import TrainingBatches
 
 
@@ -70,6 +74,20 @@ def test_gpu_batches_equal_the_cpu_batches(resident_fraction: float) -> None:
     assert len(ours) == len(reference)
     for mine, theirs in zip(ours, reference, strict=True):
         assert mine.device.type == "cuda" and torch.equal(mine.cpu(), theirs)
+    # The prefetching path pins its staging buffers only, never the split itself.
+    assert not batches.images.is_pinned() and not images.is_pinned()
+
+
+def test_only_the_staging_buffers_are_pinned() -> None:
+    # On a CPU nothing can be pinned; read the code instead: every pin_memory call in
+    # trainables/batches.py is in the staging buffers' allocator or pins the epoch's permutation.
+    tree = ast.parse(inspect.getsource(batches_module))
+    pinning = {function.name for function in ast.walk(tree) if isinstance(function, ast.FunctionDef)
+               for call in ast.walk(function) if isinstance(call, ast.Call)
+               and isinstance(call.func, ast.Attribute) and call.func.attr == "pin_memory"}
+    assert pinning == {"pinned_staging_buffers", "_resident_batches"}
+    resident = inspect.getsource(TrainingBatches._resident_batches)
+    assert "epoch_order(self.count, epoch_seed).pin_memory()" in resident  # the permutation, not images
 
 
 def test_one_channel_batches_keep_one_channel_and_are_channel_zero_of_the_replicated_batches() -> None:

@@ -14,6 +14,7 @@ from torch import nn
 
 from trainables.augmentations import normalize
 from trainables.data import splits as data_splits
+from trainables.devices import memory_format, mixed_precision
 from trainables.evaluation.losses import focal_loss, inverse_frequency_weights
 from trainables.evaluation.results import (
     EvaluationResult,
@@ -25,20 +26,31 @@ from trainables.evaluation.results import (
 
 @torch.no_grad()
 def extract_features(backbone: nn.Module, images: torch.Tensor, batch_size: int = 256,
-                     device: torch.device | str = "cpu") -> torch.Tensor:
-    """Backbone features of uint8 images (N, C, H, W), in eval mode, as float32 on the CPU.
+                     device: torch.device | str = "cpu", on_device: bool = False) -> torch.Tensor:
+    """Backbone features of uint8 images (N, C, H, W), in eval mode, as float32: on the host, or
+    on `device` with `on_device` (the kNN and the probes then run there too). A gray batch
+    (C = 1) is broadcast to three channels by `normalize`.
 
-    A gray batch (C = 1) is broadcast to three channels by `normalize`. Restores the backbone's
-    train/eval mode afterwards.
+    Runs as the trial's training does on `device` (trainables.devices): bf16 autocast and
+    channels-last on GPUs, plain fp32 on CPUs. Each batch's features are written into one
+    float32 tensor on the device, copied to the host once at the end: no blocking copy per
+    batch. Restores the backbone's train/eval mode afterwards.
     """
+    device = torch.device(device)
     was_training = backbone.training
     backbone.eval()
-    features = [
-        backbone(normalize(images[start:start + batch_size].to(device))).float().cpu()
-        for start in range(0, len(images), batch_size)
-    ]
+    features = None
+    with mixed_precision(device):
+        for start in range(0, len(images), batch_size):
+            batch = normalize(images[start:start + batch_size].to(device, non_blocking=True))
+            output = backbone(batch.contiguous(memory_format=memory_format(device)))
+            if features is None:
+                features = torch.empty((len(images), *output.shape[1:]), dtype=torch.float32, device=device)
+            features[start:start + len(output)] = output
     backbone.train(was_training)
-    return torch.cat(features)
+    if features is None:
+        raise ValueError("extract_features got no images; give at least one")
+    return features if on_device else features.cpu()
 
 
 def embedding_std(embedding: torch.Tensor) -> torch.Tensor:
@@ -64,13 +76,14 @@ def knn_votes(train_features: torch.Tensor, train_labels: torch.Tensor, query_fe
     The k nearest training features by cosine similarity each vote exp(similarity / T) for
     their class; the predicted class is the argmax.
     """
-    train_features = F.normalize(train_features.float(), dim=1)
+    device = query_features.device  # the votes are counted where the features are
+    train_features = F.normalize(train_features.float().to(device), dim=1)
     query_features = F.normalize(query_features.float(), dim=1)
     k = min(k, len(train_features))
     similarity, index = (query_features @ train_features.T).topk(k, dim=1)
     weights = (similarity / temperature).exp()
-    votes = torch.zeros(len(query_features), num_classes)
-    votes.scatter_add_(1, train_labels[index], weights)
+    votes = torch.zeros(len(query_features), num_classes, device=device)
+    votes.scatter_add_(1, train_labels.to(device)[index], weights)
     return votes
 
 
@@ -80,7 +93,7 @@ def knn_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor,
                  num_classes: int, k: int = 20, temperature: float = 0.07) -> float:
     """Accuracy of the weighted kNN vote: the per-epoch monitor."""
     votes = knn_votes(train_features, train_labels, query_features, num_classes, k, temperature)
-    return (votes.argmax(dim=1) == query_labels).float().mean().item()
+    return (votes.argmax(dim=1) == query_labels.to(votes.device)).float().mean().item()
 
 
 def stratified_subset(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
@@ -100,7 +113,8 @@ def probe_knn(train_features: torch.Tensor, train_labels: torch.Tensor,
               repeats: int = 1, seed: int = 0) -> EvaluationResult:
     """Weighted kNN on frozen features; test AUC from the votes normalized to sum to 1.
 
-    Nothing is trained, so repeats differ only by their label subsets (best_epoch is 0).
+    Nothing is trained, so repeats differ only by their label subsets (best_epoch is 0). The
+    votes are counted where the features are (on the GPU when extracted there).
     """
     results = []
     for repeat in range(repeats):
@@ -131,11 +145,12 @@ def train_linear_classifier(train_x: torch.Tensor, train_labels: torch.Tensor,
     """Multinomial logistic regression, full-batch Adam; returns the best epoch's classifier.
 
     Returns (classifier, its validation balanced accuracy, its epoch); the earliest epoch wins
-    ties. The caller's global RNG is left as it was.
+    ties. The caller's global RNG is left as it was. Trains where the features are.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        classifier = nn.Linear(train_x.shape[1], num_classes)
+        classifier = nn.Linear(train_x.shape[1], num_classes)  # drawn on the CPU: the same everywhere
+    classifier = classifier.to(train_x.device)
     optimizer = torch.optim.Adam(classifier.parameters(), lr=learning_rate, weight_decay=weight_decay)
     best_score, best_epoch, best_state = -1.0, 0, copy.deepcopy(classifier.state_dict())
     for epoch in range(1, epochs + 1):
@@ -162,8 +177,11 @@ def probe_linear(train_features: torch.Tensor, train_labels: torch.Tensor,
     label_fraction = 1.0 the repeats differ only by initialization. Features are standardized
     with the statistics of every training feature (no labels involved, so the unlabelled part
     may be used). class_weighted: inverse-frequency weights of the repeat's labelled subset.
+    Trains where the features are (on the GPU when extracted there).
     """
     train_x, val_x, test_x = standardize(train_features, val_features, test_features)
+    device = train_x.device
+    train_labels, val_labels = train_labels.to(device), val_labels.to(device)
     results = []
     for repeat in range(repeats):
         subset = stratified_subset(train_labels, label_fraction, seed + repeat)

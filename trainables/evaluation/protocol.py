@@ -32,11 +32,13 @@ def monitor_knn(backbone: nn.Module, data: ImageSplits, config: TrialConfig, dev
                 features: tuple[torch.Tensor, torch.Tensor] | None = None) -> float:
     """kNN accuracy on the validation split against the monitor's reference subset of the training
     split (trainables.monitoring): the convergence curves' metric. `features`: the whole training
-    split's and the validation split's features when already computed (the final evaluation)."""
+    split's and the validation split's features when already computed (the final evaluation).
+    Features stay on `device` and the vote is counted there: one number comes back."""
     reference = knn_reference_indices(len(data.train_images), config.seed)
     if features is None:
-        train_features = extract_features(backbone, data.train_images[reference], device=device)
-        val_features = extract_features(backbone, data.val_images, device=device)
+        train_features = extract_features(backbone, data.train_images[reference], device=device,
+                                          on_device=True)
+        val_features = extract_features(backbone, data.val_images, device=device, on_device=True)
     else:
         train_features, val_features = features[0][reference], features[1]
     return knn_accuracy(train_features, data.train_labels[reference], val_features, data.val_labels,
@@ -58,9 +60,11 @@ def evaluate(backbone: nn.Module, data: ImageSplits, config: TrialConfig, device
 
     Features are computed once, in eval mode, and serve the monitor, the linear and kNN
     evaluations and the plot: those never touch the backbone. Fine-tuning trains a copy of it.
+    The features stay on `device` (bf16 autocast and channels-last on GPUs), where the monitor and
+    the probes run; only the test split's come to the host, once, for the t-SNE plot (plot_tsne).
     `config` is the one the trial was built from: its weights_path names a local file.
     """
-    features = [extract_features(backbone, images, device=device)
+    features = [extract_features(backbone, images, device=device, on_device=True)
                 for images in (data.train_images, data.val_images, data.test_images)]
     monitor = monitor_knn(backbone, data, config, device, features=(features[0], features[1]))
     splits = (features[0], data.train_labels, features[1], data.val_labels, features[2], data.test_labels)

@@ -5,6 +5,7 @@ import pytest
 import torch
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from trainables.augmentations import IMAGENET_MEAN, IMAGENET_STD
 from trainables.backbones import build_backbone
@@ -13,6 +14,7 @@ from trainables.evaluation.probes import (
     extract_features,
     is_collapsed,
     knn_accuracy,
+    knn_votes,
     probe_linear,
     standardize,
 )
@@ -215,3 +217,57 @@ def test_extract_features_leaves_the_backbone_untouched(training: bool) -> None:
     with torch.no_grad():
         expected = backbone((images.float() / 255 - mean) / std)
     torch.testing.assert_close(features, expected, atol=1e-5, rtol=1e-4)
+
+
+class CopiesToHost(TorchDispatchMode):
+    """Counts the copies of meta-device tensors to the host, standing in for a GPU on a CPU:
+    every op runs on 'meta' (shapes only) and each copy to the host returns zeros."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if (func is torch.ops.aten._to_copy.default and args[0].device.type == "meta"
+                and kwargs.get("device") == torch.device("cpu")):
+            self.count += 1
+            return torch.zeros(args[0].shape, dtype=kwargs.get("dtype") or args[0].dtype)
+        return func(*args, **kwargs)
+
+
+@pytest.mark.parametrize(("on_device", "copies"), [(False, 1), (True, 0)])
+def test_features_come_to_the_host_once_not_per_batch(on_device: bool, copies: int) -> None:
+    backbone, feature_dim = build_backbone("cbr_nano")
+    images = torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8)
+    with CopiesToHost() as host:  # 3 batches of 4: a copy per batch would count 3
+        features = extract_features(backbone.to("meta"), images, batch_size=4, device="meta",
+                                    on_device=on_device)
+    assert host.count == copies
+    assert features.shape == (10, feature_dim) and features.device.type == ("meta" if on_device else "cpu")
+
+
+def test_knn_votes_are_counted_where_the_features_are() -> None:
+    train, query = torch.randn(30, 8, device="meta"), torch.randn(5, 8, device="meta")
+    with CopiesToHost() as host:
+        votes = knn_votes(train, torch.randint(0, 3, (30,)), query, num_classes=3, k=4)
+    assert host.count == 0 and votes.device.type == "meta" and votes.shape == (5, 3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_gpu_evaluation_under_autocast_matches_the_fp32_cpu_path() -> None:
+    torch.manual_seed(0)
+    backbone, _ = build_backbone("resnet18")
+    images = torch.randint(0, 256, (96, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.arange(96) % 3
+    reference = extract_features(backbone, images, batch_size=32)
+    gpu_backbone = backbone.to("cuda", memory_format=torch.channels_last)
+    features = extract_features(gpu_backbone, images, batch_size=32, device="cuda", on_device=True)
+    assert features.device.type == "cuda" and features.dtype == torch.float32
+    torch.testing.assert_close(features.cpu(), reference, rtol=0.05, atol=0.05)  # bf16 vs fp32
+    # The probe on the GPU: the same classifier as on the CPU, from the same features.
+    splits = (reference[:64], labels[:64], reference[64:80], labels[64:80], reference[80:], labels[80:])
+    on_cpu = probe_linear(*splits, num_classes=3, repeats=1, epochs=30)
+    on_gpu = probe_linear(*(split.cuda() if split.is_floating_point() else split for split in splits),
+                          num_classes=3, repeats=1, epochs=30)
+    assert on_gpu.test_accuracy.mean == pytest.approx(on_cpu.test_accuracy.mean, abs=0.07)
