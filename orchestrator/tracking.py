@@ -2,10 +2,14 @@
 invocation, one nested child run per trial (flat params, per-epoch metrics with step = epoch,
 final metrics, the trial's status by orchestrator.trial_status).
 
-Other modules write into the runs this one makes: `lineage` (dataset inputs, the backbone as an
-MLflow model), `run_page` (the config artifact, the evaluation's files), `mlflow_view` (the saved
-runs-table view), `report.render` (the report on the parent run) and `sweep` (parent-run tags,
-through `SweepTracker.client`).
+Every write to the parent run from the sweep's driver goes through `SweepTracker` (`tag_parent`,
+`log_parent_dict`, `log_parent_text`: the smoke flag, the merged trials, summary.csv, the
+search's best config, the screening's ranking), and every write to a trial's child run through
+`MlflowTrialLogger`. Beside these, three modules own writes of their own, called from here or
+with a client made here: `lineage` (a trial's dataset inputs, its backbone as an MLflow model),
+`run_page` (a trial's config artifact and its evaluation's files) and `mlflow_view` (the saved
+runs-table view, an experiment tag). The report (`report.render`) writes itself onto the parent
+run with its own client, since `python -m orchestrator.report` runs without a sweep.
 
 `MlflowTrialLogger` is a Ray Tune callback: it runs in the driver process, so workers never
 need to reach the tracking server. It finds a trial's existing child run by the trial id, so a
@@ -29,6 +33,7 @@ from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
 from orchestrator.grid import running_config
 from orchestrator.lineage import log_backbone_model, log_dataset_input, log_pretraining_input
+from orchestrator.mlflow_view import save_runs_table_view
 from orchestrator.provenance import provenance_tags
 from orchestrator.resources import ResourcePlan
 from orchestrator.run_page import log_config, log_evaluation_folder, meaningful_params, sweep_axes
@@ -113,6 +118,20 @@ class SweepTracker:
         self.parent_run_id = runs[0].info.run_id
         self.client.update_run(self.parent_run_id, status="RUNNING")
         return self.parent_run_id
+
+    def tag_parent(self, key: str, value: str) -> None:
+        self.client.set_tag(self.parent_run_id, key, value)
+
+    def log_parent_dict(self, values: Any, artifact_file: str) -> None:
+        """`values` as a JSON (or YAML, by the file's ending) artifact of the parent run."""
+        self.client.log_dict(self.parent_run_id, values, artifact_file)
+
+    def log_parent_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.parent_run_id, text, artifact_file)
+
+    def save_runs_table_view(self, view: dict) -> None:
+        """The experiment's saved runs-table view (orchestrator.mlflow_view.runs_table_view)."""
+        save_runs_table_view(self.client, self.experiment_id, view)
 
     def finish_parent(self, status: str) -> None:
         """End the parent run as FINISHED, FAILED or KILLED (interrupted)."""
