@@ -292,12 +292,10 @@ def check_resume_state(tracking_uri: str, storage_path: str, sweep_name: str) ->
         [experiment.experiment_id], filter_string=f"tags.{TAG_ROLE} = '{ROLE_SWEEP}'", max_results=1)
     if not parents:
         raise PreflightError(f"--resume: no earlier run of sweep {sweep_name!r} in {tracking_uri}; {again}")
-    from ray import tune
-
-    from orchestrator.tune_driver import experiment_path
+    from orchestrator.tune_driver import can_restore, experiment_path
 
     experiment_folder = experiment_path(storage_path, sweep_name)
-    if not tune.Tuner.can_restore(experiment_folder):
+    if not can_restore(storage_path, sweep_name):
         raise PreflightError(f"--resume: MLflow has an earlier run of {sweep_name!r} but {experiment_folder} "
                              "holds no Tune state; pass the --storage-path it ran with, or run without "
                              "--resume")

@@ -3,13 +3,15 @@
     python -m orchestrator.sweep --list
     python -m orchestrator.sweep smoke --dry-run
     python -m orchestrator.sweep smoke --set epochs=2 --set method=simclr,simsiam
+
+The command line: parse, check (orchestrator.preflight), plan, print the dry run's table, run the
+stages and report. Tune's setup and what is read from its results live in orchestrator.tune_driver,
+the parent run's writes go through orchestrator.tracking's SweepTracker.
 """
 
 import argparse
 import dataclasses
-import math
 import os
-import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -25,7 +27,6 @@ from orchestrator.grid import (
     Grid,
     apply_overrides,
     flat_value,
-    short,
     substitute_missing_datasets,
 )
 from orchestrator.memory import GIB, fit_to_plan
@@ -34,7 +35,6 @@ from orchestrator.mlflow_view import (
     run_link,
     runs_table_link,
     runs_table_view,
-    save_runs_table_view,
 )
 from orchestrator.preflight import PreflightError, check_arguments, check_grid, check_inputs
 from orchestrator.resources import PlanningError, ResourcePlan, plan_resources
@@ -46,7 +46,6 @@ from orchestrator.screening import (
     screening_axes,
     stage_2_trial_count,
 )
-from orchestrator.trial_status import trial_status
 from orchestrator.weights_availability import print_weights_availability
 from search_spaces import SWEEPS, Screening
 from trainables import metrics
@@ -58,12 +57,6 @@ EXIT_BAD_INPUT = 2
 EXIT_TRIALS_FAILED = 1
 # A preemptible node or an OOM kill takes a worker now and then: restart from the last checkpoint.
 DEFAULT_MAX_FAILURES = 2
-# Final table columns: the trial's own evaluation protocol's metrics, then the last epoch's.
-TABLE_EVALUATION_METRICS = (metrics.TEST_ACCURACY, metrics.TEST_BALANCED_ACCURACY,
-                            metrics.TEST_MACRO_F1, metrics.TEST_AUC)
-TABLE_EPOCH_METRICS = (metrics.KNN_VAL_ACCURACY, metrics.PRETRAIN_COLLAPSE_STD)
-TABLE_HEADER = ("status", "eval", *TABLE_EVALUATION_METRICS, *TABLE_EPOCH_METRICS)
-
 
 
 class ArgumentError(ValueError):
@@ -288,7 +281,14 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
     from orchestrator.lineage import refuse_mlflow_pickles, resolve_weights, share_weights
     from orchestrator.priors import resolve_priors, share_priors
     from orchestrator.tracking import SweepTracker, error_line, flatten, resolve_tracking_uri
-    from orchestrator.tune_driver import run_tune
+    from orchestrator.tune_driver import (
+        TABLE_HEADER,
+        Interruption,
+        report_best,
+        run_tune,
+        summarize,
+        trial_display_name,
+    )
 
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     refuse_mlflow_pickles()  # the driver runs no MLflow loader that unpickles
@@ -330,12 +330,11 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
         tracker.start_parent(args.sweep, {"sweep": args.sweep, "axes": ",".join(grid.display_axes),
                                           **flatten({"grid": grid.axes, "fixed": grid.params})},
                              description=(sweep.hypothesis or sweep.description).strip())
-        tracker.client.set_tag(tracker.parent_run_id, "smoke", str(is_smoke_run(args)).lower())
+        tracker.tag_parent("smoke", str(is_smoke_run(args)).lower())
         if stage_1.num_merged:
-            tracker.client.log_dict(tracker.parent_run_id, stage_1.served_cells(), MERGED_TRIALS_FILE)
+            tracker.log_parent_dict(stage_1.served_cells(), MERGED_TRIALS_FILE)
         if substitutions:
-            tracker.client.set_tag(tracker.parent_run_id, "smoke_dataset_substitutions",
-                                   "; ".join(substitutions))
+            tracker.tag_parent("smoke_dataset_substitutions", "; ".join(substitutions))
     print_mlflow_links(tracker, grid)
     status = "FAILED"  # unless the sweep gets to its end
     interruption = Interruption()
@@ -369,7 +368,7 @@ def run(args: argparse.Namespace, grid: Grid, address: str | None, substitutions
             if result.error is not None:
                 error_file = f"{result.path}/error.txt"  # a path in the storage's file system (S3 too)
                 print(f"failed: {trial_display_name(result)}: {error_line(error_file, result.filesystem)}")
-        tracker.client.log_text(tracker.parent_run_id, table_csv(header, rows), "summary.csv")
+        tracker.log_parent_text(table_csv(header, rows), "summary.csv")
         if grid.search and not interruption.signal:
             report_best(results, grid, tracker)
         if not interruption.signal:
@@ -395,14 +394,12 @@ def run_stage_2(args: argparse.Namespace, screening: Screening, grid: Grid, trac
                 stage_1_results: list[Any], storage_path: str, progress: Any, run_stage: Any) -> list[Any]:
     """which_prior's stage 2: the grid's methods on stage 1's top priors plus the baseline. The
     ranking is said on the terminal and kept on the parent run (tag screening.ranking)."""
-    from ray.tune import Tuner
-
-    from orchestrator.tune_driver import experiment_path
+    from orchestrator.tune_driver import can_restore
 
     ranked = rank_priors(stage_1_results, screening.metric)
     line = ranking_line(ranked, screening.metric)
     (progress.note if progress else print)(line)
-    tracker.client.set_tag(tracker.parent_run_id, "screening.ranking", line[:5000])
+    tracker.tag_parent("screening.ranking", line[:5000])
     stage = dataclasses.replace(grid, axes=pretraining_axes(grid.axes, grid.params, screening, ranked))
     if not stage.axes["init"]:
         return []
@@ -410,61 +407,8 @@ def run_stage_2(args: argparse.Namespace, screening: Screening, grid: Grid, trac
     if progress is not None:  # the view counts stage 2's trials from here
         progress.sweep_name = f"{args.sweep} (stage 2)"
         progress.total_trials = stage.num_trials
-    resume = args.resume and Tuner.can_restore(experiment_path(storage_path, name))
+    resume = args.resume and can_restore(storage_path, name)
     return run_stage(name, stage, resume, progress)
-
-
-class Interruption:
-    """SIGINT (Ctrl-C) or SIGTERM during the sweep: the first asks Tune to stop the trials and save
-    the experiment, so --resume continues it; a second SIGINT stops at once. `signal` records which.
-
-    Tune's own SIGINT handler would stop it just as well but leaves no trace of the interruption,
-    so Tune's is off (TUNE_DISABLE_SIGINT_HANDLER) and this one calls the handler Tune keeps on
-    SIGUSR1 for the same graceful stop.
-    """
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self._previous: dict[int, Any] = {}
-        self.notify: Any = None  # where to say it (the progress view's note), else stderr
-
-    def __enter__(self) -> "Interruption":
-        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-        self._previous = {number: signal.signal(number, self._handle)
-                          for number in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        for number, handler in self._previous.items():
-            signal.signal(number, handler)
-
-    def _handle(self, number: int, frame: Any) -> None:
-        if self.signal is not None:
-            raise KeyboardInterrupt
-        self.signal = number
-        message = (f"{signal.Signals(number).name}: stopping the trials and saving the sweep's state "
-                   "(Ctrl-C again to stop at once)")
-        if self.notify is not None:
-            self.notify(message)
-        else:
-            print(f"\n{message}", file=sys.stderr, flush=True)
-        tune_stop = signal.getsignal(signal.SIGUSR1)
-        if not callable(tune_stop):  # Tune is not running yet (or any more)
-            raise KeyboardInterrupt
-        tune_stop(signal.SIGUSR1, frame)
-
-
-def report_best(results: Any, grid: Grid, tracker: Any) -> None:
-    """Print the search's best trial config and log it on the parent run."""
-    best = results.get_best_result(metric=grid.search.metric, mode=grid.search.mode)
-    values = {key: flat_value(best.config, key) for key in grid.search.space}
-    print(f"best ({grid.search.metric} = {readable(best.metrics.get(grid.search.metric))}): "
-          + ", ".join(f"{key}={readable(redact_values(value))}" for key, value in values.items()))
-    tracker.client.log_dict(tracker.parent_run_id, {"metric": grid.search.metric,
-                                                   "value": best.metrics.get(grid.search.metric),
-                                                   "config": redact_values(best.config)}, "best_config.json")
-    for key, value in values.items():
-        tracker.client.set_tag(tracker.parent_run_id, f"best.{key}", str(redact_values(value)))
 
 
 def is_smoke_run(args: argparse.Namespace) -> bool:
@@ -499,61 +443,12 @@ def print_mlflow_links(tracker: Any, grid: Grid) -> None:
         for config in grid.trial_configs()[:1]]
     view = runs_table_view(evaluation_metrics, metrics.KNN_VAL_ACCURACY,
                            grid.display_axes, [TAG_STATUS])
-    save_runs_table_view(tracker.client, tracker.experiment_id, view)
+    tracker.save_runs_table_view(view)
     if not tracker.tracking_uri.startswith(("http://", "https://")):
         print(f"MLflow UI: {UI_COMMAND.format(uri=redact_uri(tracker.tracking_uri))}, then open")
     print(f"runs table: {runs_table_link(tracker.tracking_uri, tracker.experiment_id)}")
     print(f"charts:     {runs_table_link(tracker.tracking_uri, tracker.experiment_id, charts=True)}")
     print(f"parent run: {run_link(tracker.tracking_uri, tracker.experiment_id, tracker.parent_run_id)}")
-
-
-def trial_display_name(result: Any) -> str:
-    """The trial's deterministic name (its MLflow run name): its folder name less Tune's id, which
-    is "<prefix>_<index>" in a grid and one random word in a search ("583547f7")."""
-    if not result.path:
-        return "?"
-    return re.sub(r"_(?:[0-9a-f]+_\d{5}|[0-9a-f]{8})$", "", Path(result.path).name)
-
-
-def summarize(results: Any, axes: list[str], interrupted: bool = False) -> tuple[list[list[str]], bool]:
-    rows, any_failed = [], False
-    # In trial order; which_prior's stage 1 (experiment <sweep>) before stage 2 (<sweep>-pretrain).
-    def order(result: Any) -> tuple[str, str]:
-        return str(Path(str(result.path)).parent), str(result.path).rsplit("_", 1)[-1]
-
-    for result in sorted(results, key=order):
-        trial = trial_display_name(result)
-        result_metrics = last_values(result)
-        status = trial_status(result_metrics, failed=result.error is not None, interrupted=interrupted)
-        any_failed = any_failed or result.error is not None
-        protocol = result.config.get("eval", TrialConfig.eval)
-        values = [format_metric(result_metrics.get(metrics.evaluation_metric(protocol, suffix)))
-                  for suffix in TABLE_EVALUATION_METRICS]
-        values += [format_metric(result_metrics.get(name)) for name in TABLE_EPOCH_METRICS]
-        rows.append([trial, *(short(flat_value(result.config, a)) for a in axes), status, protocol, *values])
-    return rows, any_failed
-
-
-def last_values(result: Any) -> dict[str, Any]:
-    """Each metric's last reported value: per-epoch metrics are absent from the final report."""
-    history = result.metrics_dataframe
-    values = dict(result.metrics or {})
-    if history is not None:
-        for name in metrics.PER_EPOCH:
-            if name in history and history[name].notna().any():
-                values.setdefault(name, history[name].dropna().iloc[-1])
-    return values
-
-
-def format_metric(value: Any) -> str:
-    if isinstance(value, int | float) and math.isfinite(value):
-        return f"{value:.4f}"
-    return "-"
-
-
-def readable(value: Any) -> Any:
-    """Floats to 4 significant digits for the terminal (MLflow keeps full precision)."""
-    return f"{value:.4g}" if isinstance(value, float) else value
 
 
 def table_csv(header: list[str], rows: list[list[str]]) -> str:

@@ -1,13 +1,23 @@
-"""The Ray Tune wiring: each Tune trial runs a driver function that launches a TorchTrainer.
+"""The Ray Tune wiring: how a sweep's trials are set up and run, and what is read from their results.
 
-This is the Train V2 idiom: the driver builds a `TorchTrainer` whose run name is derived from
-the Tune trial id (stable across `Tuner.restore`, so a restarted trial finds its checkpoints),
-and `TuneReportCallback` forwards rank 0's reports to Tune.
+Setup: each Tune trial runs a driver function that launches a TorchTrainer. This is the Train
+V2 idiom: the driver builds a `TorchTrainer` whose run name is derived from the Tune trial id
+(stable across `Tuner.restore`, so a restarted trial finds its checkpoints), and
+`TuneReportCallback` forwards rank 0's reports to Tune. Trials are named by their axis values
+(`trial_name`).
+
+Results: the sweep's interruption by a signal (`Interruption`, Tune's graceful stop), the final
+table's rows from Tune's results (`summarize`), a search's best trial (`report_best`) and a
+trial's name read back from its folder (`trial_display_name`).
 """
 
 import functools
+import math
 import os
 import re
+import signal
+import sys
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -22,7 +32,8 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from orchestrator.datasets import PoolKey
 from orchestrator.grid import Grid, flat_value, nest, running_config, short
 from orchestrator.resources import ResourcePlan
-from orchestrator.tracking import MlflowTrialLogger
+from orchestrator.tracking import MlflowTrialLogger, SweepTracker
+from orchestrator.trial_status import trial_status
 from trainables import metrics
 from trainables.config import TrialConfig
 from trainables.failures import no_retry_can_fix
@@ -33,6 +44,11 @@ from trainables.shipped_priors import PriorKey
 TRAIN_RUNS_FOLDER = "train_runs"
 DRIVER_MEMORY_BYTES = 64 * 1024**2
 HEAD_NODE_RESOURCE = "node:__internal_head__"  # Ray gives the head node 1 of it
+# Final table columns: the trial's own evaluation protocol's metrics, then the last epoch's.
+TABLE_EVALUATION_METRICS = (metrics.TEST_ACCURACY, metrics.TEST_BALANCED_ACCURACY,
+                            metrics.TEST_MACRO_F1, metrics.TEST_AUC)
+TABLE_EPOCH_METRICS = (metrics.KNN_VAL_ACCURACY, metrics.PRETRAIN_COLLAPSE_STD)
+TABLE_HEADER = ("status", "eval", *TABLE_EVALUATION_METRICS, *TABLE_EPOCH_METRICS)
 
 
 class FailOnce(ray.train.UserCallback):
@@ -186,6 +202,11 @@ def experiment_path(storage_path: str, sweep_name: str) -> str:
     return os.path.join(storage_path, sweep_name)
 
 
+def can_restore(storage_path: str, sweep_name: str) -> bool:
+    """Whether the storage holds Tune state of this sweep (an earlier run --resume continues)."""
+    return tune.Tuner.can_restore(experiment_path(storage_path, sweep_name))
+
+
 def run_tune(sweep_name: str, grid: Grid, plan: ResourcePlan, storage_path: str,
              logger: MlflowTrialLogger, resume: bool, shared_data: dict[PoolKey, ray.ObjectRef],
              max_failures: int = 0,
@@ -219,3 +240,125 @@ def run_tune(sweep_name: str, grid: Grid, plan: ResourcePlan, storage_path: str,
             ),
         )
     return tuner.fit()
+
+
+class Interruption:
+    """SIGINT (Ctrl-C) or SIGTERM during the sweep: the first asks Tune to stop the trials and save
+    the experiment, so --resume continues it; a second SIGINT stops at once. `signal` records which.
+
+    Tune's own SIGINT handler would stop it just as well but leaves no trace of the interruption,
+    so Tune's is off (TUNE_DISABLE_SIGINT_HANDLER) and this one calls the handler Tune keeps on
+    SIGUSR1 for the same graceful stop.
+    """
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+        self.notify: Any = None  # where to say it (the progress view's note), else stderr
+
+    def __enter__(self) -> "Interruption":
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+        self._previous = {number: signal.signal(number, self._handle)
+                          for number in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+    def _handle(self, number: int, frame: Any) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = number
+        message = (f"{signal.Signals(number).name}: stopping the trials and saving the sweep's state "
+                   "(Ctrl-C again to stop at once)")
+        if self.notify is not None:
+            self.notify(message)
+        else:
+            print(f"\n{message}", file=sys.stderr, flush=True)
+        tune_stop = signal.getsignal(signal.SIGUSR1)
+        if not callable(tune_stop):  # Tune is not running yet (or any more)
+            raise KeyboardInterrupt
+        tune_stop(signal.SIGUSR1, frame)
+
+
+def trial_display_name(result: Any) -> str:
+    """The trial's deterministic name (its MLflow run name, `trial_name`): its folder name less
+    Tune's id, which is "<prefix>_<index>" in a grid and one random word in a search ("583547f7")."""
+    if not result.path:
+        return "?"
+    return re.sub(r"_(?:[0-9a-f]+_\d{5}|[0-9a-f]{8})$", "", Path(result.path).name)
+
+
+def summarize(results: Any, axes: list[str], interrupted: bool = False) -> tuple[list[list[str]], bool]:
+    """The final table's rows (trial, axis values, then TABLE_HEADER's columns) and whether any
+    trial failed."""
+    rows, any_failed = [], False
+    # In trial order; which_prior's stage 1 (experiment <sweep>) before stage 2 (<sweep>-pretrain).
+    def order(result: Any) -> tuple[str, str]:
+        return str(Path(str(result.path)).parent), str(result.path).rsplit("_", 1)[-1]
+
+    for result in sorted(results, key=order):
+        trial = trial_display_name(result)
+        result_metrics = last_values(result)
+        status = trial_status(result_metrics, failed=result.error is not None, interrupted=interrupted)
+        any_failed = any_failed or result.error is not None
+        protocol = result.config.get("eval", TrialConfig.eval)
+        values = [format_metric(result_metrics.get(metrics.evaluation_metric(protocol, suffix)))
+                  for suffix in TABLE_EVALUATION_METRICS]
+        values += [format_metric(result_metrics.get(name)) for name in TABLE_EPOCH_METRICS]
+        rows.append([trial, *(short(flat_value(result.config, a)) for a in axes), status, protocol, *values])
+    return rows, any_failed
+
+
+def last_values(result: Any) -> dict[str, Any]:
+    """Each metric's last reported value: per-epoch metrics are absent from the final report."""
+    history = result.metrics_dataframe
+    values = dict(result.metrics or {})
+    if history is not None:
+        for name in metrics.PER_EPOCH:
+            if name in history and history[name].notna().any():
+                values.setdefault(name, history[name].dropna().iloc[-1])
+    return values
+
+
+def format_metric(value: Any) -> str:
+    if isinstance(value, int | float) and math.isfinite(value):
+        return f"{value:.4f}"
+    return "-"
+
+
+def readable(value: Any) -> Any:
+    """Floats to 4 significant digits for the terminal (MLflow keeps full precision)."""
+    return f"{value:.4g}" if isinstance(value, float) else value
+
+
+def best_result(results: list[ray.tune.Result], metric: str, mode: str) -> ray.tune.Result | None:
+    """The trial whose last reported `metric` is best (ResultGrid.get_best_result's "last" scope,
+    over the stages' results together); None when no trial reported a finite value."""
+    scored = []
+    for result in results:
+        value = last_values(result).get(metric)
+        if isinstance(value, int | float) and math.isfinite(value):
+            scored.append((value, result))
+    if not scored:
+        return None
+    pick = max if mode == "max" else min
+    return pick(scored, key=lambda pair: pair[0])[1]
+
+
+def report_best(results: list[ray.tune.Result], grid: Grid, tracker: SweepTracker) -> None:
+    """Print the search's best trial config and log it on the parent run."""
+    metric = grid.search.metric
+    best = best_result(results, metric, grid.search.mode)
+    if best is None:
+        print(f"best: none, no trial reported a finite {metric}")
+        return
+    best_value = float(last_values(best)[metric])
+    values = {key: flat_value(best.config, key) for key in grid.search.space}
+    print(f"best ({metric} = {readable(best_value)}): "
+          + ", ".join(f"{key}={readable(redact_values(value))}" for key, value in values.items()))
+    tracker.log_parent_dict({"metric": metric, "value": best_value, "config": redact_values(best.config)},
+                            "best_config.json")
+    for key, value in values.items():
+        tracker.tag_parent(f"best.{key}", str(redact_values(value)))

@@ -1,5 +1,6 @@
 """Trial names: the axis values as they are, signs and exponents included, then the trial index;
-short keys for common axes, values alone for the axes whose values name themselves.
+short keys for common axes, values alone for the axes whose values name themselves. The final
+table reads each name back from the trial's folder.
 
 No Ray here: trial_name is a pure function of a trial's config and id, and ray.init is made to
 fail so that this file can never join a running cluster.
@@ -11,8 +12,9 @@ from typing import Any
 
 import pytest
 import ray
+from ray.tune import Result
 
-from orchestrator.tune_driver import trial_name
+from orchestrator.tune_driver import trial_display_name, trial_name
 
 
 @dataclass
@@ -74,3 +76,13 @@ def test_a_search_sweeps_random_trial_id_stays_whole() -> None:
     """Tune gives trials proposed by a searcher (Optuna) ids like "583547f7", with no index."""
     trial = StandInTrial(config={"learning_rate": 0.0763}, trial_id="583547f7")
     assert trial_name(trial, ["learning_rate"]) == "lr=0.0763_583547f7"
+
+
+@pytest.mark.parametrize("trial_id", ["f00ba_00012", "583547f7"])  # a grid's id, a searcher's
+def test_the_final_table_reads_the_trial_name_back_from_its_folder(trial_id: str) -> None:
+    trial = StandInTrial({"method": "simclr", "learning_rate": 0.0763}, trial_id)
+    name = trial_name(trial, ["method", "learning_rate"])
+    folder = f"/storage/smoke/{name}_{trial_id}"  # tune_driver.search_config's trial_dirname_creator
+    result = Result(metrics={}, checkpoint=None, error=None, path=folder)
+    assert trial_display_name(result) == name
+    assert trial_display_name(Result(metrics={}, checkpoint=None, error=None, path="")) == "?"
