@@ -4,22 +4,18 @@ Throughput is NVIDIA's published ResNet-50 training figure (2,470 img/s at 224 p
 A100; DESIGN.md), halved for two views, and scaled by each backbone's multiply-accumulates
 relative to ResNet-50 (`BackboneSpec.multiply_accumulates_at_224`) and by the pixel count for
 other image sizes, capped where small models become input-bound; each method's step costs its
-`relative_step_cost` of that. A rough
+`relative_step_cost` of that, over each dataset's `DatasetSpec.train_image_count` images. A rough
 guide for planning, not a measurement: pipeline stalls, multi-crop and evaluation vary.
 """
 
 from trainables.backbones import BACKBONES
 from trainables.config import TrialConfig
+from trainables.data import DATASETS
 from trainables.methods import METHODS
 
 RESNET50_TWO_VIEW_IMAGES_PER_SECOND = 2470 / 2
 MAX_IMAGES_PER_SECOND = 20_000  # beyond this the input pipeline, not the GPU, sets the pace
-# Training-split sizes (images) of the registered datasets, for the estimate only.
-TRAIN_IMAGES = {"digits": 1078, "shapes": 1800, "cifar10": 45000, "ham10000": 6009, "dermamnist": 7007,
-                "pneumoniamnist": 4708, "breastmnist": 546, "bloodmnist": 11959, "retinamnist": 1080,
-                "pathmnist": 89996, "octmnist": 97477, "organamnist": 34561, "kermany_cxr": 5232,
-                "covid19_radiography": 12697, "isic2019": 15198, "idrid_grading": 330,
-                "chestxray14": 67272}
+
 
 
 def images_per_second(backbone: str, image_size: int) -> float:
@@ -35,8 +31,8 @@ def gpu_hours(config: TrialConfig) -> float | None:
     """Estimated GPU-hours of one trial (all its workers together); None for unknown data sizes.
     Pretraining goes over the pretraining pool (its dataset's train split, times pretrain_fraction),
     fine-tuning over the evaluation's train split."""
-    train_images = TRAIN_IMAGES.get(config.dataset)
-    pretrain_images = TRAIN_IMAGES.get(config.resolved_pretrain_dataset)
+    train_images = DATASETS[config.dataset].train_image_count
+    pretrain_images = DATASETS[config.resolved_pretrain_dataset].train_image_count
     if train_images is None or pretrain_images is None:
         return None
     throughput = images_per_second(config.backbone, config.image_size)

@@ -96,7 +96,7 @@ from trainables.data.files import (
     imagefolder_pool,
     unlabeled_pool,
 )
-from trainables.data.medmnist import MEDMNIST_CLASSES, medmnist_pool
+from trainables.data.medmnist import MEDMNIST_CLASSES, MEDMNIST_TRAIN_IMAGES, medmnist_pool
 from trainables.data.pool import (
     TEST,
     TRAIN,
@@ -211,6 +211,9 @@ class DatasetSpec:
     # None: no files (bundled or generated data).
     source_folder: str | None = ""
     labeled: bool = True  # False: a pretraining pool only (the `unlabeled` layout)
+    # Training-split size (images), for the dry run's GPU-hour estimate only (orchestrator.estimates);
+    # None: the user's own folder, of a size unknown until it is read.
+    train_image_count: int | None = None
 
 
 def _exists(relative: str) -> Callable[[Path], bool]:
@@ -224,7 +227,8 @@ def _medmnist(name: str) -> DatasetSpec:
     return DatasetSpec(f"MedMNIST v2 {name} ({len(MEDMNIST_CLASSES[name])} classes), official split",
                        partial(medmnist_pool, name), source_folder="medmnist",
                        on_disk=lambda data_root: any((Path(data_root) / "medmnist").glob(f"{name}*.npz")),
-                       vertical_flip=name in MEDMNIST_WITHOUT_ORIENTATION)
+                       vertical_flip=name in MEDMNIST_WITHOUT_ORIENTATION,
+                       train_image_count=MEDMNIST_TRAIN_IMAGES[name])
 
 
 KERMANY_CXR = ImageFolderLayout(
@@ -259,34 +263,37 @@ CSVFOLDER = CsvLayout("csvfolder", "", "your own data: a labels CSV and an image
 DATASETS: dict[str, DatasetSpec] = {
     "digits": DatasetSpec("scikit-learn's bundled 8x8 digits, upsampled (offline)",
                           lambda size, root, download: digits_pool(size), cache_from_size=None,
-                          source_folder=None),
+                          source_folder=None, train_image_count=1077),
     "shapes": DatasetSpec("6 procedurally generated shapes on textured, coloured backgrounds (offline)",
                           lambda size, root, download: shapes_pool(size), cache_from_size=96,
-                          vertical_flip=True, source_folder=None),
+                          vertical_flip=True, source_folder=None, train_image_count=1800),
     "cifar10": DatasetSpec("CIFAR-10 via torchvision, official test set", cifar10_pool,
-                           on_disk=_exists("cifar10/cifar-10-batches-py"), source_folder="cifar10"),
+                           on_disk=_exists("cifar10/cifar-10-batches-py"), source_folder="cifar10",
+                           train_image_count=45000),
     "ham10000": DatasetSpec("HAM10000 dermoscopy, 7 classes, split grouped by lesion", ham10000_pool,
                             on_disk=_exists("ham10000/HAM10000_metadata.csv"), vertical_flip=True,
-                            source_folder="ham10000"),
+                            source_folder="ham10000", train_image_count=6009),
     **{name: _medmnist(name) for name in MEDMNIST_CLASSES},
     "kermany_cxr": DatasetSpec("Kermany pediatric chest X-rays, normal vs pneumonia",
                                partial(imagefolder_pool, KERMANY_CXR),
                                on_disk=_exists(KERMANY_CXR.directory),
-                               source_folder=KERMANY_CXR.directory, grayscale=True),
+                               source_folder=KERMANY_CXR.directory, grayscale=True, train_image_count=5232),
     "covid19_radiography": DatasetSpec("COVID-19 Radiography Database, 4 classes",
                                        partial(imagefolder_pool, COVID19_RADIOGRAPHY),
                                        on_disk=_exists(COVID19_RADIOGRAPHY.directory),
-                                       source_folder=COVID19_RADIOGRAPHY.directory, grayscale=True),
+                                       source_folder=COVID19_RADIOGRAPHY.directory, grayscale=True,
+                                       train_image_count=12697),
     "isic2019": DatasetSpec("ISIC 2019 dermoscopy, 8 classes", partial(csvfolder_pool, ISIC2019),
                             on_disk=_exists(ISIC2019.directory),
-                            source_folder=ISIC2019.directory, vertical_flip=True),
+                            source_folder=ISIC2019.directory, vertical_flip=True, train_image_count=15198),
     "idrid_grading": DatasetSpec("IDRiD diabetic retinopathy grades 0-4",
                                  partial(csvfolder_pool, IDRID_GRADING),
                                  on_disk=_exists(IDRID_GRADING.directory),
-                                 source_folder=IDRID_GRADING.directory, vertical_flip=True),
+                                 source_folder=IDRID_GRADING.directory, vertical_flip=True,
+                                 train_image_count=330),
     "chestxray14": DatasetSpec("NIH ChestX-ray14 frontal X-rays (finding vs none), grouped by patient",
                                chestxray14_pool, on_disk=_exists("chestxray14/Data_Entry_2017.csv"),
-                               source_folder="chestxray14", grayscale=True),
+                               source_folder="chestxray14", grayscale=True, train_image_count=67272),
     "imagefolder": DatasetSpec("data_root/<class>/*.png|jpg|dcm", partial(imagefolder_pool, IMAGEFOLDER)),
     "csvfolder": DatasetSpec("data_root/labels.csv + data_root/images/", partial(csvfolder_pool, CSVFOLDER)),
     "unlabeled": DatasetSpec("every image under data_root, recursively, no labels (pretraining only)",

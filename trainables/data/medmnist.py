@@ -54,6 +54,12 @@ MEDMNIST_CLASSES: dict[str, tuple[str, ...]] = {
                     "lung-left", "lung-right", "pancreas", "spleen"),
 }
 
+# The official training splits' sizes (MedMNIST v2's table of datasets), for the GPU-hour estimate.
+MEDMNIST_TRAIN_IMAGES: dict[str, int] = {
+    "dermamnist": 7007, "pneumoniamnist": 4708, "breastmnist": 546, "bloodmnist": 11959, "retinamnist": 1080,
+    "pathmnist": 89996, "octmnist": 97477, "organamnist": 34561,
+}
+
 # file name -> MD5, copied from medmnist/info.py (v3.0.2). Every file of MEDMNIST_CLASSES is here.
 MEDMNIST_MD5: dict[str, str] = {
     "dermamnist.npz": "0744692d530f8e62ec473284d019b0c7",

@@ -9,6 +9,7 @@ import torch
 from trainables.data import DATASETS, DatasetNotFoundError, ImageSplits, decoded_pool, load_dataset
 
 OFFLINE = {"digits", "shapes"}  # need no files
+USERS_OWN = {"imagefolder", "csvfolder", "unlabeled"}  # layouts of the user's own folder
 
 
 @pytest.mark.parametrize("name", sorted(set(DATASETS) - OFFLINE))
@@ -32,6 +33,19 @@ def test_offline_datasets_load_without_files(name: str, tmp_path: Path) -> None:
     assert splits.train_images.dtype == torch.uint8 and splits.train_images.shape[1:] == (channels, 16, 16)
     assert splits.grayscale == (channels == 1)
     assert splits.skipped_images == 0 and splits.label_fraction == 1.0
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_every_published_dataset_states_its_training_split_size(name: str, tmp_path: Path) -> None:
+    """The dry run's GPU-hour estimate (orchestrator/estimates.py) reads it; a user's own folder has
+    no size until it is read, and its estimate says unknown."""
+    count = DATASETS[name].train_image_count
+    if name in USERS_OWN:
+        assert count is None
+        return
+    assert isinstance(count, int) and count > 0
+    if name in OFFLINE:  # the one size that can be checked here
+        assert len(load_dataset(name, 8, seed=0, data_root=tmp_path).train_images) == count
 
 
 def _rows(images: torch.Tensor) -> set[bytes]:
