@@ -33,7 +33,7 @@ from trainables.optimization import build_optimizer
 @dataclass
 class TrainingState:
     method: SSLMethod  # the unwrapped module: its state dict has no "module." prefix
-    model: nn.Module  # what the loop calls: the method, wrapped in DDP on several workers
+    model: nn.Module  # what the loop calls: the method (compiled in place), in DDP on several workers
     optimizer: torch.optim.Optimizer
     epoch: int = 0  # the last finished epoch
     step: int = 0
@@ -77,6 +77,9 @@ def build_training_state(config: TrialConfig, world_size: int, device: torch.dev
         enable_activation_checkpointing(method.backbone)
     if config.compile:
         compile_forward_and_loss(method, config.compile_backend)
+        if announce:
+            print(f"[{config.method}] forward and loss torch.compile'd ({config.compile_backend}): "
+                  "the first step compiles them", flush=True)
     model = method if data_parallel is None or world_size == 1 else data_parallel(method)
     optimizer = build_optimizer(method, config.resolved_optimizer, config.momentum,
                                 config.resolved_weight_decay)
