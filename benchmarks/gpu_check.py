@@ -10,7 +10,8 @@ benchmark functions that benchmarks/train_step.py and memory_check.py use:
 1. the trial's step (trainables.training.train_step, as the loop calls it) vs a bare PyTorch loop
    over the same model: images/s and their ratio; model FLOP utilisation against a measured bf16
    matmul peak; the fraction of the step spent on its input; host-device syncs in one step
-   (torch.cuda.set_sync_debug_mode); eager and with the method's forward + loss torch.compile'd;
+   (torch.cuda.set_sync_debug_mode); eager and with the method's forward + loss torch.compile'd
+   as the loop compiles it with the trial setting compile=true;
 2. the memory planner's estimate vs torch.cuda.max_memory_allocated for ResNet-50 (BatchNorm) and
    BiT (GroupNorm) at two batch sizes each;
 3. the largest power-of-two batch whose trial step fits;
@@ -60,14 +61,15 @@ QUICK = {"backbone": "cbr_nano", "image_size": 32, "batch_size": 16, "steps": 2,
 
 def step_comparison(settings: dict, device: torch.device, compiled: bool) -> dict:
     """Trial step vs bare loop, input fraction, MFU and syncs, as benchmarks/train_step.py measures them."""
+    # compile: the loop's own (trainables.training.build_training_state) on the method's forward
+    # and loss; the optimizer step stays eager, and so does the bare loop (its copy is uncompiled).
     config = TrialConfig.from_dict({"method": "simclr", "dataset": "shapes", "backbone": settings["backbone"],
                                     "image_size": settings["image_size"],
-                                    "batch_size": settings["batch_size"]})
+                                    "batch_size": settings["batch_size"], "compile": compiled,
+                                    "compile_backend": settings["compile_backend"]})
     images = random_images(4 * config.batch_size, config.image_size)
     trial = TrialSteps(config, images, device, settings["steps"])
     bare = BareSteps(trial, images)
-    if compiled:  # the method's forward and loss; the optimizer step and the bare loop stay eager
-        trial.state.model = torch.compile(trial.state.method, backend=settings["compile_backend"])
     started = time.perf_counter()
     fixed = next(trial.batches)
     for _ in range(2):  # warm-up: compilation, allocator, cudnn autotuning

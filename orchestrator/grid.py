@@ -23,7 +23,7 @@ MERGED_TRIALS_FILE = "merged_trials.json"  # on the parent run: Grid.served_cell
 # whatever these are (batch_size too, unless fine-tuning reads it: see run_key).
 PRETRAINING_ONLY = ("batch_size", "epochs", "learning_rate", "learning_rate_scaling", "weight_decay",
                     "optimizer", "momentum", "warmup_epochs", "knn_every", "activation_checkpointing",
-                    "method_params")
+                    "compile", "compile_backend", "method_params")
 
 
 @dataclass(frozen=True)

@@ -40,11 +40,12 @@ CONFUSION_WIDE_ARTIFACT = "confusion_matrix_wide.json"  # the same counts, one c
 # ... and as a CSV at the top: the compare view lists top-level files only, and shows a CSV as a table.
 CONFUSION_CSV_ARTIFACT = "confusion_matrix.csv"
 FIGURE_SUFFIX = ".png"
-# Settings whose default means "this option is off": on the run page only when set otherwise.
+# Settings whose default means "this option is off" (compile_backend: only read with compile on):
+# on the run page only when set otherwise.
 OFF_DEFAULTS: dict[str, Any] = {
     "norm": "as-is", "weight_standardization": "as-is", "weight_scaling": "none", "dead_filters": "keep",
     "cifar_stem": False, "download": False, "focal_gamma": 0.0, "class_weighted": False,
-    "warmup_epochs": 0,
+    "warmup_epochs": 0, "compile": False, "compile_backend": "inductor",
 }
 
 

@@ -16,6 +16,7 @@ from trainables import metrics
 from trainables.backbones import BACKBONE_NAMES
 from trainables.data import DATASETS, LABELED_DATASETS
 from trainables.data.splits import SPLIT_POLICIES
+from trainables.devices import COMPILE_BACKENDS
 from trainables.initializations import (
     DEAD_FILTERS,
     INITIALIZATIONS,
@@ -90,6 +91,11 @@ class TrialConfig:
     # Epochs between checkpoints; None: chosen from the measured write and epoch times so that
     # checkpointing costs at most ~5% (trainables/checkpoint_schedule.py). The last epoch always.
     checkpoint_every: int | None = None
+    # torch.compile the step's forward and loss (trainables.devices.compile_forward_and_loss);
+    # off by default: never measured against eager on a GPU. compile_backend: inductor, or
+    # aot_eager / eager (trace only: what compiling changes, without inductor's compile time).
+    compile: bool = False
+    compile_backend: str = "inductor"
     knn_k: int = 20
     knn_every: int = DEFAULT_KNN_EVERY  # the kNN monitor's period in epochs (also epoch 0 and the last)
     # Evaluation after pretraining: linear probe on frozen features, kNN, or full fine-tuning.
@@ -270,6 +276,7 @@ CHOICES: dict[str, typing.Iterable[str]] = {
     "weight_standardization": WEIGHT_STANDARDIZATIONS,
     "weight_scaling": WEIGHT_SCALINGS,
     "dead_filters": DEAD_FILTERS,
+    "compile_backend": COMPILE_BACKENDS,
 }
 # Choices whose None means "the method's paper value".
 DEFAULTS_FROM_METHOD = ("optimizer", "pretrain_dataset")

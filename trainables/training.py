@@ -17,7 +17,12 @@ from trainables.activation_checkpointing import enable_activation_checkpointing
 from trainables.augmentations import AugmentationRecipe, augment, without_color
 from trainables.config import TrialConfig
 from trainables.data import DATASETS
-from trainables.devices import enable_fast_cuda_kernels, memory_format, mixed_precision
+from trainables.devices import (
+    compile_forward_and_loss,
+    enable_fast_cuda_kernels,
+    memory_format,
+    mixed_precision,
+)
 from trainables.distributed import convert_batchnorm_for_distributed
 from trainables.initializations import build_initialized_backbone
 from trainables.methods import RunShape, SSLMethod, build_method
@@ -28,7 +33,7 @@ from trainables.optimization import build_optimizer
 @dataclass
 class TrainingState:
     method: SSLMethod  # the unwrapped module: its state dict has no "module." prefix
-    model: nn.Module  # what the loop calls: the method, wrapped in DDP on several workers
+    model: nn.Module  # what the loop calls: the method (compiled in place), in DDP on several workers
     optimizer: torch.optim.Optimizer
     epoch: int = 0  # the last finished epoch
     step: int = 0
@@ -55,7 +60,9 @@ def build_training_state(config: TrialConfig, world_size: int, device: torch.dev
                          data_parallel: Callable[[nn.Module], nn.Module] | None = None,
                          announce: bool = True) -> TrainingState:
     """Backbone, method, optimizer on `device`. With several workers the BatchNorm layers are
-    converted to span them, and `data_parallel` wraps the method (Ray Train's DDP in the loop)."""
+    converted to span them, and `data_parallel` wraps the method (Ray Train's DDP in the loop).
+    With `compile`, the method's forward and loss are torch.compile'd in place, before DDP wraps
+    it; the first step then compiles (seconds to minutes)."""
     enable_fast_cuda_kernels(device)
     backbone, feature_dim, report = build_trial_backbone(config)
     if announce:
@@ -68,6 +75,11 @@ def build_training_state(config: TrialConfig, world_size: int, device: torch.dev
     method = method.to(device, memory_format=memory_format(device))
     if config.activation_checkpointing:  # after the BatchNorm conversion: its hooks go on the new layers
         enable_activation_checkpointing(method.backbone)
+    if config.compile:
+        compile_forward_and_loss(method, config.compile_backend)
+        if announce:
+            print(f"[{config.method}] forward and loss torch.compile'd ({config.compile_backend}): "
+                  "the first step compiles them", flush=True)
     model = method if data_parallel is None or world_size == 1 else data_parallel(method)
     optimizer = build_optimizer(method, config.resolved_optimizer, config.momentum,
                                 config.resolved_weight_decay)

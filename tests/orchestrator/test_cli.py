@@ -40,6 +40,8 @@ def test_unknown_sweep_is_one_line_naming_it_and_the_valid_ones_exit_2() -> None
         ("batch_size", ["KEY=VALUE"]),
         ("backbone=vit_giant", ["vit_giant", "cbr_nano"]),
         ("method_params.no_such_option=1", ["no_such_option", "projection_dim"]),
+        ("compile=maybe", ["maybe", "compile", "bool"]),
+        ("compile_backend=tvm", ["tvm", "compile_backend", "inductor", "aot_eager"]),
     ],
 )
 def test_bad_override_is_one_line_exit_2_and_starts_nothing(

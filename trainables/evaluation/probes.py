@@ -21,7 +21,13 @@ from trainables.evaluation.results import (
     RepeatResult,
     balanced_accuracy,
     classification_metrics,
+    confusion_balanced_accuracy,
+    confusion_counts,
 )
+
+# The linear probe's epochs whose validation scores come to the host together: one host-device
+# sync per this many epochs, and at most this many copies of the classifier kept meanwhile.
+SELECTION_EVERY = 25
 
 
 @torch.no_grad()
@@ -145,7 +151,8 @@ def train_linear_classifier(train_x: torch.Tensor, train_labels: torch.Tensor,
     """Multinomial logistic regression, full-batch Adam; returns the best epoch's classifier.
 
     Returns (classifier, its validation balanced accuracy, its epoch); the earliest epoch wins
-    ties. The caller's global RNG is left as it was. Trains where the features are.
+    ties. The caller's global RNG is left as it was. Trains where the features are, with one
+    host-device sync per SELECTION_EVERY epochs.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -153,14 +160,22 @@ def train_linear_classifier(train_x: torch.Tensor, train_labels: torch.Tensor,
     classifier = classifier.to(train_x.device)
     optimizer = torch.optim.Adam(classifier.parameters(), lr=learning_rate, weight_decay=weight_decay)
     best_score, best_epoch, best_state = -1.0, 0, copy.deepcopy(classifier.state_dict())
-    for epoch in range(1, epochs + 1):
-        optimizer.zero_grad()
-        focal_loss(classifier(train_x), train_labels, focal_gamma, class_weights).backward()
-        optimizer.step()
-        with torch.no_grad():
-            score = balanced_accuracy(val_labels, classifier(val_x).argmax(dim=1), num_classes)
-        if score > best_score:
-            best_score, best_epoch, best_state = score, epoch, copy.deepcopy(classifier.state_dict())
+    for first in range(1, epochs + 1, SELECTION_EVERY):
+        # Each epoch's validation counts and weights stay on the device; the scores come to the
+        # host once per SELECTION_EVERY epochs (a sync point), not once per epoch.
+        chunk = range(first, min(first + SELECTION_EVERY, epochs + 1))
+        confusions, weights = [], []
+        for _ in chunk:
+            optimizer.zero_grad()
+            focal_loss(classifier(train_x), train_labels, focal_gamma, class_weights).backward()
+            optimizer.step()
+            with torch.no_grad():
+                confusions.append(confusion_counts(val_labels, classifier(val_x).argmax(dim=1), num_classes))
+                weights.append({name: value.clone() for name, value in classifier.state_dict().items()})
+        for epoch, confusion, state in zip(chunk, torch.stack(confusions).cpu(), weights, strict=True):
+            score = confusion_balanced_accuracy(confusion)
+            if score > best_score:
+                best_score, best_epoch, best_state = score, epoch, state
     classifier.load_state_dict(best_state)
     return classifier, best_score, best_epoch
 

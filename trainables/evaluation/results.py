@@ -44,14 +44,25 @@ class ClassificationMetrics:
     confusion_matrix: list[list[int]]  # [true class][predicted class], counts
 
 
+def confusion_counts(labels: torch.Tensor, predictions: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Counts (num_classes, num_classes) [true class][predicted class], int64, where `labels` are.
+    No host-device sync (torch.bincount on a GPU reads its input's maximum back to the host)."""
+    pairs = labels.long() * num_classes + predictions.long().to(labels.device)
+    counts = torch.zeros(num_classes**2, dtype=torch.long, device=labels.device)
+    return counts.index_add_(0, pairs, torch.ones_like(pairs)).view(num_classes, num_classes)
+
+
 def balanced_accuracy(labels: torch.Tensor, predictions: torch.Tensor, num_classes: int) -> float:
     """Mean recall over the classes present in `labels` (sklearn's balanced_accuracy_score).
 
-    Hand-written because it is model selection's criterion, computed every probe epoch on the
-    tensors where they are: 0.08 ms here vs 2 ms for sklearn's (host copy and input checks).
+    Hand-written because it is model selection's criterion, computed every epoch on the tensors
+    where they are: 0.08 ms here vs 2 ms for sklearn's (host copy and input checks).
     """
-    pairs = labels.long() * num_classes + predictions.long().to(labels.device)
-    confusion = torch.bincount(pairs, minlength=num_classes**2).view(num_classes, num_classes)
+    return confusion_balanced_accuracy(confusion_counts(labels, predictions, num_classes))
+
+
+def confusion_balanced_accuracy(confusion: torch.Tensor) -> float:
+    """balanced_accuracy from the counts confusion_counts gives (a host sync where they are on a GPU)."""
     support = confusion.sum(dim=1)
     present = support > 0
     return (confusion.diagonal()[present].double() / support[present]).mean().item()

@@ -10,6 +10,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from trainables.augmentations import IMAGENET_MEAN, IMAGENET_STD
 from trainables.backbones import build_backbone
 from trainables.evaluation.probes import (
+    SELECTION_EVERY,
     embedding_std,
     extract_features,
     is_collapsed,
@@ -17,6 +18,7 @@ from trainables.evaluation.probes import (
     knn_votes,
     probe_linear,
     standardize,
+    train_linear_classifier,
 )
 
 
@@ -252,6 +254,17 @@ def test_knn_votes_are_counted_where_the_features_are() -> None:
     with CopiesToHost() as host:
         votes = knn_votes(train, torch.randint(0, 3, (30,)), query, num_classes=3, k=4)
     assert host.count == 0 and votes.device.type == "meta" and votes.shape == (5, 3)
+
+
+def test_the_linear_probe_brings_its_validation_scores_to_the_host_once_per_selection_chunk() -> None:
+    """Not once per epoch: the validation counts of SELECTION_EVERY epochs travel together."""
+    epochs = 2 * SELECTION_EVERY + 10
+    train, val = torch.randn(40, 8, device="meta"), torch.randn(10, 8, device="meta")
+    train_labels, val_labels = (torch.randint(0, 3, (count,), device="meta") for count in (40, 10))
+    with CopiesToHost() as host:
+        classifier, _, _ = train_linear_classifier(train, train_labels, val, val_labels, 3, epochs,
+                                                   learning_rate=0.01, weight_decay=1e-4)
+    assert host.count == 3 and classifier.weight.device.type == "meta"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
