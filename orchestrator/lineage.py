@@ -67,7 +67,8 @@ def log_dataset_input(client: MlflowClient, run_id: str, config: TrialConfig, sp
 
 def log_pretraining_input(client: MlflowClient, run_id: str, config: TrialConfig, content_hash: str) -> None:
     """The pool SSL pretrained on, as a second dataset input (context "pretraining"; digest = the
-    pool's content hash), for trials whose pretraining data is not the evaluation's train split."""
+    pool's content hash), for every trial that pretrains: on the evaluation's train split (the
+    default; the evaluation dataset's name, the digest that split's images alone) or on another pool."""
     source = {"uri": dataset_source(config.resolved_pretrain_dataset, config.resolved_pretrain_data_root)}
     profile = {"image_size": config.image_size, "fraction": config.pretrain_fraction, "seed": config.seed}
     dataset = Dataset(name=config.resolved_pretrain_dataset, digest=str(content_hash), source_type="local",

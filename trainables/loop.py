@@ -33,6 +33,7 @@ from trainables.data import (
     pool_from_arrays,
     split_dataset,
 )
+from trainables.data.pretraining import content_hash
 from trainables.evaluation import embedding_std, is_collapsed
 from trainables.evaluation.protocol import evaluate, timed_monitor
 from trainables.monitoring import is_monitored_epoch
@@ -133,8 +134,8 @@ def train_and_evaluate(config: TrialConfig, data: ImageSplits, rank: int, world_
                            metrics.SKIPPED_IMAGES: data.skipped_images,
                            metrics.PRETRAIN_IMAGES: len(pretrain_images),
                            metrics.PRETRAIN_OVERLAP_REMOVED: getattr(pretraining, "overlap_removed", 0)}
-        if pretraining is not None:
-            initial_metrics[metrics.PRETRAIN_HASH] = pretraining.content_hash()
+        if state.method.pretrains:  # method none pretrains on nothing: no pretraining input
+            initial_metrics[metrics.PRETRAIN_HASH] = content_hash(pretrain_images)
         # The recipes actually used (after the dataset's flips and grayscale): MLflow keeps them.
         initial_metrics[metrics.AUGMENTATION_RECIPES] = describe_recipes(view_specs)
         initial_metrics[metrics.GRAYSCALE] = data.grayscale

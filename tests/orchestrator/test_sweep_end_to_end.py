@@ -22,6 +22,7 @@ from tests.orchestrator.report.test_figures_and_links import linked_figures
 from trainables import metrics
 from trainables.augmentations import normalize
 from trainables.data import load_dataset
+from trainables.data.pretraining import content_hash
 from trainables.evaluation import knn_accuracy
 from trainables.initializations import build_initialized_backbone
 
@@ -132,10 +133,14 @@ def test_each_trial_logs_its_backbone_data_throughput_and_memory_in_mlflow_terms
         assert train.shape == (len(data.train_images), info.metadata["feature_dim"])
         accuracy = knn_accuracy(train, data.train_labels, val, data.val_labels, data.num_classes, k=20)
         assert accuracy == pytest.approx(child.data.metrics[metrics.KNN_VAL_ACCURACY], abs=0.003)
-        # Its data is a dataset input whose digest is its split hash.
-        (dataset_input,) = child.inputs.dataset_inputs
-        assert dataset_input.dataset.name == "digits"
-        assert dataset_input.dataset.digest == child.data.tags[metrics.SPLIT_HASH] == data.split_hash()
+        # Its data are two dataset inputs: the splits it is evaluated on (digest: the split hash)
+        # and the pool SSL pretrained on, here the same dataset's train split (its images' hash).
+        inputs = {tag.value: entry.dataset for entry in child.inputs.dataset_inputs
+                  for tag in entry.tags if tag.key == "mlflow.data.context"}
+        assert sorted(inputs) == ["evaluation", "pretraining"]
+        assert inputs["evaluation"].name == inputs["pretraining"].name == "digits"
+        assert inputs["evaluation"].digest == child.data.tags[metrics.SPLIT_HASH] == data.split_hash()
+        assert inputs["pretraining"].digest == content_hash(data.train_images)
         for name in (metrics.PRETRAIN_IMAGES_PER_SECOND, metrics.PEAK_PROCESS_RSS_MIB):
             history = client.get_metric_history(run_id, name)
             assert sorted(point.step for point in history) == [1, 2], name

@@ -28,7 +28,13 @@ class PretrainingPool:
 
     def content_hash(self) -> str:
         """A short hash of the pool's image bytes: equal hashes, the same pretraining images."""
-        return hashlib.sha256(self.images.contiguous().numpy().tobytes()).hexdigest()[:16]
+        return content_hash(self.images)
+
+
+def content_hash(images: torch.Tensor) -> str:
+    """A short hash of a uint8 image tensor's bytes (a pool's, or an evaluation train split's when
+    SSL pretrains on it): equal hashes, the same pretraining images."""
+    return hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()[:16]
 
 
 def image_hashes(images: torch.Tensor) -> list[bytes]:
