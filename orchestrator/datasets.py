@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 from trainables.config import TrialConfig
 from trainables.data import LABELED_DATASETS, DecodedPool, decoded_pool, pool_to_arrays, split_indices
+from trainables.trial_data import trial_data
 
 
 class PoolKey(NamedTuple):
@@ -84,10 +85,8 @@ def decode_pools(configs: Iterable[TrialConfig]) -> dict[PoolKey, DecodedPool]:
 
 
 def check_trial_data(configs: list[TrialConfig], pools: dict[PoolKey, DecodedPool]) -> None:
-    """Draw each distinct split and pretraining pool as the trials' workers will (trainables.loop.
+    """Draw each distinct split and pretraining pool as the trials' workers will (trainables.
     trial_data), and drop it: its refusal, or its image counts, is said here."""
-    from trainables.loop import trial_data
-
     distinct: dict[tuple, TrialConfig] = {}
     for config in configs:
         own_pool = config.pretrain_dataset is not None or config.pretrain_fraction < 1

@@ -135,5 +135,12 @@ def test_a_cycle_closed_by_an_import_inside_a_function_is_found(tmp_path) -> Non
     assert import_cycles(import_graph(tmp_path, ("toy",))) == [["toy.c", "toy.sub"]]
 
 
+def test_only_the_ray_train_glue_imports_the_loop() -> None:
+    """trainables.loop is the loop and its Ray glue: the trial driver hands it to Ray Train; every
+    piece others need (data, state, checkpoints, evaluation) lives in the torch core."""
+    importers = sorted(name for name, imported in import_graph().items() if "trainables.loop" in imported)
+    assert importers == ["orchestrator.tune_driver"]
+
+
 def test_no_import_cycles() -> None:
     assert import_cycles(import_graph()) == []

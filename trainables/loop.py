@@ -24,15 +24,7 @@ from trainables.augmentations import describe_recipes
 from trainables.batches import TrainingBatches
 from trainables.checkpoint_schedule import CheckpointSchedule
 from trainables.config import TrialConfig
-from trainables.data import (
-    DecodedPool,
-    ImageSplits,
-    PretrainingPool,
-    load_dataset,
-    load_pretraining_pool,
-    pool_from_arrays,
-    split_dataset,
-)
+from trainables.data import ImageSplits, PretrainingPool, pool_from_arrays
 from trainables.data.pretraining import content_hash
 from trainables.evaluation import embedding_std, is_collapsed
 from trainables.evaluation.protocol import evaluate, timed_monitor
@@ -49,6 +41,7 @@ from trainables.training import (
     training_view_specs,
 )
 from trainables.trial_checkpoint import ARTIFACTS_FOLDER, load_state, save_final, save_state
+from trainables.trial_data import trial_data
 
 
 def train_loop_per_worker(config_dict: dict, shared_data: ray.ObjectRef | None = None,
@@ -76,24 +69,6 @@ def train_loop_per_worker(config_dict: dict, shared_data: ray.ObjectRef | None =
     with local_weights_file(config, None if shared_weights is None else ray.get(shared_weights)) as built, \
             local_prior_file(built, None if shared_prior is None else ray.get(shared_prior)) as prior_built:
         train_and_evaluate(prior_built, data, rank, world_size, device, pretraining)
-
-
-def trial_data(config: TrialConfig, evaluation_pool: DecodedPool | None = None,
-               pretraining_source: DecodedPool | None = None) -> tuple[ImageSplits, PretrainingPool | None]:
-    """The trial's splits for its seed and its pretraining pool (None: the evaluation's train
-    split), cut from decoded pools where the driver shared them, else loaded from data_root."""
-    if evaluation_pool is not None:
-        data = split_dataset(config.dataset, evaluation_pool, config.seed, config.data_root,
-                             split=config.split)
-    else:
-        data = load_dataset(config.dataset, config.image_size, config.seed, config.data_root,
-                            split=config.split, download=config.download)
-    if config.pretrain_dataset is None and config.pretrain_fraction == 1:
-        return data, None
-    return data, load_pretraining_pool(
-        config.resolved_pretrain_dataset, config.resolved_pretrain_data_root, data,
-        same_files=config.pretrains_on_evaluation_files, image_size=config.image_size, seed=config.seed,
-        fraction=config.pretrain_fraction, download=config.download, source=pretraining_source)
 
 
 def train_and_evaluate(config: TrialConfig, data: ImageSplits, rank: int, world_size: int,

@@ -1,19 +1,16 @@
 """The driver shares one decoded pool per (dataset, image size); workers cut their seed's splits
-from it exactly as the driver used to (no Ray here: the Ray path is test_shared_data.py)."""
+from it by the split rule (no Ray here: the Ray path is test_shared_data.py)."""
 
 import pytest
+import torch
 
 from orchestrator.datasets import PoolKey, decode_pools, planned_pools
 from orchestrator.grid import Grid
 from trainables.config import TrialConfig
 from trainables.data import DatasetLabelError, decoded_pool, pool_from_arrays, pool_to_arrays
-from trainables.loop import trial_data
-
-# Computed with the driver-side code this replaces (orchestrator.datasets.decode_datasets and
-# decode_pretraining_pools, which split and subset on the driver, one object per seed): shapes at
-# 16 px, its split hash and the pretraining subset's content hash at pretrain_fraction 0.5.
-DRIVER_SIDE_SPLIT_HASH = {0: "63803416746f2ca5", 1: "a8eec4416ad94ea0"}
-DRIVER_SIDE_HALF_POOL_HASH = {0: "43312a6e86787a53", 1: "a716e6ceb4969609"}
+from trainables.data.pretraining import seeded_subset
+from trainables.data.splits import split_pool
+from trainables.trial_data import trial_data
 
 
 def test_one_pool_per_dataset_and_image_size_whatever_the_seeds_and_fractions() -> None:
@@ -34,17 +31,24 @@ def test_one_pool_per_dataset_and_image_size_whatever_the_seeds_and_fractions() 
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_the_worker_side_split_and_fraction_equal_the_old_driver_side_ones(seed: int) -> None:
+def test_the_worker_side_split_and_fraction_follow_the_split_rule(seed: int) -> None:
     config = TrialConfig.from_dict({"dataset": "shapes", "image_size": 16, "seed": seed,
                                     "pretrain_dataset": "shapes", "pretrain_fraction": 0.5})
     # The pool as a worker reads it: through the object store's numpy arrays (here without Ray).
     shared = pool_from_arrays(pool_to_arrays(decoded_pool("shapes", 16, "data")))
     data, pretraining = trial_data(config, shared)
-    assert data.split_hash() == DRIVER_SIDE_SPLIT_HASH[seed]
-    assert pretraining is not None and pretraining.content_hash() == DRIVER_SIDE_HALF_POOL_HASH[seed]
+    # The splits are the split rule's, applied to the whole pool the driver decoded.
+    pool = decoded_pool("shapes", 16, "data")
+    train, val, test = split_pool(pool.labels, pool.official_split, pool.groups, "default", seed)
+    for images, positions in ((data.train_images, train), (data.val_images, val), (data.test_images, test)):
+        assert torch.equal(images, pool.images[torch.as_tensor(positions, dtype=torch.int64)])
+    # The pretraining half is the seeded subset of that train split.
+    half = seeded_subset(len(data.train_images), 0.5, seed)
+    assert pretraining is not None and torch.equal(pretraining.images, data.train_images[half])
     assert len(pretraining.images) == len(data.train_images) // 2
-    unshared, _ = trial_data(config)  # a worker with no shared data loads the same splits
+    unshared, unshared_pretraining = trial_data(config)  # a worker with no shared data loads the same
     assert unshared.split_hash() == data.split_hash()
+    assert unshared_pretraining.content_hash() == pretraining.content_hash()
 
 
 def test_a_pool_that_cannot_be_split_is_refused_by_the_driver_before_anything_starts(

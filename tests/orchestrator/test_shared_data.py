@@ -17,7 +17,7 @@ from trainables import metrics
 from trainables.config import TrialConfig
 from trainables.data import DatasetNotFoundError, decoded_pool, load_dataset, pool_from_arrays, pool_to_arrays
 from trainables.data.pool import decode_image
-from trainables.loop import trial_data
+from trainables.trial_data import trial_data
 
 
 def write_image_folder(root: Path, per_class: int = 40) -> None:
