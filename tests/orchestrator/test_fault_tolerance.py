@@ -45,7 +45,9 @@ def ray_tmpdir(ray_process_reaper) -> Iterator[Path]:
 
 def start_sweep(workdir: Path, ray_tmpdir: Path, *extra: str) -> subprocess.Popen:
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
-    env.update(RAY_TMPDIR=str(ray_tmpdir), PYTHONUNBUFFERED="1")
+    # Every worker's line reaches the log: Ray's deduplication folds lines that differ only in
+    # their numbers ("checkpointed epoch 2" of one trial into another's "epoch 3 [repeated 4x]").
+    env.update(RAY_TMPDIR=str(ray_tmpdir), PYTHONUNBUFFERED="1", RAY_DEDUP_LOGS="0")
     return subprocess.Popen(
         [sys.executable, "-m", "orchestrator.sweep", *SWEEP_ARGUMENTS, *extra,
          "--tracking-uri", tracking_uri(workdir), "--storage-path", str(workdir / "ray_results")],
