@@ -17,7 +17,6 @@ RESNET50_TWO_VIEW_IMAGES_PER_SECOND = 2470 / 2
 MAX_IMAGES_PER_SECOND = 20_000  # beyond this the input pipeline, not the GPU, sets the pace
 
 
-
 def images_per_second(backbone: str, image_size: int) -> float:
     """Backbones of the registry by their multiply-accumulates (BackboneSpec); others as ResNet-50."""
     resnet50 = BACKBONES["resnet50"].multiply_accumulates_at_224

@@ -109,7 +109,9 @@ def train_and_evaluate(config: TrialConfig, data: ImageSplits, rank: int, world_
                            metrics.SKIPPED_IMAGES: data.skipped_images,
                            metrics.PRETRAIN_IMAGES: len(pretrain_images),
                            metrics.PRETRAIN_OVERLAP_REMOVED: getattr(pretraining, "overlap_removed", 0)}
-        if state.method.pretrains:  # method none pretrains on nothing: no pretraining input
+        # Only rank 0's report reaches Tune: one pass over the pool's bytes, not one per worker.
+        # Method none pretrains on nothing: no pretraining input.
+        if rank == 0 and state.method.pretrains:
             initial_metrics[metrics.PRETRAIN_HASH] = content_hash(pretrain_images)
         # The recipes actually used (after the dataset's flips and grayscale): MLflow keeps them.
         initial_metrics[metrics.AUGMENTATION_RECIPES] = describe_recipes(view_specs)
